@@ -1,0 +1,3 @@
+from datepin.cli import main
+
+main()
