@@ -1,0 +1,79 @@
+"""What a distribution's filename says: its version, package type and Python tag.
+
+Wheels and sdists are read with `packaging.utils`; older formats (eggs, `.tar.bz2`...) that
+PyPI still lists for old releases get a small fallback so their versions count too.
+"""
+
+from __future__ import annotations
+
+from packaging.utils import (
+    InvalidSdistFilename,
+    InvalidWheelFilename,
+    parse_sdist_filename,
+    parse_wheel_filename,
+)
+from packaging.version import InvalidVersion, Version
+
+__all__ = ["package_type", "parse_version", "python_version", "version_of"]
+
+# Archive suffixes PyPI accepted for sdists over the years, beyond the two packaging reads.
+_OLD_SDIST_SUFFIXES = (".tar.bz2", ".tar.xz", ".tar.Z", ".tgz", ".tbz", ".tar")
+_BDIST_SUFFIXES = {
+    ".egg": "bdist_egg",
+    ".exe": "bdist_wininst",
+    ".msi": "bdist_msi",
+    ".rpm": "bdist_rpm",
+    ".dmg": "bdist_dmg",
+}
+
+
+def version_of(filename: str) -> Version | None:
+    """The version a distribution filename names, or None if it cannot be read."""
+    try:
+        if filename.endswith(".whl"):
+            return parse_wheel_filename(filename)[1]
+        if filename.endswith((".tar.gz", ".zip")):
+            return parse_sdist_filename(filename)[1]
+    except (InvalidWheelFilename, InvalidSdistFilename, InvalidVersion):
+        return None
+    if filename.endswith(".egg"):
+        # name-version(-pyX.Y(-platform)?)?.egg; name and version have "-" escaped as "_".
+        parts = filename[: -len(".egg")].split("-")
+        return parse_version(parts[1]) if len(parts) >= 2 else None
+    for suffix in _OLD_SDIST_SUFFIXES:
+        if filename.endswith(suffix):
+            _, sep, version = filename[: -len(suffix)].rpartition("-")
+            return parse_version(version) if sep else None
+    return None
+
+
+def package_type(filename: str) -> str:
+    """The JSON API's `packagetype`: bdist_wheel, sdist, bdist_egg..."""
+    if filename.endswith(".whl"):
+        return "bdist_wheel"
+    for suffix, kind in _BDIST_SUFFIXES.items():
+        if filename.endswith(suffix):
+            return kind
+    return "sdist"
+
+
+def python_version(filename: str) -> str:
+    """The JSON API's `python_version`: the wheel's Python tag, `source` for sdists."""
+    kind = package_type(filename)
+    if kind == "bdist_wheel":
+        parts = filename[: -len(".whl")].split("-")
+        return parts[-3] if len(parts) >= 5 else "any"
+    if kind == "bdist_egg":
+        parts = filename[: -len(".egg")].split("-")
+        return parts[2].removeprefix("py") if len(parts) >= 3 else "any"
+    if kind == "sdist":
+        return "source"
+    return "any"
+
+
+def parse_version(text: str) -> Version | None:
+    """A PEP 440 version, or None (never raises)."""
+    try:
+        return Version(text)
+    except InvalidVersion:
+        return None

@@ -1,0 +1,261 @@
+"""Parse upstream pages into the model: PEP 691 JSON, PEP 503 HTML, the JSON API's `info`.
+
+Pure: bytes in, frozen values out.  Any page that cannot be read raises PageError, so the
+caller can fail closed (502) instead of passing an unfiltered page through.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+from collections.abc import Mapping
+from datetime import datetime
+from urllib.parse import unquote, urldefrag, urljoin, urlsplit
+
+from bs4 import BeautifulSoup, Tag
+from bs4.exceptions import ParserRejectedMarkup
+from packaging.utils import canonicalize_name
+
+from datepin.model import DistFile, ProjectPage
+from datepin.pins import PinError, parse_timestamp
+
+__all__ = ["PageError", "parse_html_page", "parse_json_api_info", "parse_json_page"]
+
+_HASH_NAMES = frozenset(hashlib.algorithms_guaranteed | hashlib.algorithms_available)
+
+
+class PageError(ValueError):
+    """An upstream page that is not a valid simple-API / JSON-API page."""
+
+
+# --- PEP 691 JSON -------------------------------------------------------------------------
+
+
+def parse_json_page(body: bytes, base_url: str) -> ProjectPage:
+    """A PEP 691 project page; relative file URLs are resolved against `base_url`."""
+    doc = _load_json_object(body)
+    name = doc.get("name")
+    files = doc.get("files")
+    if not isinstance(name, str) or not name:
+        raise PageError("project page without a name")
+    if not isinstance(files, list):
+        raise PageError("project page without a files list")
+    status, reason = _json_status(doc)
+    return ProjectPage(
+        name=canonicalize_name(name),
+        files=tuple(_json_file(entry, base_url, i) for i, entry in enumerate(files)),
+        status=status,
+        status_reason=reason,
+    )
+
+
+def _json_file(entry: object, base_url: str, index: int) -> DistFile:
+    if not isinstance(entry, dict):
+        raise PageError(f"files[{index}] is not an object")
+    filename = entry.get("filename")
+    url = entry.get("url")
+    if not isinstance(filename, str) or not filename:
+        raise PageError(f"files[{index}] has no filename")
+    if not isinstance(url, str) or not url:
+        raise PageError(f"{filename}: no url")
+    where = filename
+    # PEP 714: `core-metadata` replaces `dist-info-metadata`; read the old key only if the
+    # new one is absent.
+    metadata_key = "core-metadata" if "core-metadata" in entry else "dist-info-metadata"
+    upload_raw = _optional(entry, "upload-time", str, where)
+    return DistFile(
+        filename=filename,
+        url=urldefrag(urljoin(base_url, url)).url,
+        hashes=_hashes(entry.get("hashes", {}), where),
+        requires_python=_optional(entry, "requires-python", str, where),
+        core_metadata=_json_core_metadata(entry.get(metadata_key, False), where),
+        yanked=_json_yanked(entry.get("yanked", False), where),
+        upload_time=_upload_time(upload_raw, where),
+        upload_time_raw=upload_raw,
+        size=_size(entry.get("size"), where),
+    )
+
+
+def _json_status(doc: Mapping[str, object]) -> tuple[str | None, str | None]:
+    """PEP 792 status: the spec's top-level `project-status` object ({status, reason}),
+    else the same object, or the first draft's plain strings, in `meta`."""
+    meta = doc.get("meta", {})
+    if not isinstance(meta, dict):
+        raise PageError("meta is not an object")
+    for holder in (doc, meta):
+        value = holder.get("project-status")
+        if value is None:
+            continue
+        if isinstance(value, dict):
+            status, reason = value.get("status"), value.get("reason")
+        else:
+            status, reason = value, holder.get("project-status-reason")
+        if not isinstance(status, str) or not isinstance(reason, str | None):
+            raise PageError("malformed project-status")
+        return status, reason
+    return None, None
+
+
+def _json_yanked(value: object, where: str) -> str | None:
+    # PEP 592 / 691: false, true, or a reason string (true means yanked without a reason).
+    if value is False:
+        return None
+    if value is True:
+        return ""
+    if isinstance(value, str):
+        return value
+    raise PageError(f"{where}: yanked is {type(value).__name__}, not bool or string")
+
+
+def _json_core_metadata(value: object, where: str) -> dict[str, str] | None:
+    # PEP 658 / 714: false (or absent), true, or a dict of hashes of the .metadata file.
+    if value is False or value is None:
+        return None
+    if value is True:
+        return {}
+    return _hashes(value, where)
+
+
+def _hashes(value: object, where: str) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise PageError(f"{where}: hashes must map names to strings")
+    return {algo: digest.lower() for algo, digest in value.items()}
+
+
+def _size(value: object, where: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise PageError(f"{where}: size must be a non-negative integer")
+    return value
+
+
+def _optional[T](entry: Mapping[str, object], key: str, kind: type[T], where: str) -> T | None:
+    value = entry.get(key)
+    if value is None or isinstance(value, kind):
+        return value
+    raise PageError(f"{where}: {key} is {type(value).__name__}, not {kind.__name__}")
+
+
+def _upload_time(raw: str | None, where: str) -> datetime | None:
+    if raw is None:
+        return None
+    try:
+        # Rounded down: see pins.parse_timestamp.  No zone = UTC, as PyPI means it.
+        return parse_timestamp(raw, assume_utc=True, round_up=False)
+    except PinError as exc:
+        raise PageError(f"{where}: bad upload-time: {exc}") from None
+
+
+def _load_json_object(body: bytes) -> dict[str, object]:
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and bad UTF-8
+        raise PageError(f"not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise PageError("not a JSON object")
+    return doc
+
+
+# --- PEP 503 HTML -------------------------------------------------------------------------
+
+
+def parse_html_page(body: bytes, base_url: str, name: str) -> ProjectPage:
+    """A PEP 503 project page (with PEP 592/629/658/700/714/792 attributes)."""
+    soup = _soup(body)
+    base_tag = soup.find("base", href=True)
+    if isinstance(base_tag, Tag):
+        base_url = urljoin(base_url, _attr(base_tag, "href") or "")
+    files = tuple(
+        _html_file(anchor, base_url)
+        for anchor in soup.find_all("a")
+        if isinstance(anchor, Tag) and _attr(anchor, "href") is not None
+    )
+    return ProjectPage(
+        name=canonicalize_name(name),
+        files=files,
+        status=_meta_content(soup, "pypi:project-status"),
+        status_reason=_meta_content(soup, "pypi:project-status-reason"),
+    )
+
+
+def _html_file(anchor: Tag, base_url: str) -> DistFile:
+    href = _attr(anchor, "href") or ""
+    url, fragment = urldefrag(urljoin(base_url, href))
+    filename = anchor.get_text().strip() or _last_segment(url)
+    if not filename:
+        raise PageError(f"link {href!r} names no file")
+    metadata = _attr(anchor, "data-core-metadata")
+    if metadata is None:
+        metadata = _attr(anchor, "data-dist-info-metadata")
+    upload_raw = _attr(anchor, "data-upload-time")
+    return DistFile(
+        filename=filename,
+        url=url,
+        hashes=_fragment_hash(fragment),
+        requires_python=_attr(anchor, "data-requires-python"),  # bs4 unescapes &gt; etc.
+        core_metadata=_html_core_metadata(metadata),
+        yanked=_attr(anchor, "data-yanked"),  # "" when present without a reason
+        upload_time=_upload_time(upload_raw, filename),
+        upload_time_raw=upload_raw,
+    )
+
+
+def _fragment_hash(fragment: str) -> dict[str, str]:
+    algo, sep, digest = fragment.partition("=")
+    if sep and algo in _HASH_NAMES and digest:
+        return {algo: digest.lower()}
+    return {}
+
+
+def _html_core_metadata(value: str | None) -> dict[str, str] | None:
+    # PEP 714: "true", or "<hashname>=<hex>".  Anything else advertises nothing we can trust.
+    if value is None:
+        return None
+    if value.strip().lower() == "true":
+        return {}
+    hashes = _fragment_hash(value.strip())
+    return hashes or None
+
+
+def _meta_content(soup: BeautifulSoup, name: str) -> str | None:
+    tag = soup.find("meta", attrs={"name": name})
+    return _attr(tag, "content") if isinstance(tag, Tag) else None
+
+
+def _attr(tag: Tag, name: str) -> str | None:
+    value = tag.get(name)
+    if isinstance(value, list):  # bs4 splits multi-valued attributes (class, rel...)
+        return " ".join(value)
+    return value
+
+
+def _last_segment(url: str) -> str:
+    return unquote(posixpath.basename(urlsplit(url).path))
+
+
+def _soup(body: bytes) -> BeautifulSoup:
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PageError(f"HTML page is not UTF-8: {exc}") from None
+    try:
+        return BeautifulSoup(text, "html.parser")
+    except (ParserRejectedMarkup, AssertionError) as exc:
+        raise PageError(f"unparseable HTML: {exc}") from None
+
+
+# --- PyPI JSON API ------------------------------------------------------------------------
+
+
+def parse_json_api_info(body: bytes) -> dict[str, object]:
+    """The `info` object of `/pypi/P/json` or `/pypi/P/V/json`."""
+    info = _load_json_object(body).get("info")
+    if not isinstance(info, dict):
+        raise PageError("JSON API response without an info object")
+    if not isinstance(info.get("name"), str) or not isinstance(info.get("version"), str):
+        raise PageError("JSON API info without name and version")
+    return info

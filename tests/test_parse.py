@@ -1,0 +1,321 @@
+from __future__ import annotations
+
+import contextlib
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from datepin.model import DistFile
+from datepin.rewrite.parse import (
+    PageError,
+    parse_html_page,
+    parse_json_api_info,
+    parse_json_page,
+)
+
+DATA = Path(__file__).parent / "data"
+BASE = "https://pypi.org/simple/typing-extensions/"
+SHA_WHL = "af72aea155e91adfc61c3ae9e0e342dbc0cba726d6cba4b6c72c1f34e47291cd"
+URL_WHL = (
+    "https://files.pythonhosted.org/packages/b7/f4/6a90020cd2d93349b442bfcb657d0dc91eee65491600"
+    "b2cb1d388bc98e6b/typing_extensions-4.9.0-py3-none-any.whl"
+)
+
+
+def _by_name(files: tuple[DistFile, ...]) -> dict[str, DistFile]:
+    return {f.filename: f for f in files}
+
+
+# --- real pages -----------------------------------------------------------------------------
+
+
+def test_real_json_page() -> None:
+    page = parse_json_page((DATA / "typing-extensions.simple.json").read_bytes(), BASE)
+    assert page.name == "typing-extensions"
+    assert len(page.files) == 6
+    whl = _by_name(page.files)["typing_extensions-4.9.0-py3-none-any.whl"]
+    assert whl == DistFile(
+        filename="typing_extensions-4.9.0-py3-none-any.whl",
+        url=URL_WHL,
+        hashes={"sha256": SHA_WHL},
+        requires_python=">=3.8",
+        core_metadata=None,
+        yanked=None,
+        upload_time=datetime(2023, 12, 10, 1, 14, 20, 617723, tzinfo=UTC),
+        upload_time_raw="2023-12-10T01:14:20.617723Z",
+        size=32750,
+    )
+    assert page.status is None and page.status_reason is None
+
+
+def test_real_html_page_agrees_with_json() -> None:
+    html = parse_html_page(
+        (DATA / "typing-extensions.simple.html").read_bytes(), BASE, "typing_extensions"
+    )
+    json_page = parse_json_page((DATA / "typing-extensions.simple.json").read_bytes(), BASE)
+    assert html.name == "typing-extensions"
+    by_json = _by_name(json_page.files)
+    assert set(_by_name(html.files)) == set(by_json)
+    for f in html.files:
+        j = by_json[f.filename]
+        assert (f.url, f.hashes, f.requires_python, f.yanked) == (
+            j.url,
+            j.hashes,
+            j.requires_python,
+            j.yanked,
+        )
+        assert f.upload_time is None  # this PyPI does not put upload times in HTML
+
+
+def test_real_json_api_info() -> None:
+    info = parse_json_api_info((DATA / "typing-extensions.pypi.json").read_bytes())
+    assert info["name"] == "typing-extensions"
+    assert info["version"] == "4.16.0"
+    assert info["requires_python"] == ">=3.9"
+
+
+# --- JSON (PEP 691) -------------------------------------------------------------------------
+
+
+def _json(files: list[dict[str, object]], **extra: object) -> bytes:
+    return json.dumps(
+        {"meta": {"api-version": "1.1"}, "name": "Foo.Bar", "files": files, **extra}
+    ).encode()
+
+
+def _file(**fields: object) -> dict[str, object]:
+    return {"filename": "foo-1.0.tar.gz", "url": "foo-1.0.tar.gz", "hashes": {}, **fields}
+
+
+def test_json_name_is_normalized_and_relative_urls_resolved() -> None:
+    page = parse_json_page(
+        _json([_file(url="../../files/foo-1.0.tar.gz#sha256=AA", hashes={"sha256": "ABCDEF"})]),
+        "https://example.test/simple/foo-bar/",
+    )
+    assert page.name == "foo-bar"
+    (f,) = page.files
+    assert f.url == "https://example.test/files/foo-1.0.tar.gz"
+    assert f.hashes == {"sha256": "abcdef"}
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [(False, None), (True, ""), ("broken", "broken"), ("", "")]
+)
+def test_json_yanked(value: object, expected: str | None) -> None:
+    (f,) = parse_json_page(_json([_file(yanked=value)]), BASE).files
+    assert f.yanked == expected
+
+
+def test_json_yanked_absent_means_not_yanked() -> None:
+    (f,) = parse_json_page(_json([_file()]), BASE).files
+    assert f.yanked is None and f.core_metadata is None and f.upload_time is None
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"core-metadata": True}, {}),
+        ({"core-metadata": False}, None),
+        ({"core-metadata": {"sha256": "AB"}}, {"sha256": "ab"}),
+        ({"dist-info-metadata": True}, {}),
+        ({"dist-info-metadata": {"sha256": "cd"}}, {"sha256": "cd"}),
+        # PEP 714: core-metadata wins over the old key.
+        ({"core-metadata": False, "dist-info-metadata": True}, None),
+        (
+            {"core-metadata": {"sha256": "ab"}, "dist-info-metadata": {"sha256": "cd"}},
+            {"sha256": "ab"},
+        ),
+    ],
+)
+def test_json_core_metadata(fields: dict[str, object], expected: object) -> None:
+    (f,) = parse_json_page(_json([_file(**fields)]), BASE).files
+    assert f.core_metadata == expected
+
+
+def test_json_upload_time_keeps_the_raw_string() -> None:
+    (f,) = parse_json_page(
+        _json([_file(**{"upload-time": "2023-11-18T07:08:33.123456Z"})]), BASE
+    ).files
+    assert f.upload_time == datetime(2023, 11, 18, 7, 8, 33, 123456, tzinfo=UTC)
+    assert f.upload_time_raw == "2023-11-18T07:08:33.123456Z"
+
+
+def test_json_upload_time_with_offset() -> None:
+    (f,) = parse_json_page(
+        _json([_file(**{"upload-time": "2023-11-18T09:08:33+02:00"})]), BASE
+    ).files
+    assert f.upload_time == datetime(2023, 11, 18, 7, 8, 33, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("doc", "status", "reason"),
+    [
+        ({"project-status": {"status": "archived", "reason": "done"}}, "archived", "done"),
+        ({"project-status": {"status": "quarantined"}}, "quarantined", None),
+        (
+            {
+                "meta": {
+                    "api-version": "1.4",
+                    "project-status": {"status": "deprecated", "reason": "r"},
+                }
+            },
+            "deprecated",
+            "r",
+        ),
+        (
+            {
+                "meta": {
+                    "api-version": "1.4",
+                    "project-status": "archived",
+                    "project-status-reason": "x",
+                }
+            },
+            "archived",
+            "x",
+        ),
+        ({}, None, None),
+    ],
+)
+def test_json_project_status(
+    doc: dict[str, object], status: str | None, reason: str | None
+) -> None:
+    body = json.dumps({"meta": {"api-version": "1.1"}, "name": "foo", "files": [], **doc}).encode()
+    page = parse_json_page(body, BASE)
+    assert (page.status, page.status_reason) == (status, reason)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"<html></html>",
+        b"\xff\xfe",
+        b"[]",
+        b'{"name": "foo"}',
+        b'{"name": "foo", "files": null}',
+        b'{"name": "foo", "files": {}}',
+        b'{"files": []}',
+        b'{"name": 3, "files": []}',
+        b'{"name": "foo", "files": [3]}',
+        b'{"name": "foo", "files": [{"url": "x"}]}',
+        b'{"name": "foo", "files": [{"filename": "x"}]}',
+        b'{"name": "foo", "files": [{"filename": "x", "url": "x", "hashes": []}]}',
+        b'{"name": "foo", "files": [{"filename": "x", "url": "x", "hashes": {"sha256": 1}}]}',
+        b'{"name": "foo", "files": [{"filename": "x", "url": "x", "yanked": 1}]}',
+        b'{"name": "foo", "files": [{"filename": "x", "url": "x", "size": "12"}]}',
+        b'{"name": "foo", "files": [{"filename": "x", "url": "x", "size": -1}]}',
+        b'{"name": "foo", "files": [{"filename": "x", "url": "x", "requires-python": 3}]}',
+        b'{"name": "foo", "files": [{"filename": "x", "url": "x", "core-metadata": "yes"}]}',
+        b'{"name": "foo", "files": [{"filename": "x", "url": "x", "upload-time": "yesterday"}]}',
+        b'{"name": "foo", "files": [], "meta": []}',
+        b'{"name": "foo", "files": [], "project-status": {"status": 1}}',
+    ],
+)
+def test_json_structural_problems_raise_page_error(body: bytes) -> None:
+    with pytest.raises(PageError):
+        parse_json_page(body, BASE)
+
+
+@given(st.binary(max_size=200))
+def test_json_garbage_raises_only_page_error(body: bytes) -> None:
+    with contextlib.suppress(PageError):
+        parse_json_page(body, BASE)
+
+
+# --- HTML (PEP 503) -------------------------------------------------------------------------
+
+HTML = b"""<!DOCTYPE html>
+<html><head>
+<meta name="pypi:repository-version" content="1.4">
+<meta name="pypi:project-status" content="archived">
+<meta name="pypi:project-status-reason" content="moved to &quot;bar&quot;">
+<base href="https://mirror.test/root/">
+</head><body>
+<a href="pkgs/foo-1.0.tar.gz#sha256=ABCDEF" data-requires-python="&gt;=3.8,&lt;4"
+   data-yanked="bad &amp; broken" data-core-metadata="sha256=1234"
+   data-dist-info-metadata="sha256=9999" data-upload-time="2023-11-18T07:08:33.123456Z">
+   foo-1.0.tar.gz </a><br/>
+<a href="/abs/foo-1.1-py3-none-any.whl#md5=0f0f" data-yanked data-dist-info-metadata="true"></a>
+<a href="https://other.test/foo-1.2.zip#egg=foo" data-core-metadata="false">foo-1.2.zip</a>
+<a name="no-href">not a file</a>
+</body></html>
+"""
+
+
+def test_html_page_attributes() -> None:
+    page = parse_html_page(HTML, "https://pypi.test/simple/foo/", "Foo")
+    assert page.name == "foo"
+    assert (page.status, page.status_reason) == ("archived", 'moved to "bar"')
+    a, b, c = page.files
+    assert a == DistFile(
+        filename="foo-1.0.tar.gz",
+        url="https://mirror.test/root/pkgs/foo-1.0.tar.gz",
+        hashes={"sha256": "abcdef"},
+        requires_python=">=3.8,<4",
+        core_metadata={"sha256": "1234"},  # data-core-metadata wins over the old name
+        yanked="bad & broken",
+        upload_time=datetime(2023, 11, 18, 7, 8, 33, 123456, tzinfo=UTC),
+        upload_time_raw="2023-11-18T07:08:33.123456Z",
+    )
+    # No text: the filename is the last path segment; md5 is a hashlib name.
+    assert b.filename == "foo-1.1-py3-none-any.whl"
+    assert b.url == "https://mirror.test/abs/foo-1.1-py3-none-any.whl"
+    assert b.hashes == {"md5": "0f0f"}
+    assert b.yanked == ""
+    assert b.core_metadata == {}
+    assert b.requires_python is None and b.upload_time is None
+    # Unknown fragments are not hashes; "false" advertises no metadata.
+    assert c.hashes == {} and c.core_metadata is None and c.yanked is None
+    assert c.url == "https://other.test/foo-1.2.zip"
+
+
+def test_html_without_base_resolves_against_the_page_url() -> None:
+    body = b'<a href="../../packages/foo-1.0.tar.gz">foo-1.0.tar.gz</a>'
+    (f,) = parse_html_page(body, "https://pypi.test/simple/foo/", "foo").files
+    assert f.url == "https://pypi.test/packages/foo-1.0.tar.gz"
+
+
+def test_html_percent_encoded_filename_from_url() -> None:
+    body = b'<a href="/p/foo%2B1-1.0.tar.gz"></a>'
+    (f,) = parse_html_page(body, "https://pypi.test/simple/foo/", "foo").files
+    assert f.filename == "foo+1-1.0.tar.gz"
+
+
+def test_html_empty_page_is_a_page() -> None:
+    page = parse_html_page(b"<html><body><h1>Links for foo</h1></body></html>", BASE, "foo")
+    assert page.files == ()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"\xff\xfe<html>",
+        b'<a href="bad">x</a>'.replace(b"x", b"\xc3"),
+        b'<a href="x" data-upload-time="soon">f</a>',
+    ],
+)
+def test_html_unreadable_raises_page_error(body: bytes) -> None:
+    with pytest.raises(PageError):
+        parse_html_page(body, BASE, "foo")
+
+
+@given(st.binary(max_size=200))
+def test_html_garbage_raises_only_page_error(body: bytes) -> None:
+    with contextlib.suppress(PageError):
+        parse_html_page(body, BASE, "foo")
+
+
+# --- JSON API ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"", b"[]", b'{"releases": {}}', b'{"info": []}', b'{"info": {"name": "x"}}', b"nope"],
+)
+def test_json_api_info_malformed(body: bytes) -> None:
+    with pytest.raises(PageError):
+        parse_json_api_info(body)

@@ -1,0 +1,153 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from datepin.pins import Pin, PinError, format_time, parse_pin, parse_timestamp
+
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("text", "cutoff"),
+    [
+        ("2023-11-18", datetime(2023, 11, 18, tzinfo=UTC)),
+        ("2023-11-18T14:05:00Z", datetime(2023, 11, 18, 14, 5, tzinfo=UTC)),
+        ("2023-11-18T14:05:00+02:00", datetime(2023, 11, 18, 12, 5, tzinfo=UTC)),
+        ("2023-11-18T14:05:00-05:30", datetime(2023, 11, 18, 19, 35, tzinfo=UTC)),
+        ("2023-11-18t14:05:00z", datetime(2023, 11, 18, 14, 5, tzinfo=UTC)),
+        ("2023-11-18T14:05:00.25Z", datetime(2023, 11, 18, 14, 5, 0, 250000, tzinfo=UTC)),
+        ("2023-11-18T00:30:00+01:00", datetime(2023, 11, 17, 23, 30, tzinfo=UTC)),
+        ("2024-02-29", datetime(2024, 2, 29, tzinfo=UTC)),
+    ],
+)
+def test_dated_pins(text: str, cutoff: datetime) -> None:
+    pin = parse_pin(text, now=NOW)
+    assert pin == Pin(text=text, cutoff=cutoff)
+    assert pin.cutoff is not None and pin.cutoff.utcoffset() == timedelta(0)
+
+
+def test_live() -> None:
+    assert parse_pin("live", now=NOW) == Pin(text="live", cutoff=None)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2023-13-01",
+        "2023-02-30",
+        "2023-11-18T14:05Z",  # seconds are required
+        "2023-11-18T14:05:00",  # a zone is required
+        "2023-11-18 14:05:00Z",
+        "2023-11-18T24:00:00Z",
+        "2023-11-18T14:05:60Z",
+        "2023-11-18T14:05:00+24:00",
+        "2023-11-18T14:05:00.Z",
+        "23-11-18",
+        "2023/11/18",
+        "20231118",
+        "Live",
+        " live",
+        "2023-11-18 ",
+        "",
+        "yesterday",
+        "\uff12\uff10\uff12\uff13-11-18",  # fullwidth digits
+        "0000-01-01",
+        "9999-12-31T23:59:59-01:00",
+    ],
+)
+def test_malformed_pins_name_the_text_and_the_forms(text: str) -> None:
+    with pytest.raises(PinError) as info:
+        parse_pin(text, now=NOW)
+    message = str(info.value)
+    assert repr(text) in message
+    assert "YYYY-MM-DD" in message and "RFC 3339" in message and "live" in message
+
+
+def test_pin_error_is_a_value_error() -> None:
+    assert issubclass(PinError, ValueError)
+
+
+@pytest.mark.parametrize(
+    "text", ["2026-11-27", "2026-11-26T12:00:01Z", "2026-11-26T13:00:00+00:30"]
+)
+def test_future_pins_are_rejected_saying_so(text: str) -> None:
+    with pytest.raises(PinError) as info:
+        parse_pin(text, now=NOW)
+    assert "future" in str(info.value)
+    assert "2026-11-26T12:00:00Z" in str(info.value)
+
+
+def test_a_pin_at_now_and_today_are_accepted() -> None:
+    assert parse_pin("2026-11-26T12:00:00Z", now=NOW).cutoff == NOW
+    assert parse_pin("2026-11-26", now=NOW).cutoff == datetime(2026, 11, 26, tzinfo=UTC)
+
+
+def test_now_is_compared_as_an_instant() -> None:
+    now = datetime(2026, 11, 26, 13, 0, tzinfo=timezone(timedelta(hours=1)))  # 12:00Z
+    assert parse_pin("2026-11-26T12:00:00Z", now=now).cutoff == NOW
+    with pytest.raises(PinError):
+        parse_pin("2026-11-26T12:30:00Z", now=now)
+
+
+def test_naive_now_is_a_programming_error() -> None:
+    with pytest.raises(ValueError):
+        parse_pin("2023-01-01", now=datetime(2026, 1, 1))
+
+
+def test_sub_microsecond_cutoffs_round_up_and_upload_times_down() -> None:
+    base = datetime(2023, 1, 1, tzinfo=UTC)
+    assert parse_timestamp("2023-01-01T00:00:00.0000001Z") == base + timedelta(microseconds=1)
+    assert parse_timestamp("2023-01-01T00:00:00.0000001Z", round_up=False) == base
+    assert parse_timestamp("2023-01-01T00:00:00.1000000Z") == base + timedelta(milliseconds=100)
+
+
+def test_timestamps_without_zone_only_when_asked() -> None:
+    with pytest.raises(PinError):
+        parse_timestamp("2023-11-18T07:08:33")
+    assert parse_timestamp("2023-11-18T07:08:33", assume_utc=True) == datetime(
+        2023, 11, 18, 7, 8, 33, tzinfo=UTC
+    )
+
+
+@pytest.mark.parametrize(
+    ("dt", "text"),
+    [
+        (datetime(2023, 11, 18, tzinfo=UTC), "2023-11-18T00:00:00Z"),
+        (datetime(2023, 11, 18, 7, 8, 33, 123456, tzinfo=UTC), "2023-11-18T07:08:33.123456Z"),
+        (datetime(2023, 11, 18, 7, 8, 33, 500000, tzinfo=UTC), "2023-11-18T07:08:33.500000Z"),
+        (datetime(2023, 11, 18, 2, 0, tzinfo=timezone(timedelta(hours=2))), "2023-11-18T00:00:00Z"),
+        (datetime(999, 1, 2, 3, 4, 5, tzinfo=UTC), "0999-01-02T03:04:05Z"),
+    ],
+)
+def test_format_time(dt: datetime, text: str) -> None:
+    assert format_time(dt) == text
+
+
+def test_format_time_refuses_naive() -> None:
+    with pytest.raises(ValueError):
+        format_time(datetime(2023, 1, 1))
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.just(UTC)
+    )
+)
+def test_format_time_round_trips_through_parse_pin(dt: datetime) -> None:
+    text = format_time(dt)
+    now = datetime(9999, 12, 31, tzinfo=UTC)
+    assert parse_pin(text, now=now) == Pin(text=text, cutoff=dt)
+
+
+@given(st.text(max_size=40))
+def test_parse_pin_only_raises_pin_error(text: str) -> None:
+    try:
+        pin = parse_pin(text, now=NOW)
+    except PinError:
+        return
+    assert pin.text == text
+    assert pin.cutoff is None or pin.cutoff <= NOW
