@@ -1,0 +1,291 @@
+"""proxy.toml -> frozen Config.  `parse` is pure; `load` reads a file; `resolve` applies CLI flags.
+
+Precedence: CLI flag > proxy.toml > embedded default.  Unknown keys and bad values are errors
+naming the key and the file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+AuthMode = Literal["none", "static", "passthrough"]
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Registry:
+    name: str
+    url: str  # simple index base URL, ends with "/"
+    intercept: bool = False
+    auth: AuthMode = "none"
+    auth_env: str | None = None  # static auth: environment variable holding "user:password" or a token
+    json_url: str | None = None  # JSON API base, if the registry has one
+
+
+@dataclass(frozen=True)
+class Config:
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 8080
+    data_dir: Path = field(default_factory=lambda: default_data_dir())
+    default_pin: str = "live"
+    live_ttl: float = 600.0
+    upstream_timeout: float = 30.0
+    refuse_other_hosts: bool = False
+    size_limit: int = 50 * 10**9
+    snapshot_interval: float = 86400.0
+    snapshot_concurrency: int = 8
+    track: tuple[str, ...] = ()
+    pypi: Registry = field(
+        default_factory=lambda: Registry(
+            name="pypi",
+            url="https://pypi.org/simple/",
+            intercept=True,
+            json_url="https://pypi.org/pypi/",
+        )
+    )
+    files_url: str = "https://files.pythonhosted.org/"
+    registries: tuple[Registry, ...] = ()
+    source: str = "<defaults>"
+
+    def registry(self, name: str) -> Registry | None:
+        if name == "pypi":
+            return self.pypi
+        return next((r for r in self.registries if r.name == name), None)
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "datepin"
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
+
+
+def parse_duration(text: str | int | float) -> float:
+    """'10m' -> 600.0; bare numbers are seconds."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        return float(text)
+    m = _DURATION.match(str(text))
+    if not m:
+        raise ValueError(f"{text!r} is not a duration (use e.g. 30s, 10m, 24h)")
+    return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+
+
+def parse_size(text: str | int) -> int:
+    """'50GB' -> 50_000_000_000; '1GiB' -> 2**30; bare numbers are bytes."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        return text
+    m = _SIZE.match(str(text))
+    if not m:
+        raise ValueError(f"{text!r} is not a size (use e.g. 500MB, 50GB, 1TiB)")
+    unit = (m.group(2) or "b").lower()
+    power = "bkmgt".index(unit[0])
+    base = 1024 if "i" in unit else 1000
+    return int(float(m.group(1)) * base**power)
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{text!r} is not HOST:PORT")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _url(text: object) -> str:
+    if not isinstance(text, str):
+        raise ValueError("must be a URL string")
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"{text!r} is not an http(s) URL")
+    return text if text.endswith("/") else text + "/"
+
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+
+_SCHEMA: dict[str, dict[str, str]] = {
+    "server": {
+        "listen": "str",
+        "data_dir": "str",
+        "default_pin": "str",
+        "live_ttl": "duration",
+        "upstream_timeout": "duration",
+        "refuse_other_hosts": "bool",
+    },
+    "cache": {"size_limit": "size"},
+    "snapshot": {"interval": "duration", "track": "list", "concurrency": "int"},
+    "pypi": {"simple_url": "url", "json_url": "url", "files_url": "url"},
+}
+_REGISTRY_KEYS = {"name", "url", "json_url", "intercept", "auth", "auth_env"}
+
+
+def _check(table: str, key: str, kind: str, value: Any) -> Any:
+    try:
+        if kind == "str" and isinstance(value, str):
+            return value
+        if kind == "bool" and isinstance(value, bool):
+            return value
+        if kind == "int" and isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+        if kind == "duration":
+            return parse_duration(value)
+        if kind == "size":
+            return parse_size(value)
+        if kind == "url":
+            return _url(value)
+        if kind == "list" and isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return value
+    except ValueError as e:
+        raise ConfigError(f"[{table}] {key}: {e}") from None
+    raise ConfigError(f"[{table}] {key}: expected {kind}, got {value!r}")
+
+
+def parse(data: Mapping[str, Any], *, source: str = "<config>") -> Config:
+    """Turn a parsed proxy.toml into a Config; raises ConfigError naming the key."""
+    try:
+        return _parse(data, source)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+
+
+def _parse(data: Mapping[str, Any], source: str) -> Config:
+    values: dict[str, dict[str, Any]] = {}
+    for table, content in data.items():
+        if table == "registry":
+            continue
+        if table not in _SCHEMA:
+            raise ConfigError(f"unknown table [{table}]")
+        if not isinstance(content, dict):
+            raise ConfigError(f"[{table}] must be a table")
+        for key, value in content.items():
+            if key not in _SCHEMA[table]:
+                known = ", ".join(sorted(_SCHEMA[table]))
+                raise ConfigError(f"[{table}] unknown key {key!r} (known: {known})")
+        values[table] = {k: _check(table, k, _SCHEMA[table][k], v) for k, v in content.items()}
+
+    cfg = Config(source=source)
+    server = values.get("server", {})
+    if "listen" in server:
+        try:
+            host, port = parse_listen(server["listen"])
+        except ValueError as e:
+            raise ConfigError(f"[server] listen: {e}") from None
+        cfg = replace(cfg, listen_host=host, listen_port=port)
+    if "data_dir" in server:
+        cfg = replace(cfg, data_dir=Path(server["data_dir"]).expanduser())
+    if "default_pin" in server:
+        from datepin.pins import PinError, parse_pin
+        from datetime import UTC, datetime
+
+        try:
+            parse_pin(server["default_pin"], now=datetime.now(UTC))
+        except PinError as e:
+            raise ConfigError(f"[server] default_pin: {e}") from None
+        cfg = replace(cfg, default_pin=server["default_pin"])
+    for key, attr in (
+        ("live_ttl", "live_ttl"),
+        ("upstream_timeout", "upstream_timeout"),
+        ("refuse_other_hosts", "refuse_other_hosts"),
+    ):
+        if key in server:
+            cfg = replace(cfg, **{attr: server[key]})
+    if "size_limit" in values.get("cache", {}):
+        cfg = replace(cfg, size_limit=values["cache"]["size_limit"])
+    snap = values.get("snapshot", {})
+    if "interval" in snap:
+        cfg = replace(cfg, snapshot_interval=snap["interval"])
+    if "concurrency" in snap:
+        cfg = replace(cfg, snapshot_concurrency=snap["concurrency"])
+    if "track" in snap:
+        cfg = replace(cfg, track=tuple(snap["track"]))
+    pypi = values.get("pypi", {})
+    cfg = replace(
+        cfg,
+        pypi=replace(
+            cfg.pypi,
+            url=pypi.get("simple_url", cfg.pypi.url),
+            json_url=pypi.get("json_url", cfg.pypi.json_url),
+        ),
+        files_url=pypi.get("files_url", cfg.files_url),
+        registries=_parse_registries(data.get("registry", [])),
+    )
+    return cfg
+
+
+def _parse_registries(entries: Any) -> tuple[Registry, ...]:
+    if not isinstance(entries, list):
+        raise ConfigError("[[registry]] must be an array of tables")
+    out: list[Registry] = []
+    for i, entry in enumerate(entries):
+        where = f"[[registry]] #{i + 1}"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where} must be a table")
+        unknown = set(entry) - _REGISTRY_KEYS
+        if unknown:
+            raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}")
+        name = entry.get("name")
+        if not isinstance(name, str) or not _NAME.match(name) or name == "pypi":
+            raise ConfigError(f"{where} name: {name!r} must be lowercase letters, digits, . _ - (not 'pypi')")
+        where = f"[[registry]] {name}"
+        if any(r.name == name for r in out):
+            raise ConfigError(f"{where}: name used twice")
+        try:
+            url = _url(entry.get("url"))
+            json_url = _url(entry["json_url"]) if "json_url" in entry else None
+        except ValueError as e:
+            raise ConfigError(f"{where} url: {e}") from None
+        intercept = entry.get("intercept", False)
+        if not isinstance(intercept, bool):
+            raise ConfigError(f"{where} intercept: expected true or false")
+        auth = entry.get("auth", "none")
+        if auth not in ("none", "static", "passthrough"):
+            raise ConfigError(f"{where} auth: {auth!r} is not none, static or passthrough")
+        auth_env = entry.get("auth_env")
+        if auth == "static" and not isinstance(auth_env, str):
+            raise ConfigError(f"{where} auth_env: static auth needs the name of an environment variable")
+        out.append(Registry(name, url, intercept, auth, auth_env, json_url))
+    return tuple(out)
+
+
+def load(path: Path) -> Config:
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    return parse(data, source=str(path))
+
+
+def resolve(
+    config_path: Path | None,
+    *,
+    listen: str | None = None,
+    data_dir: Path | None = None,
+    environ: Mapping[str, str] = os.environ,
+) -> Config:
+    """The one place precedence is decided: CLI flag > proxy.toml > default."""
+    if config_path is None and environ.get("DATEPIN_CONFIG"):
+        config_path = Path(environ["DATEPIN_CONFIG"])
+    cfg = load(config_path) if config_path else Config()
+    if listen is not None:
+        try:
+            host, port = parse_listen(listen)
+        except ValueError as e:
+            raise ConfigError(f"--listen: {e}") from None
+        cfg = replace(cfg, listen_host=host, listen_port=port)
+    if data_dir is not None:
+        cfg = replace(cfg, data_dir=data_dir)
+    return cfg

@@ -1,0 +1,412 @@
+"""The history store: every observation of every project, folded into per-file facts (SQLite, WAL).
+
+No HTTP here.  `record` writes one observation in one transaction; `load` returns a
+`ProjectHistory` for the pure view function.  An observation that changes nothing adds one
+small row (its time), so an unchanged project costs a few dozen bytes a day.
+
+Calls are synchronous and short; the server runs them in a thread pool.  Each thread gets its
+own connection (WAL lets readers proceed while one writer commits).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from packaging.utils import NormalizedName, canonicalize_name
+
+from datepin.model import DistFile, FileHistory, FileState, ProjectHistory, ProjectPage
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS projects (
+    id INTEGER PRIMARY KEY,
+    registry TEXT NOT NULL,
+    name TEXT NOT NULL,
+    tracked INTEGER NOT NULL DEFAULT 1,
+    status TEXT,
+    status_reason TEXT,
+    UNIQUE (registry, name)
+);
+CREATE TABLE IF NOT EXISTS observations (
+    project_id INTEGER NOT NULL REFERENCES projects(id),
+    at INTEGER NOT NULL,          -- microseconds since the epoch, UTC
+    found INTEGER NOT NULL,       -- 0: upstream answered 404 (project removed)
+    PRIMARY KEY (project_id, at)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS files (
+    id INTEGER PRIMARY KEY,
+    project_id INTEGER NOT NULL REFERENCES projects(id),
+    filename TEXT NOT NULL,
+    key TEXT NOT NULL,            -- sha256 from the index, else 'u' + sha256(url)[:40]
+    sha256 TEXT,                  -- from the index or computed when the file was stored
+    url TEXT NOT NULL,
+    current TEXT,                 -- JSON of the latest state; NULL while absent upstream
+    UNIQUE (project_id, filename)
+);
+CREATE INDEX IF NOT EXISTS files_key ON files (key);
+CREATE INDEX IF NOT EXISTS files_url ON files (url);
+CREATE TABLE IF NOT EXISTS file_states (
+    file_id INTEGER NOT NULL REFERENCES files(id),
+    at INTEGER NOT NULL,
+    state TEXT,                   -- JSON of the file as listed; NULL: absent from the page
+    PRIMARY KEY (file_id, at)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS status_changes (
+    project_id INTEGER NOT NULL REFERENCES projects(id),
+    at INTEGER NOT NULL,
+    status TEXT,
+    reason TEXT,
+    PRIMARY KEY (project_id, at)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS release_info (
+    project_id INTEGER NOT NULL REFERENCES projects(id),
+    version TEXT NOT NULL,
+    info TEXT NOT NULL,
+    PRIMARY KEY (project_id, version)
+) WITHOUT ROWID;
+"""
+
+
+def to_micros(dt: datetime) -> int:
+    delta = dt.astimezone(UTC) - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_micros(us: int) -> datetime:
+    return datetime.fromtimestamp(us // 1_000_000, UTC).replace(microsecond=us % 1_000_000)
+
+
+def file_key(file: DistFile) -> str:
+    """The date-independent name of a file in `/files/{registry}/{key}/{filename}` URLs."""
+    return file.sha256 or "u" + hashlib.sha256(file.url.encode()).hexdigest()[:40]
+
+
+def encode_file(file: DistFile) -> str:
+    data: dict[str, Any] = {"filename": file.filename, "url": file.url}
+    if file.hashes:
+        data["hashes"] = dict(file.hashes)
+    if file.requires_python is not None:
+        data["requires_python"] = file.requires_python
+    if file.core_metadata is not None:
+        data["core_metadata"] = dict(file.core_metadata)
+    if file.yanked is not None:
+        data["yanked"] = file.yanked
+    if file.upload_time_raw is not None:
+        data["upload_time_raw"] = file.upload_time_raw
+    if file.upload_time is not None:
+        data["upload_time"] = to_micros(file.upload_time)
+    if file.size is not None:
+        data["size"] = file.size
+    return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
+def decode_file(text: str) -> DistFile:
+    d = json.loads(text)
+    return DistFile(
+        filename=d["filename"],
+        url=d["url"],
+        hashes=d.get("hashes", {}),
+        requires_python=d.get("requires_python"),
+        core_metadata=d.get("core_metadata"),
+        yanked=d.get("yanked"),
+        upload_time=from_micros(d["upload_time"]) if "upload_time" in d else None,
+        upload_time_raw=d.get("upload_time_raw"),
+        size=d.get("size"),
+    )
+
+
+@dataclass(frozen=True)
+class Change:
+    """What one observation changed, for the snapshotter's summary and rescue."""
+
+    project: NormalizedName
+    at: datetime
+    added: tuple[DistFile, ...] = ()
+    gone: tuple[DistFile, ...] = ()
+    changed: tuple[DistFile, ...] = ()  # attributes or yank state changed
+    removed: bool = False  # upstream answered 404 for a project it had before
+
+    @property
+    def is_change(self) -> bool:
+        return bool(self.added or self.gone or self.changed or self.removed)
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    registry: str
+    project: NormalizedName
+    key: str
+    sha256: str | None
+    file: DistFile  # latest known state (or last state before it went away)
+    present: bool  # still listed upstream at the last observation
+
+
+class HistoryStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._db().executescript(SCHEMA)
+        path.chmod(0o600)
+
+    def _db(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA foreign_keys=ON")
+            self._local.db = db
+        return db
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def close(self) -> None:
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
+
+    # -- writing -------------------------------------------------------------------------
+
+    def _project_id(self, db: sqlite3.Connection, registry: str, name: str) -> int:
+        row = db.execute(
+            "SELECT id FROM projects WHERE registry=? AND name=?", (registry, name)
+        ).fetchone()
+        if row:
+            return int(row[0])
+        cur = db.execute("INSERT INTO projects (registry, name) VALUES (?, ?)", (registry, name))
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    def track(self, registry: str, name: str) -> None:
+        """Remember a project so the snapshotter observes it daily."""
+        with self._tx() as db:
+            self._project_id(db, registry, canonicalize_name(name))
+
+    def record(
+        self, registry: str, name: str, page: ProjectPage | None, at: datetime
+    ) -> tuple[datetime, Change]:
+        """Fold one observation into history (page None: upstream said 404).
+
+        Returns the time recorded (kept strictly increasing per project) and what changed.
+        """
+        project = canonicalize_name(name)
+        with self._tx() as db:
+            pid = self._project_id(db, registry, project)
+            last = db.execute(
+                "SELECT max(at) FROM observations WHERE project_id=?", (pid,)
+            ).fetchone()[0]
+            t = to_micros(at)
+            if last is not None and t <= last:
+                t = last + 1
+            had_before = last is not None and db.execute(
+                "SELECT found FROM observations WHERE project_id=? AND at=?", (pid, last)
+            ).fetchone()[0]
+            db.execute("INSERT INTO observations VALUES (?, ?, ?)", (pid, t, int(page is not None)))
+            current = {
+                row[1]: (row[0], row[2])
+                for row in db.execute(
+                    "SELECT id, filename, current FROM files WHERE project_id=?", (pid,)
+                )
+            }
+            listed = {f.filename: f for f in (page.files if page else ())}
+            added: list[DistFile] = []
+            gone: list[DistFile] = []
+            changed: list[DistFile] = []
+            for filename, file in listed.items():
+                encoded = encode_file(file)
+                if filename not in current:
+                    cur = db.execute(
+                        "INSERT INTO files (project_id, filename, key, sha256, url, current)"
+                        " VALUES (?, ?, ?, ?, ?, ?)",
+                        (pid, filename, file_key(file), file.sha256, file.url, encoded),
+                    )
+                    db.execute(
+                        "INSERT INTO file_states VALUES (?, ?, ?)", (cur.lastrowid, t, encoded)
+                    )
+                    added.append(file)
+                elif current[filename][1] != encoded:
+                    file_id = current[filename][0]
+                    db.execute(
+                        "UPDATE files SET current=?, url=?, sha256=coalesce(?, sha256) WHERE id=?",
+                        (encoded, file.url, file.sha256, file_id),
+                    )
+                    db.execute("INSERT INTO file_states VALUES (?, ?, ?)", (file_id, t, encoded))
+                    (added if current[filename][1] is None else changed).append(file)
+            for filename, (file_id, encoded_old) in current.items():
+                if filename not in listed and encoded_old is not None:
+                    db.execute("UPDATE files SET current=NULL WHERE id=?", (file_id,))
+                    db.execute("INSERT INTO file_states VALUES (?, ?, NULL)", (file_id, t))
+                    gone.append(decode_file(encoded_old))
+            status = (page.status, page.status_reason) if page else (None, None)
+            row = db.execute(
+                "SELECT status, status_reason FROM projects WHERE id=?", (pid,)
+            ).fetchone()
+            if page is not None and tuple(row) != status:
+                db.execute(
+                    "UPDATE projects SET status=?, status_reason=? WHERE id=?", (*status, pid)
+                )
+                db.execute("INSERT INTO status_changes VALUES (?, ?, ?, ?)", (pid, t, *status))
+        when = from_micros(t)
+        return when, Change(
+            project,
+            when,
+            tuple(added),
+            tuple(gone),
+            tuple(changed),
+            removed=page is None and bool(had_before),
+        )
+
+    def set_sha256(self, registry: str, key: str, sha256: str) -> None:
+        """Remember the hash computed when a file without an index hash was stored."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE files SET sha256=? WHERE key=? AND sha256 IS NULL AND project_id IN"
+                " (SELECT id FROM projects WHERE registry=?)",
+                (sha256, key, registry),
+            )
+
+    def save_release_info(
+        self, registry: str, name: str, version: str, info: Mapping[str, object]
+    ) -> None:
+        with self._tx() as db:
+            pid = self._project_id(db, registry, canonicalize_name(name))
+            db.execute(
+                "INSERT OR IGNORE INTO release_info VALUES (?, ?, ?)",
+                (pid, version, json.dumps(info, sort_keys=True)),
+            )
+
+    # -- reading -------------------------------------------------------------------------
+
+    def last_observed(self, registry: str, name: str) -> datetime | None:
+        row = self._db().execute(
+            "SELECT max(o.at) FROM observations o JOIN projects p ON p.id = o.project_id"
+            " WHERE p.registry=? AND p.name=?",
+            (registry, canonicalize_name(name)),
+        ).fetchone()
+        return from_micros(row[0]) if row and row[0] is not None else None
+
+    def load(self, registry: str, name: str) -> ProjectHistory | None:
+        db = self._db()
+        project = canonicalize_name(name)
+        row = db.execute(
+            "SELECT id FROM projects WHERE registry=? AND name=?", (registry, project)
+        ).fetchone()
+        if row is None:
+            return None
+        pid = row[0]
+        observations = tuple(
+            from_micros(r[0])
+            for r in db.execute(
+                "SELECT at FROM observations WHERE project_id=? ORDER BY at", (pid,)
+            )
+        )
+        if not observations:
+            return None
+        states: dict[str, list[FileState]] = {}
+        decoded: dict[str, DistFile] = {}
+        for filename, at, state in db.execute(
+            "SELECT f.filename, s.at, s.state FROM file_states s JOIN files f ON f.id = s.file_id"
+            " WHERE f.project_id=? ORDER BY f.filename, s.at",
+            (pid,),
+        ):
+            file = None
+            if state is not None:
+                file = decoded.get(state) or decoded.setdefault(state, decode_file(state))
+            states.setdefault(filename, []).append(FileState(from_micros(at), file))
+        statuses = tuple(
+            (from_micros(at), status, reason)
+            for at, status, reason in db.execute(
+                "SELECT at, status, reason FROM status_changes WHERE project_id=? ORDER BY at",
+                (pid,),
+            )
+        )
+        return ProjectHistory(
+            registry=registry,
+            name=project,
+            observations=observations,
+            files=tuple(FileHistory(fn, tuple(s)) for fn, s in states.items()),
+            status_changes=statuses,
+        )
+
+    def find_file(self, registry: str, key: str) -> StoredFile | None:
+        return self._stored(
+            "f.key=? AND p.registry=?", (key, registry)
+        )
+
+    def find_file_by_url(self, url: str) -> StoredFile | None:
+        return self._stored("f.url=?", (url,))
+
+    def _stored(self, where: str, args: tuple[str, ...]) -> StoredFile | None:
+        row = self._db().execute(
+            "SELECT p.registry, p.name, f.key, f.sha256, f.current, f.id FROM files f"
+            f" JOIN projects p ON p.id = f.project_id WHERE {where} LIMIT 1",
+            args,
+        ).fetchone()
+        if row is None:
+            return None
+        registry, project, key, sha256, current, file_id = row
+        if current is None:
+            last = self._db().execute(
+                "SELECT state FROM file_states WHERE file_id=? AND state IS NOT NULL"
+                " ORDER BY at DESC LIMIT 1",
+                (file_id,),
+            ).fetchone()
+            file = decode_file(last[0])
+        else:
+            file = decode_file(current)
+        return StoredFile(registry, project, key, sha256, file, current is not None)
+
+    def release_info(self, registry: str, name: str, version: str) -> dict[str, object] | None:
+        row = self._db().execute(
+            "SELECT r.info FROM release_info r JOIN projects p ON p.id = r.project_id"
+            " WHERE p.registry=? AND p.name=? AND r.version=?",
+            (registry, canonicalize_name(name), version),
+        ).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def projects(self, registry: str | None = None) -> list[tuple[str, NormalizedName]]:
+        """Every project ever requested or observed (the snapshotter's work list)."""
+        sql = "SELECT registry, name FROM projects WHERE tracked=1"
+        args: tuple[str, ...] = ()
+        if registry is not None:
+            sql += " AND registry=?"
+            args = (registry,)
+        return [(r, NormalizedName(n)) for r, n in self._db().execute(sql + " ORDER BY 1, 2", args)]
+
+    def visible_names(self, registry: str) -> list[str]:
+        """Projects that have ever had a file (for the root page)."""
+        return [
+            n
+            for (n,) in self._db().execute(
+                "SELECT DISTINCT p.name FROM projects p JOIN files f ON f.project_id = p.id"
+                " WHERE p.registry=? ORDER BY p.name",
+                (registry,),
+            )
+        ]
+
+    def size_bytes(self) -> int:
+        total = 0
+        for suffix in ("", "-wal"):
+            p = self.path.with_name(self.path.name + suffix)
+            if p.exists():
+                total += p.stat().st_size
+        return total

@@ -1,0 +1,148 @@
+"""Start mitmproxy with the datepin addon and the internal file server; stop cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import signal
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from mitmproxy.options import Options
+from mitmproxy.tools.dump import DumpMaster
+
+from datepin.addon import DatepinAddon
+from datepin.blobs import BlobStore
+from datepin.config import Config, Registry
+from datepin.fileserver import FileServer, FileTarget
+from datepin.history import HistoryStore
+from datepin.model import DistFile
+from datepin.service import Index
+from datepin.upstream import Upstream, ca_file
+
+log = logging.getLogger(__name__)
+
+
+class StartupError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where a data directory keeps things."""
+
+    root: Path
+
+    @property
+    def history(self) -> Path:
+        return self.root / "history.sqlite3"
+
+    @property
+    def blobs(self) -> Path:
+        return self.root / "blobs"
+
+    @property
+    def ca(self) -> Path:
+        return self.root / "ca"
+
+
+def prepare_data_dir(root: Path) -> Paths:
+    try:
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        root.chmod(0o700)
+    except OSError as e:
+        raise StartupError(f"cannot use data directory {root}: {e.strerror}") from None
+    return Paths(root)
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Fail with a clear message before mitmproxy logs a traceback-like startup error."""
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise StartupError(
+                    f"{host}:{port} is already in use; stop the other server or pick "
+                    f"another address with --listen HOST:PORT"
+                ) from None
+            raise StartupError(f"cannot listen on {host}:{port}: {e.strerror}") from None
+
+
+def intercept_patterns(config: Config) -> list[str]:
+    """Anchored host:port regexes of the hosts whose TLS datepin decrypts (forward mode)."""
+    hosts = {"pypi.org", "files.pythonhosted.org"}
+    for registry in config.registries:
+        if registry.intercept:
+            hosts.add(urlsplit(registry.url).hostname or "")
+    return [rf"^{h.replace('.', r'\.')}:443$" for h in sorted(hosts) if h]
+
+
+async def run(
+    config: Config,
+    *,
+    on_ready: Callable[[list[tuple[str, int]], Paths], None] | None = None,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> None:
+    paths = prepare_data_dir(config.data_dir)
+    check_port_free(config.listen_host, config.listen_port)
+    history = HistoryStore(paths.history)
+    store = BlobStore(paths.blobs, size_limit=config.size_limit)
+    upstream = Upstream(timeout=config.upstream_timeout)
+    files = FileServer(store, upstream.session, timeout=config.upstream_timeout)
+    await files.start()
+
+    async def fetch_file(file: DistFile, registry: Registry) -> Path:
+        sha = await files.fill(
+            FileTarget(upstream_url=file.url, expected_sha256=file.sha256, filename=file.filename)
+        )
+        path = store.path(sha)
+        if path is None:
+            raise OSError(f"{file.filename} vanished from the store")
+        return path
+
+    index = Index(config, history, upstream, clock=clock, fetch_file=fetch_file)
+    options = Options(
+        listen_host=config.listen_host,
+        listen_port=config.listen_port,
+        mode=["regular"],
+        confdir=str(paths.ca),
+    )
+    master = DumpMaster(options, with_termlog=False, with_dumper=False)
+    addon = DatepinAddon(config, index, files, clock=clock)
+    master.addons.add(addon)
+    master.options.update(
+        connection_strategy="lazy",
+        allow_hosts=intercept_patterns(config),
+        ssl_verify_upstream_trusted_ca=ca_file(),
+    )
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, master.shutdown)
+
+    async def announce() -> None:
+        while not addon.listening:
+            await asyncio.sleep(0.01)
+        if on_ready:
+            on_ready(addon.listening, paths)
+
+    announcer = asyncio.create_task(announce())
+    try:
+        await master.run()
+    finally:
+        announcer.cancel()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await files.stop()
+        await upstream.close()
+        history.close()

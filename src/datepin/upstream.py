@@ -1,0 +1,122 @@
+"""The only outbound HTTP: one aiohttp session, timeouts, trust store, credential masking."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+
+log = logging.getLogger(__name__)
+
+MAX_PAGE_BYTES = 256 * 2**20
+SIMPLE_ACCEPT = (
+    "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, "
+    "text/html;q=0.01"
+)
+
+
+class UpstreamError(Exception):
+    """Upstream could not be asked or gave an unusable answer; `status` is what we answer."""
+
+    def __init__(self, message: str, *, status: int = 502) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Fetched:
+    status: int
+    url: str  # after redirects, credentials removed
+    content_type: str
+    body: bytes
+    headers: Mapping[str, str]
+
+
+def mask_url(url: str) -> str:
+    """The URL with any user:password replaced, for logs and error messages."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"***@{host}"))
+
+
+def trust_store(environ: Mapping[str, str] = os.environ) -> ssl.SSLContext:
+    """Verify upstream TLS against SSL_CERT_FILE / REQUESTS_CA_BUNDLE when set (an intercepting
+    egress proxy's CA is often only there), else the default store."""
+    cafile = environ.get("SSL_CERT_FILE") or environ.get("REQUESTS_CA_BUNDLE")
+    if cafile and os.path.isfile(cafile):
+        return ssl.create_default_context(cafile=cafile)
+    return ssl.create_default_context()
+
+
+def ca_file(environ: Mapping[str, str] = os.environ) -> str | None:
+    cafile = environ.get("SSL_CERT_FILE") or environ.get("REQUESTS_CA_BUNDLE")
+    return cafile if cafile and os.path.isfile(cafile) else None
+
+
+class Upstream:
+    """Owns the aiohttp session.  Construct inside the running loop."""
+
+    def __init__(self, *, timeout: float = 30.0) -> None:
+        self.timeout = timeout
+        connector = aiohttp.TCPConnector(ssl=trust_store(), limit=64, ttl_dns_cache=300)
+        self.session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=None, connect=timeout, sock_read=timeout),
+            auto_decompress=True,
+            trust_env=False,
+        )
+
+    async def close(self) -> None:
+        await self.session.close()
+
+    async def get(
+        self, url: str, *, headers: Mapping[str, str] | None = None, max_bytes: int = MAX_PAGE_BYTES
+    ) -> Fetched:
+        """GET a page into memory (index pages and JSON only; files are streamed elsewhere)."""
+        shown = mask_url(url)
+        try:
+            async with self.session.get(url, headers=dict(headers or {})) as resp:
+                chunks, size = [], 0
+                async for chunk in resp.content.iter_chunked(65536):
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise UpstreamError(f"{shown} sent more than {max_bytes} bytes")
+                    chunks.append(chunk)
+                return Fetched(
+                    status=resp.status,
+                    url=mask_url(str(resp.url)),
+                    content_type=resp.headers.get("Content-Type", ""),
+                    body=b"".join(chunks),
+                    headers={k: v for k, v in resp.headers.items()},
+                )
+        except TimeoutError:
+            raise UpstreamError(f"{shown} timed out after {self.timeout:g}s", status=504) from None
+        except aiohttp.ClientPayloadError as e:
+            raise UpstreamError(f"{shown}: body cut short ({e})") from None
+        except aiohttp.ClientError as e:
+            raise UpstreamError(f"{shown}: {describe(e)}") from None
+        except asyncio.CancelledError:
+            raise
+
+
+def describe(e: BaseException) -> str:
+    """A one-line reason for a network error, without credentials."""
+    if isinstance(e, aiohttp.ClientConnectorCertificateError):
+        return f"TLS certificate not trusted ({e.certificate_error})"
+    if isinstance(e, aiohttp.ClientConnectorDNSError):
+        return "host name not found"
+    if isinstance(e, aiohttp.ClientConnectorError):
+        return f"cannot connect ({e.os_error.strerror or e.os_error})"
+    if isinstance(e, aiohttp.ClientResponseError):
+        return f"HTTP {e.status}"
+    return f"{type(e).__name__}: {e}".rstrip(": ")

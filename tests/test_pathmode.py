@@ -1,0 +1,151 @@
+"""Path mode end to end: the real `datepin serve`, real pip and uv, a fake upstream."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from clients import ClientError, pip_resolve, uv_compile
+from proxyproc import fetch
+
+JSON = "application/vnd.pypi.simple.v1+json"
+
+
+@pytest.fixture
+def graph(fake_pypi):
+    """alpha 1.0 (Jan 2023) needs beta; alpha 2.0 (Jun 2023) needs beta>=2; beta 1.0, 2.0."""
+    fake_pypi.add_wheel("beta", "1.0", upload_time="2022-12-01T10:00:00Z")
+    fake_pypi.add_wheel("alpha", "1.0", upload_time="2023-01-01T10:00:00Z", requires_dist=["beta"])
+    fake_pypi.add_wheel("beta", "2.0", upload_time="2023-05-01T10:00:00Z")
+    fake_pypi.add_wheel(
+        "alpha", "2.0", upload_time="2023-06-01T10:00:00Z", requires_dist=["beta>=2"]
+    )
+    return fake_pypi
+
+
+def test_pip_and_uv_pick_the_versions_of_each_pin(graph, proxy):
+    early, late = proxy.index("2023-03-01"), proxy.index("2023-07-01")
+    assert pip_resolve(early, ["alpha"]) == {"alpha": "1.0", "beta": "1.0"}
+    assert pip_resolve(late, ["alpha"]) == {"alpha": "2.0", "beta": "2.0"}
+    assert uv_compile(early, ["alpha"]) == {"alpha": "1.0", "beta": "1.0"}
+    assert uv_compile(late, ["alpha"]) == {"alpha": "2.0", "beta": "2.0"}
+
+
+def test_pin_before_the_project_existed_fails_cleanly(graph, proxy):
+    with pytest.raises(ClientError) as pip_error:
+        pip_resolve(proxy.index("2022-06-01"), ["alpha"])
+    assert "No matching distribution found for alpha" in str(pip_error.value)
+    with pytest.raises(ClientError) as uv_error:
+        uv_compile(proxy.index("2022-06-01"), ["alpha"])
+    assert "alpha" in str(uv_error.value)
+    r = proxy.get("/2022-06-01/simple/alpha/")
+    assert r.status == 404
+    assert r.header("Datepin-Cutoff") == "2022-06-01T00:00:00Z"
+
+
+def test_pinned_request_observed_after_cutoff_makes_no_upstream_request(graph, proxy):
+    assert pip_resolve(proxy.index("2023-03-01"), ["alpha"]) == {"alpha": "1.0", "beta": "1.0"}
+    graph.clear_log()
+    assert pip_resolve(proxy.index("2023-03-01"), ["alpha"]) == {"alpha": "1.0", "beta": "1.0"}
+    assert uv_compile(proxy.index("2023-07-01"), ["alpha"]) == {"alpha": "2.0", "beta": "2.0"}
+    assert [r for r in graph.requests if r.path.startswith("/simple/")] == []
+
+
+def test_a_file_backfilled_upstream_does_not_change_an_observed_view(graph, proxy):
+    first = proxy.get("/2023-03-01/simple/alpha/", {"Accept": JSON})
+    assert first.status == 200
+    # Upstream later lists a file with an old upload time (a backfilled wheel).
+    graph.add_wheel("alpha", "1.0", upload_time="2023-01-02T10:00:00Z", tag="py2-none-any")
+    proxy_live = proxy.get("/live/simple/alpha/", {"Accept": JSON})
+    assert any("py2-none-any" in f["filename"] for f in json.loads(proxy_live.body)["files"])
+    again = proxy.get("/2023-03-01/simple/alpha/", {"Accept": JSON})
+    assert again.body == first.body
+
+
+def test_headers_negotiation_and_etag(graph, proxy):
+    r = proxy.get("/2023-03-01/simple/alpha/", {"Accept": JSON})
+    assert r.status == 200
+    assert r.header("Content-Type") == JSON
+    assert r.header("Datepin-Pin") == "2023-03-01"
+    assert r.header("Datepin-Cutoff") == "2023-03-01T00:00:00Z"
+    assert r.header("Datepin-View") == "reconstructed"
+    assert "Accept" in r.header("Vary")
+    page = json.loads(r.body)
+    assert page["versions"] == ["1.0"]
+    [f] = page["files"]
+    assert f["url"].startswith(proxy.url + "/files/pypi/")
+    assert f["upload-time"] == "2023-01-01T10:00:00Z" or f["upload-time"].startswith("2023-01-01T10:00:00")
+    assert "dist-info-metadata" not in f
+    for key in ("hashes", "requires-python", "yanked", "size", "core-metadata"):
+        assert key in f
+
+    html = proxy.get("/2023-03-01/simple/alpha/", {"Accept": "*/*"})
+    assert html.header("Content-Type").startswith("text/html")
+    assert b"alpha-1.0-py3-none-any.whl" in html.body and b"alpha-2.0" not in html.body
+    assert b"data-core-metadata=" in html.body and b"data-upload-time=" in html.body
+
+    etag = r.header("ETag")
+    assert etag and not etag.startswith("W/")
+    cached = proxy.get("/2023-03-01/simple/alpha/", {"Accept": JSON, "If-None-Match": etag})
+    assert cached.status == 304
+    assert proxy.get("/2023-07-01/simple/alpha/", {"Accept": JSON}).header("ETag") != etag
+
+
+def test_routes_redirects_and_errors(graph, proxy):
+    r = proxy.get("/2023-03-01/simple/Alpha/")
+    assert r.status == 301 and r.header("Location") == "/2023-03-01/simple/alpha/"
+    r = proxy.get("/2023-03-01/simple/alpha")
+    assert r.status == 301 and r.header("Location") == "/2023-03-01/simple/alpha/"
+    assert proxy.get("/2023-03-01/alpha/").status == 200  # index URL without /simple
+    assert proxy.get("/2023-03-01/simple/no-such-project/").status == 404
+    bad = proxy.get("/2023-13-45/simple/alpha/")
+    assert bad.status == 400 and b"YYYY-MM-DD" in bad.body
+    future = proxy.get("/2999-01-01/simple/alpha/")
+    assert future.status == 400 and b"future" in future.body
+    assert proxy.get("/").status == 200 and b"PIP_INDEX_URL" in proxy.get("/").body
+    other = proxy.get("/favicon.ico")
+    assert other.status == 404 and b"/<pin>/simple/" in other.body
+    assert proxy.get("/-/health").status == 200
+    assert proxy.get("/2023-03-01/simple/alpha/", method="POST").status == 405
+    ts = proxy.get("/2023-05-01T12:00:00+02:00/simple/beta/", {"Accept": JSON})
+    assert ts.header("Datepin-Cutoff") == "2023-05-01T10:00:00Z"
+    assert json.loads(ts.body)["versions"] == ["1.0"]  # beta 2.0 is at exactly 10:00Z
+
+
+def test_root_page_lists_known_projects(graph, proxy):
+    proxy.get("/2023-03-01/simple/alpha/")
+    root = proxy.get("/2023-03-01/simple/", {"Accept": JSON})
+    assert root.status == 200
+    assert [p["name"] for p in json.loads(root.body)["projects"]] == ["alpha"]
+
+
+def test_json_api_at_the_pin(graph, proxy):
+    r = proxy.get("/2023-03-01/pypi/alpha/json")
+    assert r.status == 200
+    doc = json.loads(r.body)
+    assert doc["info"]["version"] == "1.0"
+    assert doc["info"]["requires_dist"] == ["beta"]
+    assert list(doc["releases"]) == ["1.0"]
+    assert [u["filename"] for u in doc["urls"]] == ["alpha-1.0-py3-none-any.whl"]
+    late = json.loads(proxy.get("/2023-07-01/pypi/alpha/json").body)
+    assert late["info"]["version"] == "2.0" and list(late["releases"]) == ["1.0", "2.0"]
+    one = json.loads(proxy.get("/2023-07-01/pypi/alpha/1.0/json").body)
+    assert one["info"]["version"] == "1.0" and "releases" not in one
+    missing = proxy.get("/2023-03-01/pypi/alpha/2.0/json")
+    assert missing.status == 404 and json.loads(missing.body)["message"] == "Not Found"
+
+
+def test_json_api_falls_back_to_core_metadata(graph, proxy):
+    graph.per_version_json = False
+    doc = json.loads(proxy.get("/2023-03-01/pypi/alpha/json").body)
+    assert doc["info"]["version"] == "1.0"
+    assert doc["info"]["requires_dist"] == ["beta"]
+
+
+def test_upstream_down_without_history_is_502_and_with_history_is_served(graph, proxy):
+    assert proxy.get("/2023-03-01/simple/alpha/").status == 200
+    graph.fault("/simple/", "status", status=503, times=100)
+    down = proxy.get("/2023-03-01/simple/beta/")
+    assert down.status == 502 and b"503" in down.body
+    assert proxy.get("/2023-03-01/simple/alpha/").status == 200  # fixed view, from history
