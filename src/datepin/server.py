@@ -7,7 +7,8 @@ import errno
 import logging
 import signal
 import socket
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +20,7 @@ from mitmproxy.tools.dump import DumpMaster
 from datepin.addon import DatepinAddon
 from datepin.blobs import BlobStore
 from datepin.config import Config, Registry
-from datepin.fileserver import FileServer, FileTarget
+from datepin.fileserver import FileServer, FileTarget, FillError
 from datepin.history import HistoryStore
 from datepin.model import DistFile
 from datepin.service import Index
@@ -87,62 +88,117 @@ def intercept_patterns(config: Config) -> list[str]:
     return [rf"^{h.replace('.', r'\.')}:443$" for h in sorted(hosts) if h]
 
 
-async def run(
-    config: Config,
-    *,
-    on_ready: Callable[[list[tuple[str, int]], Paths], None] | None = None,
-    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-) -> None:
+@dataclass
+class Runtime:
+    """The long-lived parts, built once per process and shared by serve and the CLI."""
+
+    config: Config
+    paths: Paths
+    history: HistoryStore
+    store: BlobStore
+    upstream: Upstream
+    files: FileServer
+    index: Index
+
+    async def rescue(self, registry: Registry, file: DistFile) -> bool:
+        """Keep a file that went away upstream: store it if missing, mark it irreplaceable.
+
+        Returns True when the file had to be downloaded now."""
+        had = file.sha256 is not None and await asyncio.to_thread(self.store.has, file.sha256)
+        await self.files.fill(self.target(file, irreplaceable=True))
+        if file.core_metadata is not None:
+            try:
+                await self.files.fill(self.target(file, metadata=True, irreplaceable=True))
+            except FillError as e:
+                log.warning("rescue %s.metadata: %s", file.filename, e)
+        return not had
+
+    def target(
+        self, file: DistFile, *, metadata: bool = False, irreplaceable: bool = False
+    ) -> FileTarget:
+        if metadata:
+            assert file.core_metadata is not None
+            return FileTarget(
+                upstream_url=file.url + ".metadata",
+                expected_sha256=file.core_metadata.get("sha256"),
+                filename=file.filename + ".metadata",
+                irreplaceable=irreplaceable,
+            )
+        return FileTarget(
+            upstream_url=file.url,
+            expected_sha256=file.sha256,
+            filename=file.filename,
+            size=file.size,
+            irreplaceable=irreplaceable,
+        )
+
+
+@asynccontextmanager
+async def runtime(
+    config: Config, *, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+) -> AsyncIterator[Runtime]:
     paths = prepare_data_dir(config.data_dir)
-    check_port_free(config.listen_host, config.listen_port)
     history = HistoryStore(paths.history)
     store = BlobStore(paths.blobs, size_limit=config.size_limit)
     upstream = Upstream(timeout=config.upstream_timeout)
     files = FileServer(store, upstream.session, timeout=config.upstream_timeout)
-    await files.start()
 
     async def fetch_file(file: DistFile, registry: Registry) -> Path:
-        sha = await files.fill(
-            FileTarget(upstream_url=file.url, expected_sha256=file.sha256, filename=file.filename)
-        )
+        sha = await files.fill(rt.target(file))
         path = store.path(sha)
         if path is None:
             raise OSError(f"{file.filename} vanished from the store")
         return path
 
     index = Index(config, history, upstream, clock=clock, fetch_file=fetch_file)
-    options = Options(
-        listen_host=config.listen_host,
-        listen_port=config.listen_port,
-        mode=["regular"],
-        confdir=str(paths.ca),
-    )
-    master = DumpMaster(options, with_termlog=False, with_dumper=False)
-    addon = DatepinAddon(config, index, files, clock=clock)
-    master.addons.add(addon)
-    master.options.update(
-        connection_strategy="lazy",
-        allow_hosts=intercept_patterns(config),
-        ssl_verify_upstream_trusted_ca=ca_file(),
-    )
-
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, master.shutdown)
-
-    async def announce() -> None:
-        while not addon.listening:
-            await asyncio.sleep(0.01)
-        if on_ready:
-            on_ready(addon.listening, paths)
-
-    announcer = asyncio.create_task(announce())
+    rt = Runtime(config, paths, history, store, upstream, files, index)
     try:
-        await master.run()
+        yield rt
     finally:
-        announcer.cancel()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
         await files.stop()
         await upstream.close()
         history.close()
+        store.close()
+
+
+async def run(
+    config: Config,
+    *,
+    on_ready: Callable[[list[tuple[str, int]], Paths], None] | None = None,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> None:
+    check_port_free(config.listen_host, config.listen_port)
+    async with runtime(config, clock=clock) as rt:
+        await rt.files.start()
+        options = Options(
+            listen_host=config.listen_host,
+            listen_port=config.listen_port,
+            mode=["regular"],
+            confdir=str(rt.paths.ca),
+        )
+        master = DumpMaster(options, with_termlog=False, with_dumper=False)
+        addon = DatepinAddon(config, rt.index, rt.files, clock=clock)
+        master.addons.add(addon)  # type: ignore[no-untyped-call]
+        master.options.update(  # type: ignore[no-untyped-call]
+            connection_strategy="lazy",
+            allow_hosts=intercept_patterns(config),
+            ssl_verify_upstream_trusted_ca=ca_file(),
+        )
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, master.shutdown)
+
+        async def announce() -> None:
+            while not addon.listening:
+                await asyncio.sleep(0.01)
+            if on_ready:
+                on_ready(addon.listening, rt.paths)
+
+        announcer = asyncio.create_task(announce())
+        try:
+            await master.run()
+        finally:
+            announcer.cancel()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)

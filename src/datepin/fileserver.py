@@ -1,0 +1,710 @@
+"""The internal file server behind `/files/...` (DESIGN.md, "Blobs").
+
+mitmproxy holds a whole body in memory when an addon answers a request itself, so the addon
+points a file request at this aiohttp server on 127.0.0.1 instead and streams its answer.  The
+server answers only paths carrying a ticket the addon issued for one `FileTarget`: it is neither
+a file server for arbitrary paths nor an open proxy.
+
+- Store hit: the blob, with GET/HEAD, single byte ranges, If-Range, ETag/304, sent with
+  sendfile(2) from an open file (an eviction meanwhile does not cut it).
+- Miss, GET: one upstream download per file (`_Download`), written to a temp file of the store
+  while hashing.  Every client, the first included, tails that temp file, so a client that goes
+  away does not stop the fill and a late client does not wait for the end.  Clients may read only
+  what is `visible`: the bytes written minus the last chunk received, which is released once the
+  sha256 checks out.  A download that fails cuts every client's connection, so nobody sees a
+  short or wrong body presented as complete.
+- Miss, HEAD or Range: answered without storing anything.  HEAD from the index's size (or an
+  upstream HEAD); a range is fetched from upstream as an explicit `bytes=a-b` (suffix ranges are
+  resolved here: files.pythonhosted.org has answered them with 501).  A range never starts a
+  whole-file download: uv and Poetry read a few KiB of many wheels they will not install.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import re
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+from yarl import URL
+
+from datepin.blobs import BlobHandle, BlobStore, Fill, HashMismatch
+
+log = logging.getLogger(__name__)
+
+CACHE_CONTROL = "public, max-age=31536000, immutable"
+_CONTENT_TYPE = "application/octet-stream"
+_CHUNK = 1 << 20
+_TICKET = re.compile(r"/t/([A-Za-z0-9_-]{22})")
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class FileTarget:
+    """One file a client may fetch through a ticket, as the index describes it."""
+
+    upstream_url: str  # where the bytes come from when not stored
+    expected_sha256: str | None  # from the index; None when the index gives none
+    filename: str  # for logging
+    size: int | None = None  # from the index, if known
+    # e.g. Authorization for a private registry; kept out of repr so that it is never logged
+    upstream_headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    irreplaceable: bool = False  # mark the blob irreplaceable when committed
+    on_commit: Callable[[str, int], None] | None = field(default=None, repr=False)
+
+
+class FillError(Exception):
+    """Upstream could not supply a file; `status` is the HTTP answer for a waiting client."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class RangeNotSatisfiable(ValueError):
+    """A Range header that selects no byte of the file (answer 416)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ByteRange:
+    start: int
+    end: int  # inclusive, as in Content-Range
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start + 1
+
+
+_RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)", re.IGNORECASE)
+
+
+def parse_range(header: str, size: int) -> ByteRange | None:
+    """The single byte range `header` selects from a file of `size` bytes (RFC 9110 14.1.2).
+
+    None means serve the whole file as 200: the header is malformed, not in bytes, or asks for
+    several ranges (allowed: a server may ignore Range).  A suffix `-n` with n >= size is the
+    whole file as a range.  Raises RangeNotSatisfiable when no byte is selected.
+    """
+    match = _RANGE.fullmatch(header.strip())
+    if match is None:
+        return None
+    first, last = match.groups()
+    if not first:
+        if not last:
+            return None
+        suffix = int(last)
+        if suffix == 0 or size == 0:
+            raise RangeNotSatisfiable(header)
+        return ByteRange(max(0, size - suffix), size - 1)
+    start = int(first)
+    if last and int(last) < start:
+        return None  # invalid, so ignored (RFC 9110 14.2)
+    if start >= size:
+        raise RangeNotSatisfiable(header)
+    return ByteRange(start, min(int(last), size - 1) if last else size - 1)
+
+
+def etag_for(sha256: str) -> str:
+    """The strong ETag of a blob: its content hash, so it is the same in every process."""
+    return f'"sha256-{sha256}"'
+
+
+def etag_matches(header: str, etag: str, *, weak: bool) -> bool:
+    """Whether an If-None-Match (weak) or If-Match (strong) list names `etag` (RFC 9110 8.8.3)."""
+    if header.strip() == "*":
+        return True
+    for tag in re.findall(r'(?:W/)?"[^"]*"', header):
+        if tag.startswith("W/"):
+            if not weak:
+                continue
+            tag = tag[2:]
+        if tag == etag:
+            return True
+    return False
+
+
+def public_url(url: str) -> str:
+    """`url` without user, password, query or fragment: fit for logs and error messages."""
+    try:
+        return str(URL(url).with_user(None).with_query(None).with_fragment(None))
+    except (ValueError, TypeError):
+        return "<unparsable URL>"
+
+
+def _as_fill_error(exc: BaseException, timeout: float) -> FillError:
+    if isinstance(exc, FillError):
+        return exc
+    if isinstance(exc, TimeoutError):  # includes aiohttp's connect and read timeouts
+        return FillError(504, f"no answer from upstream within {timeout:g} s")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return FillError(502, f"cannot connect to upstream ({exc.os_error.strerror or exc.os_error})")
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return FillError(502, "upstream cut the body short")
+    if isinstance(exc, aiohttp.ClientError):
+        return FillError(502, f"upstream connection failed ({type(exc).__name__})")
+    if isinstance(exc, HashMismatch):
+        return FillError(502, str(exc))
+    if isinstance(exc, OSError):
+        return FillError(502, f"cannot store the file ({exc.strerror or type(exc).__name__})")
+    return FillError(502, type(exc).__name__)
+
+
+class _Download:
+    """One upstream download into the store, shared by every client that wants the file."""
+
+    def __init__(self, target: FileTarget) -> None:
+        self.target = target
+        self.callbacks: list[Callable[[str, int], None]] = []
+        self.irreplaceable = False
+        self.fill: Fill | None = None
+        self.fd: int | None = None  # the temp file, for readers (pread: no shared offset)
+        self.length: int | None = None  # Content-Length for clients; None: unknown (chunked)
+        self.visible = 0  # bytes clients may have: all written but the last chunk, until verified
+        self.sha256: str | None = None
+        self.verified = False  # the whole body is visible and its hash is right
+        self.committed = False
+        self.already_stored = False  # found in the store at the start: no download made
+        self.error: FillError | None = None
+        self.started = asyncio.Event()  # length known, or failed, or already stored
+        self.done = asyncio.Event()  # committed or failed
+        self.lease: BlobHandle | None = None  # keeps our own eviction off the fresh blob
+        self._changed = asyncio.Event()
+        self._refs = 1  # the download task's own reference
+        self.join(target)
+
+    def join(self, target: FileTarget) -> None:
+        if target.on_commit is not None and target.on_commit not in self.callbacks:
+            self.callbacks.append(target.on_commit)
+        self.irreplaceable |= target.irreplaceable
+
+    def notify(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    async def wait_progress(self, pos: int) -> None:
+        while self.visible <= pos and not self.verified and self.error is None:
+            await self._changed.wait()
+
+    def acquire(self) -> None:
+        self._refs += 1
+
+    def release(self) -> None:
+        self._refs -= 1
+        if self._refs == 0:
+            if self.fd is not None:
+                os.close(self.fd)
+                self.fd = None
+            if self.lease is not None:
+                self.lease.close()
+                self.lease = None
+
+
+class FileServer:
+    """Serves blobs on 127.0.0.1 to ticket holders; fills misses from upstream."""
+
+    def __init__(
+        self,
+        store: BlobStore,
+        session: aiohttp.ClientSession,
+        *,
+        timeout: float = 30.0,
+        ticket_ttl: float = 60.0,
+        max_tickets: int = 10_000,
+        workers: int = 8,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._store = store
+        self._session = session
+        self._timeout = timeout
+        self._ticket_ttl = ticket_ttl
+        self._max_tickets = max_tickets
+        self._clock = clock
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="datepin-files")
+        self._tickets: OrderedDict[str, tuple[FileTarget, float]] = OrderedDict()
+        self._downloads: dict[str, _Download] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._evict_lock = asyncio.Lock()
+        self._runner: web.AppRunner | None = None
+        self._counters = dict.fromkeys(
+            ("hits", "misses", "fills", "fill_failures", "passthrough", "bytes_served"), 0
+        )
+        self.port = 0
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        self.port = self._runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        self._executor.shutdown(wait=False)
+
+    async def wait_idle(self) -> None:
+        """Wait for the downloads in progress to commit or fail.
+
+        A client receives its last bytes as soon as their hash checks out, a moment before the
+        commit; tests (and shutdown) that need the store settled wait here.
+        """
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    @property
+    def counters(self) -> dict[str, int]:
+        return dict(self._counters)
+
+    # -- tickets -------------------------------------------------------------------------------
+
+    def ticket(self, target: FileTarget) -> str:
+        """A path on 127.0.0.1:port that serves `target` once, within `ticket_ttl` seconds."""
+        now = self._clock()
+        while self._tickets:
+            token, (_, expires) = next(iter(self._tickets.items()))
+            if expires > now and len(self._tickets) < self._max_tickets:
+                break
+            del self._tickets[token]
+        token = secrets.token_urlsafe(16)  # 128 bits
+        self._tickets[token] = (target, now + self._ticket_ttl)
+        return f"/t/{token}"
+
+    def _redeem(self, path: str) -> FileTarget | None:
+        match = _TICKET.fullmatch(path)
+        entry = self._tickets.pop(match.group(1), None) if match else None
+        if entry is None or entry[1] <= self._clock():
+            return None
+        return entry[0]
+
+    # -- filling without a client --------------------------------------------------------------
+
+    async def fill(self, target: FileTarget) -> str:
+        """Make sure the store has `target`'s file; return its sha256.  Raises FillError."""
+        sha = target.expected_sha256
+        if sha is not None and await self._call(self._store.has, sha):
+            if target.irreplaceable:
+                await self._call(self._store.mark_irreplaceable, sha)
+            return sha
+        download = self._join(target)
+        download.acquire()
+        try:
+            await download.done.wait()
+        finally:
+            download.release()
+        if download.committed and download.sha256 is not None:
+            return download.sha256
+        raise download.error or FillError(502, "download did not complete")
+
+    # -- request handling ----------------------------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if not request.raw_path.startswith("/t/"):
+            return web.Response(status=404, text="not found\n")
+        target = self._redeem(request.raw_path)
+        if target is None:
+            return web.Response(status=403, text="unknown or expired ticket\n")
+        if request.method not in ("GET", "HEAD"):
+            return web.Response(status=405, headers={"Allow": "GET, HEAD"}, text="GET or HEAD only\n")
+        try:
+            return await self._answer(request, target)
+        except ConnectionError:
+            # The client went away (a download it started goes on).
+            return web.Response(status=499)
+
+    async def _answer(self, request: web.Request, target: FileTarget) -> web.StreamResponse:
+        sha = target.expected_sha256
+        download = self._downloads.get(self._key(target))
+        if sha is not None and download is None:
+            handle = await self._call(self._open_hit, sha, target.irreplaceable)
+            if handle is not None:
+                with handle:
+                    return await self._serve_blob(request, handle)
+        self._counters["misses"] += 1
+        etag = etag_for(sha) if sha is not None else None
+        inm = request.headers.get("If-None-Match")
+        if etag is not None and inm is not None and etag_matches(inm, etag, weak=True):
+            # The client holds these bytes already: the ETag is their hash.
+            return web.Response(status=304, headers=self._headers(etag))
+        if request.method == "HEAD":
+            return await self._head_miss(request, target, download)
+        if "Range" in request.headers and self._if_range_holds(request, etag):
+            return await self._range_miss(request, target, download)
+        return await self._stream_miss(request, target)
+
+    def _open_hit(self, sha256: str, irreplaceable: bool) -> BlobHandle | None:
+        handle = self._store.open(sha256)
+        if handle is not None:
+            self._store.touch(sha256)
+            if irreplaceable:
+                self._store.mark_irreplaceable(sha256)
+        return handle
+
+    @staticmethod
+    def _if_range_holds(request: web.Request, etag: str | None) -> bool:
+        # Strong comparison; a date never matches, as we send no Last-Modified (RFC 9110 13.1.5).
+        if_range = request.headers.get("If-Range")
+        return if_range is None or (etag is not None and if_range.strip() == etag)
+
+    @staticmethod
+    def _headers(etag: str | None) -> dict[str, str]:
+        headers = {"Accept-Ranges": "bytes", "Cache-Control": CACHE_CONTROL, "Content-Type": _CONTENT_TYPE}
+        if etag is not None:
+            headers["ETag"] = etag
+        return headers
+
+    def _error(self, target: FileTarget, exc: FillError) -> web.Response:
+        text = f"datepin: cannot fetch {target.filename} from {public_url(target.upstream_url)}: {exc.reason}\n"
+        return web.Response(status=exc.status, text=text)
+
+    # -- store hits ----------------------------------------------------------------------------
+
+    async def _serve_blob(self, request: web.Request, handle: BlobHandle) -> web.StreamResponse:
+        self._counters["hits"] += 1
+        etag, size = etag_for(handle.sha256), handle.size
+        headers = self._headers(etag)
+        inm = request.headers.get("If-None-Match")
+        if inm is not None and etag_matches(inm, etag, weak=True):
+            return web.Response(status=304, headers=headers)
+        wanted: ByteRange | None = None
+        range_header = request.headers.get("Range")
+        if request.method == "GET" and range_header is not None and self._if_range_holds(request, etag):
+            try:
+                wanted = parse_range(range_header, size)
+            except RangeNotSatisfiable:
+                headers["Content-Range"] = f"bytes */{size}"
+                return web.Response(status=416, headers=headers)
+        response = web.StreamResponse(status=200, headers=headers)
+        start, count = 0, size
+        if wanted is not None:
+            response.set_status(206)
+            response.headers["Content-Range"] = f"bytes {wanted.start}-{wanted.end}/{size}"
+            start, count = wanted.start, wanted.length
+        response.content_length = count
+        await response.prepare(request)
+        if request.method == "GET" and count:
+            await self._send_file(request, response, handle, start, count)
+        await response.write_eof()
+        return response
+
+    async def _send_file(
+        self, request: web.Request, response: web.StreamResponse, handle: BlobHandle, start: int, count: int
+    ) -> None:
+        transport = request.transport
+        if transport is None:
+            raise ConnectionResetError("client gone")
+        try:
+            # Headers are already flushed to the transport; sendfile(2) follows them.
+            await asyncio.get_running_loop().sendfile(transport, handle.file, start, count, fallback=False)
+            self._counters["bytes_served"] += count
+            return
+        except NotImplementedError:
+            pass
+        fd, end = handle.file.fileno(), start + count
+        while start < end:
+            data = await self._call(os.pread, fd, min(_CHUNK, end - start), start)
+            if not data:
+                raise ConnectionResetError("blob shorter than its size")
+            await response.write(data)
+            start += len(data)
+            self._counters["bytes_served"] += len(data)
+
+    # -- misses: one shared download -----------------------------------------------------------
+
+    @staticmethod
+    def _key(target: FileTarget) -> str:
+        return target.expected_sha256 or f"url:{target.upstream_url}"
+
+    def _join(self, target: FileTarget) -> _Download:
+        key = self._key(target)
+        download = self._downloads.get(key)
+        if download is not None:
+            download.join(target)
+            return download
+        download = self._downloads[key] = _Download(target)
+        task = asyncio.create_task(self._run_download(key, download))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return download
+
+    async def _stream_miss(self, request: web.Request, target: FileTarget) -> web.StreamResponse:
+        download = self._join(target)
+        download.acquire()
+        try:
+            await download.started.wait()
+            if download.already_stored and download.sha256 is not None:
+                handle = await self._call(self._open_hit, download.sha256, False)
+                if handle is None:
+                    return self._error(target, FillError(502, "evicted while being requested; retry"))
+                with handle:
+                    return await self._serve_blob(request, handle)
+            if download.error is not None and not download.verified:
+                return self._error(target, download.error)
+            sha = target.expected_sha256
+            response = web.StreamResponse(status=200, headers=self._headers(sha and etag_for(sha)))
+            if download.length is not None:
+                response.content_length = download.length
+            await response.prepare(request)
+            if await self._tail(response, download):
+                await response.write_eof()
+            else:
+                self._cut(request)
+            return response
+        finally:
+            download.release()
+
+    async def _tail(self, response: web.StreamResponse, download: _Download) -> bool:
+        """Send the temp file as it grows; False when the download failed (cut the client)."""
+        pos = 0
+        while True:
+            if download.error is not None and not download.verified:
+                return False
+            if pos < download.visible:
+                assert download.fd is not None
+                n = min(_CHUNK, download.visible - pos)
+                data = await self._call(os.pread, download.fd, n, pos)
+                if not data:
+                    return False
+                await response.write(data)
+                pos += len(data)
+                self._counters["bytes_served"] += len(data)
+            elif download.verified:
+                return True
+            else:
+                await download.wait_progress(pos)
+
+    @staticmethod
+    def _cut(request: web.Request) -> None:
+        # abort(), not close(): nothing more may reach the client, not even a chunked terminator.
+        if request.transport is not None:
+            request.transport.abort()
+
+    async def _run_download(self, key: str, download: _Download) -> None:
+        try:
+            await self._download(download)
+        except asyncio.CancelledError:
+            self._failed(key, download, FillError(503, "datepin is shutting down"))
+            if download.fill is not None:
+                download.fill.abort()
+            raise
+        except Exception as exc:
+            expected = (FillError, aiohttp.ClientError, TimeoutError, OSError, HashMismatch)
+            if not isinstance(exc, expected):
+                log.exception("fill of %s failed unexpectedly", download.target.filename)
+            self._failed(key, download, _as_fill_error(exc, self._timeout))
+            if download.fill is not None:
+                await self._call(download.fill.abort)
+        finally:
+            if self._downloads.get(key) is download:
+                del self._downloads[key]
+            if download.error is None and not download.committed:
+                download.error = FillError(502, "download ended unexpectedly")
+            download.started.set()
+            download.done.set()
+            download.notify()
+            download.release()
+
+    def _failed(self, key: str, download: _Download, error: FillError) -> None:
+        # Forget it first: the next request starts a fresh download.
+        if self._downloads.get(key) is download:
+            del self._downloads[key]
+        download.error = error
+        download.notify()
+        self._counters["fill_failures"] += 1
+        target = download.target
+        log.warning(
+            "fill of %s from %s failed: %s", target.filename, public_url(target.upstream_url), error.reason
+        )
+
+    def _upstream_headers(self, target: FileTarget, **extra: str) -> CIMultiDict[str]:
+        headers: CIMultiDict[str] = CIMultiDict(target.upstream_headers)
+        headers["Accept-Encoding"] = "identity"  # the stored bytes are the file, never a recoding
+        headers.update(extra)
+        return headers
+
+    def _client_timeout(self) -> aiohttp.ClientTimeout:
+        t = self._timeout
+        return aiohttp.ClientTimeout(total=None, connect=t, sock_connect=t, sock_read=t)
+
+    async def _download(self, download: _Download) -> None:
+        target, sha = download.target, download.target.expected_sha256
+        if sha is not None and await self._call(self._store.has, sha):
+            download.already_stored, download.sha256, download.committed = True, sha, True
+            download.started.set()
+            return
+        async with self._session.get(
+            target.upstream_url,
+            headers=self._upstream_headers(target),
+            timeout=self._client_timeout(),
+            auto_decompress=False,
+        ) as upstream:
+            if upstream.status != 200:
+                raise FillError(502, f"upstream answered HTTP {upstream.status}")
+            length = upstream.content_length
+            if target.size is not None:
+                if length is not None and length != target.size:
+                    raise FillError(502, f"upstream announced {length} bytes, the index {target.size}")
+                length = target.size
+            fill = download.fill = await self._call(self._store.open_fill, sha)
+            download.fd = await self._call(os.open, fill.path, os.O_RDONLY)
+            download.length = length
+            download.started.set()
+            async for chunk in upstream.content.iter_chunked(_CHUNK):
+                await self._call(fill.write, chunk)
+                download.visible = fill.size - len(chunk)
+                download.notify()
+                if length is not None and fill.size > length:
+                    raise FillError(502, f"upstream sent more than {length} bytes")
+        if length is not None and fill.size != length:
+            raise FillError(502, f"body ended after {fill.size} of {length} bytes")
+        digest = fill.sha256
+        if sha is not None and digest != sha:
+            raise FillError(502, f"sha256 mismatch: the index says {sha}, upstream sent {digest}")
+        download.sha256, download.visible, download.verified = digest, fill.size, True
+        download.notify()
+        await self._call(fill.commit)
+        download.committed = True
+        self._counters["fills"] += 1
+        await self._after_commit(download, digest, fill.size)
+
+    async def _after_commit(self, download: _Download, sha256: str, size: int) -> None:
+        download.lease = await self._call(self._store.open, sha256)
+        if download.irreplaceable:
+            await self._call(self._store.mark_irreplaceable, sha256)
+        for callback in download.callbacks:
+            try:
+                callback(sha256, size)
+            except Exception:
+                log.exception("on_commit callback failed for %s", sha256)
+        async with self._evict_lock:
+            await self._call(self._store.evict_to_limit)
+
+    # -- misses: HEAD and ranges, passed through without storing -------------------------------
+
+    async def _known_length(self, target: FileTarget, download: _Download | None) -> int | None:
+        if target.size is not None:
+            return target.size
+        if download is not None and download.started.is_set() and download.error is None:
+            if download.length is not None:
+                return download.length
+        self._counters["passthrough"] += 1
+        try:
+            async with self._session.head(
+                target.upstream_url,
+                headers=self._upstream_headers(target),
+                timeout=self._client_timeout(),
+                allow_redirects=True,
+            ) as upstream:
+                if upstream.status != 200:
+                    raise FillError(502, f"upstream answered HTTP {upstream.status} to HEAD")
+                return upstream.content_length
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise _as_fill_error(exc, self._timeout) from exc
+
+    async def _head_miss(
+        self, request: web.Request, target: FileTarget, download: _Download | None
+    ) -> web.StreamResponse:
+        try:
+            length = await self._known_length(target, download)
+        except FillError as exc:
+            return self._error(target, exc)
+        sha = target.expected_sha256
+        response = web.StreamResponse(status=200, headers=self._headers(sha and etag_for(sha)))
+        response.content_length = length
+        await response.prepare(request)
+        await response.write_eof()
+        return response
+
+    async def _range_miss(
+        self, request: web.Request, target: FileTarget, download: _Download | None
+    ) -> web.StreamResponse:
+        try:
+            size = await self._known_length(target, download)
+        except FillError as exc:
+            return self._error(target, exc)
+        sha = target.expected_sha256
+        headers = self._headers(sha and etag_for(sha))
+        try:
+            wanted = parse_range(request.headers["Range"], size) if size is not None else None
+        except RangeNotSatisfiable:
+            headers["Content-Range"] = f"bytes */{size}"
+            return web.Response(status=416, headers=headers)
+        if wanted is None or size is None:
+            return await self._stream_miss(request, target)
+        self._counters["passthrough"] += 1
+        return await self._relay_range(request, target, wanted, size, headers)
+
+    async def _relay_range(
+        self, request: web.Request, target: FileTarget, wanted: ByteRange, size: int, headers: dict[str, str]
+    ) -> web.StreamResponse:
+        spec = f"bytes {wanted.start}-{wanted.end}/{size}"
+        response: web.StreamResponse | None = None
+        remaining = wanted.length
+        try:
+            async with self._session.get(
+                target.upstream_url,
+                headers=self._upstream_headers(target, Range=f"bytes={wanted.start}-{wanted.end}"),
+                timeout=self._client_timeout(),
+                auto_decompress=False,
+            ) as upstream:
+                if upstream.status == 206:
+                    got = upstream.headers.get("Content-Range", "")
+                    if got.strip() != spec:
+                        raise FillError(502, f"upstream answered the range with {got!r}")
+                    skip = 0
+                elif upstream.status == 200:
+                    skip = wanted.start  # upstream ignores ranges: slice the whole body
+                else:
+                    raise FillError(502, f"upstream answered HTTP {upstream.status} to a range request")
+                response = web.StreamResponse(status=206, headers=headers)
+                response.headers["Content-Range"] = spec
+                response.content_length = remaining
+                await response.prepare(request)
+                async for chunk in upstream.content.iter_chunked(_CHUNK):
+                    if skip >= len(chunk):
+                        skip -= len(chunk)
+                        continue
+                    piece = chunk[skip : skip + remaining]
+                    skip = 0
+                    await response.write(piece)
+                    remaining -= len(piece)
+                    self._counters["bytes_served"] += len(piece)
+                    if remaining == 0:
+                        break
+        except (FillError, aiohttp.ClientError, TimeoutError) as exc:
+            error = _as_fill_error(exc, self._timeout)
+            if response is None:
+                return self._error(target, error)
+            log.warning("range of %s from upstream failed: %s", target.filename, error.reason)
+        assert response is not None
+        if remaining:
+            self._cut(request)
+        else:
+            await response.write_eof()
+        return response
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    async def _call(self, fn: Callable[..., _T], *args: Any) -> _T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
+
