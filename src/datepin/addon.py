@@ -73,6 +73,32 @@ def path_links(base: str, registry: str) -> LinkFn:
     return link
 
 
+def file_target(
+    file: DistFile,
+    *,
+    sha256: str | None = None,
+    metadata: bool = False,
+    irreplaceable: bool = False,
+    on_commit: Callable[[str, int], None] | None = None,
+) -> FileTarget:
+    """What the file server needs to serve or fetch a file (or its PEP 658 `.metadata`)."""
+    if metadata:
+        return FileTarget(
+            upstream_url=file.url + ".metadata",
+            expected_sha256=(file.core_metadata or {}).get("sha256"),
+            filename=file.filename + ".metadata",
+            irreplaceable=irreplaceable,
+        )
+    return FileTarget(
+        upstream_url=file.url,
+        expected_sha256=sha256 or file.sha256,
+        filename=file.filename,
+        size=file.size,
+        irreplaceable=irreplaceable,
+        on_commit=on_commit,
+    )
+
+
 class PageCache:
     """Rendered bodies of fixed views (they never change), keyed by what shaped the bytes."""
 
@@ -112,7 +138,7 @@ class DatepinAddon:
     # -- mitmproxy hooks -----------------------------------------------------------------
 
     def running(self) -> None:
-        proxyserver = ctx.master.addons.get("proxyserver")
+        proxyserver = ctx.master.addons.get("proxyserver")  # type: ignore[no-untyped-call]
         self.listening = [(a[0], a[1]) for a in proxyserver.listen_addrs()]
 
     async def request(self, flow: http.HTTPFlow) -> None:
@@ -282,39 +308,24 @@ class DatepinAddon:
         if stored is None or stored.file.filename != route.filename:
             flow.response = text_response(404, f"{route.filename}: datepin has never listed this file")
             return
-        target = self._target(stored.file, stored.sha256, route.registry, stored.present, route.metadata)
-        if target is None:
+        if route.metadata and stored.file.core_metadata is None:
             flow.response = text_response(404, f"{route.filename} has no .metadata file")
             return
-        self._send_to_file_server(flow, target)
-
-    def _target(
-        self, file: DistFile, sha256: str | None, registry: str, present: bool, metadata: bool
-    ) -> FileTarget | None:
-        if metadata:
-            if file.core_metadata is None:
-                return None
-            return FileTarget(
-                upstream_url=file.url + ".metadata",
-                expected_sha256=file.core_metadata.get("sha256"),
-                filename=file.filename + ".metadata",
-                irreplaceable=not present,
-            )
         on_commit = None
-        if sha256 is None:
-            key, history = file_key(file), self.index.history
+        if stored.sha256 is None and not route.metadata:
+            history, registry, key = self.index.history, route.registry, stored.key
 
             def on_commit(computed: str, size: int) -> None:
                 history.set_sha256(registry, key, computed)
 
-        return FileTarget(
-            upstream_url=file.url,
-            expected_sha256=sha256,
-            filename=file.filename,
-            size=file.size,
-            irreplaceable=not present,
+        target = file_target(
+            stored.file,
+            sha256=stored.sha256,
+            metadata=route.metadata,
+            irreplaceable=not stored.present,
             on_commit=on_commit,
         )
+        self._send_to_file_server(flow, target)
 
     def _send_to_file_server(self, flow: http.HTTPFlow, target: FileTarget) -> None:
         """Point the flow at the internal file server, which streams with bounded memory."""

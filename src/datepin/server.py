@@ -17,10 +17,10 @@ from urllib.parse import urlsplit
 from mitmproxy.options import Options
 from mitmproxy.tools.dump import DumpMaster
 
-from datepin.addon import DatepinAddon
+from datepin.addon import DatepinAddon, file_target
 from datepin.blobs import BlobStore
 from datepin.config import Config, Registry
-from datepin.fileserver import FileServer, FileTarget, FillError
+from datepin.fileserver import FileServer, FillError
 from datepin.history import HistoryStore
 from datepin.model import DistFile
 from datepin.service import Index
@@ -105,32 +105,13 @@ class Runtime:
 
         Returns True when the file had to be downloaded now."""
         had = file.sha256 is not None and await asyncio.to_thread(self.store.has, file.sha256)
-        await self.files.fill(self.target(file, irreplaceable=True))
+        await self.files.fill(file_target(file, irreplaceable=True))
         if file.core_metadata is not None:
             try:
-                await self.files.fill(self.target(file, metadata=True, irreplaceable=True))
+                await self.files.fill(file_target(file, metadata=True, irreplaceable=True))
             except FillError as e:
                 log.warning("rescue %s.metadata: %s", file.filename, e)
         return not had
-
-    def target(
-        self, file: DistFile, *, metadata: bool = False, irreplaceable: bool = False
-    ) -> FileTarget:
-        if metadata:
-            assert file.core_metadata is not None
-            return FileTarget(
-                upstream_url=file.url + ".metadata",
-                expected_sha256=file.core_metadata.get("sha256"),
-                filename=file.filename + ".metadata",
-                irreplaceable=irreplaceable,
-            )
-        return FileTarget(
-            upstream_url=file.url,
-            expected_sha256=file.sha256,
-            filename=file.filename,
-            size=file.size,
-            irreplaceable=irreplaceable,
-        )
 
 
 @asynccontextmanager
@@ -144,7 +125,7 @@ async def runtime(
     files = FileServer(store, upstream.session, timeout=config.upstream_timeout)
 
     async def fetch_file(file: DistFile, registry: Registry) -> Path:
-        sha = await files.fill(rt.target(file))
+        sha = await files.fill(file_target(file))
         path = store.path(sha)
         if path is None:
             raise OSError(f"{file.filename} vanished from the store")
