@@ -131,7 +131,7 @@ async def bench(work: Path, size: int, runs: int) -> None:
     print(f"hit (FileServer)         : {mbps(size, best_hit):7.0f} MB/s   "
           f"(runs: {', '.join(f'{mbps(size, s):.0f}' for s in hits)}; "
           f"median {mbps(size, statistics.median(hits)):.0f})")
-    print(f"hit / static             : {best_hit and best_static / best_hit:7.2f}")
+    print(f"hit / static             : {mbps(size, best_hit) / mbps(size, best_static):7.2f}")
     print(f"peak RSS                 : {status_kib('VmHWM') / 1024:7.1f} MiB "
           f"(at start of the runs: {baseline_rss / 1024:.1f} MiB)")
     print(f"counters                 : {counters}")

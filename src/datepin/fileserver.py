@@ -11,8 +11,9 @@ a file server for arbitrary paths nor an open proxy.
   while hashing.  Every client, the first included, tails that temp file, so a client that goes
   away does not stop the fill and a late client does not wait for the end.  Clients may read only
   what is `visible`: the bytes written minus the last chunk received, which is released once the
-  sha256 checks out.  A download that fails cuts every client's connection, so nobody sees a
-  short or wrong body presented as complete.
+  sha256 checks out (the commit, an fsync and a rename, follows; `wait_idle` waits for it).  A
+  download that fails deletes its temp file, then cuts every client's connection, so nobody sees
+  a short or wrong body presented as complete.
 - Miss, HEAD or Range: answered without storing anything.  HEAD from the index's size (or an
   upstream HEAD); a range is fetched from upstream as an explicit `bytes=a-b` (suffix ranges are
   resolved here: files.pythonhosted.org has answered them with 501).  A range never starts a
@@ -39,7 +40,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from datepin.blobs import BlobHandle, BlobStore, Fill, HashMismatch
+from datepin.blobs import BlobHandle, BlobStore, Fill, HashMismatch, check_sha256
 
 log = logging.getLogger(__name__)
 
@@ -251,6 +252,7 @@ class FileServer:
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", 0).start()
         self.port = self._runner.addresses[0][1]
+        await self._call(self._store.evict_to_limit)  # the limit may have shrunk since last run
 
     async def stop(self) -> None:
         tasks = list(self._tasks)
@@ -268,8 +270,10 @@ class FileServer:
         A client receives its last bytes as soon as their hash checks out, a moment before the
         commit; tests (and shutdown) that need the store settled wait here.
         """
-        while self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        # Not `while self._tasks: gather(...)`: gather of finished tasks completes without
+        # yielding, so the done-callbacks that empty `_tasks` would never run.
+        while pending := [task for task in self._tasks if not task.done()]:
+            await asyncio.wait(pending)
 
     @property
     def counters(self) -> dict[str, int]:
@@ -278,7 +282,13 @@ class FileServer:
     # -- tickets -------------------------------------------------------------------------------
 
     def ticket(self, target: FileTarget) -> str:
-        """A path on 127.0.0.1:port that serves `target` once, within `ticket_ttl` seconds."""
+        """A path on 127.0.0.1:port that serves `target` once, within `ticket_ttl` seconds.
+
+        Raises ValueError if the target's sha256 is not lowercase hex.  At most `max_tickets`
+        are live; issuing one more retires the oldest.
+        """
+        if target.expected_sha256 is not None:
+            check_sha256(target.expected_sha256)
         now = self._clock()
         while self._tickets:
             token, (_, expires) = next(iter(self._tickets.items()))
@@ -301,10 +311,11 @@ class FileServer:
     async def fill(self, target: FileTarget) -> str:
         """Make sure the store has `target`'s file; return its sha256.  Raises FillError."""
         sha = target.expected_sha256
-        if sha is not None and await self._call(self._store.has, sha):
-            if target.irreplaceable:
-                await self._call(self._store.mark_irreplaceable, sha)
-            return sha
+        if sha is not None:
+            # mark_irreplaceable says whether the blob is stored, after protecting it.
+            check = self._store.mark_irreplaceable if target.irreplaceable else self._store.has
+            if await self._call(check, check_sha256(sha)):
+                return sha
         download = self._join(target)
         download.acquire()
         try:
@@ -452,7 +463,7 @@ class FileServer:
         try:
             await download.started.wait()
             if download.already_stored and download.sha256 is not None:
-                handle = await self._call(self._open_hit, download.sha256, False)
+                handle = await self._call(self._open_hit, download.sha256, download.irreplaceable)
                 if handle is None:
                     return self._error(target, FillError(502, "evicted while being requested; retry"))
                 with handle:
@@ -502,20 +513,23 @@ class FileServer:
         try:
             await self._download(download)
         except asyncio.CancelledError:
-            self._failed(key, download, FillError(503, "datepin is shutting down"))
+            self._forget(key, download)
             if download.fill is not None:
                 download.fill.abort()
+            self._failed(download, FillError(503, "datepin is shutting down"))
             raise
         except Exception as exc:
             expected = (FillError, aiohttp.ClientError, TimeoutError, OSError, HashMismatch)
             if not isinstance(exc, expected):
                 log.exception("fill of %s failed unexpectedly", download.target.filename)
-            self._failed(key, download, _as_fill_error(exc, self._timeout))
+            # Forgotten first, so that the next request starts afresh; the temp file is gone
+            # before any client learns of the failure.
+            self._forget(key, download)
             if download.fill is not None:
                 await self._call(download.fill.abort)
+            self._failed(download, _as_fill_error(exc, self._timeout))
         finally:
-            if self._downloads.get(key) is download:
-                del self._downloads[key]
+            self._forget(key, download)
             if download.error is None and not download.committed:
                 download.error = FillError(502, "download ended unexpectedly")
             download.started.set()
@@ -523,10 +537,11 @@ class FileServer:
             download.notify()
             download.release()
 
-    def _failed(self, key: str, download: _Download, error: FillError) -> None:
-        # Forget it first: the next request starts a fresh download.
+    def _forget(self, key: str, download: _Download) -> None:
         if self._downloads.get(key) is download:
             del self._downloads[key]
+
+    def _failed(self, download: _Download, error: FillError) -> None:
         download.error = error
         download.notify()
         self._counters["fill_failures"] += 1
