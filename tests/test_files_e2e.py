@@ -1,0 +1,134 @@
+"""The file store through the real proxy: installs from the store, one download, ranges, crashes."""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import sqlite3
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from clients import pip_install, uv_install
+from fakepypi import closed_port
+from proxyproc import Proxy, fetch, write_config
+
+from datepin.blobs import BlobStore
+
+JSON = "application/vnd.pypi.simple.v1+json"
+
+
+@pytest.fixture
+def graph(fake_pypi):
+    fake_pypi.add_wheel("beta", "1.0", upload_time="2023-01-01T10:00:00Z")
+    fake_pypi.add_wheel("alpha", "1.0", upload_time="2023-02-01T10:00:00Z", requires_dist=["beta"])
+    return fake_pypi
+
+
+def file_links(proxy: Proxy, pin: str, project: str) -> dict[str, dict]:
+    page = json.loads(proxy.get(f"/{pin}/simple/{project}/", {"Accept": JSON}).body)
+    return {f["filename"]: f for f in page["files"]}
+
+
+def test_installs_again_from_the_store_with_upstream_gone(graph, proxy, tmp_path):
+    index = proxy.index("2023-06-01")
+    assert pip_install(index, ["alpha"], target_venv=tmp_path / "pip1") == {"alpha": "1.0", "beta": "1.0"}
+    assert uv_install(index, ["alpha"], target_venv=tmp_path / "uv1") == {"alpha": "1.0", "beta": "1.0"}
+    graph.clear_log()
+    # Point the built-in registry at a closed port: only history and the store can answer.
+    dead = f"http://127.0.0.1:{closed_port()}/"
+    write_config(proxy.config, simple_url=dead + "simple/", json_url=dead + "pypi/", files_url=dead)
+    proxy.restart()
+    index = proxy.index("2023-06-01")
+    assert pip_install(index, ["alpha"], target_venv=tmp_path / "pip2") == {"alpha": "1.0", "beta": "1.0"}
+    assert uv_install(index, ["alpha"], target_venv=tmp_path / "uv2") == {"alpha": "1.0", "beta": "1.0"}
+    assert graph.requests == []
+
+
+def test_parallel_cold_requests_make_one_download(graph, proxy):
+    big = graph.add_wheel("gamma", "1.0", upload_time="2023-01-01T00:00:00Z", payload_size=8 << 20)
+    url = file_links(proxy, "2023-06-01", "gamma")[big.filename]["url"]
+    graph.clear_log()
+    with ThreadPoolExecutor(10) as pool:
+        bodies = list(pool.map(lambda _: fetch(url).body, range(10)))
+    assert {hashlib.sha256(b).hexdigest() for b in bodies} == {big.sha256}
+    assert len(graph.requests_for("/files/", method="GET")) == 1
+    graph.clear_log()
+    assert hashlib.sha256(fetch(url).body).hexdigest() == big.sha256
+    assert graph.requests == []
+
+
+def test_ranges_head_and_etags_on_stored_files(graph, proxy):
+    f = graph.file("alpha-1.0-py3-none-any.whl")
+    entry = file_links(proxy, "2023-06-01", "alpha")[f.filename]
+    url = entry["url"]
+    assert fetch(url).body == f.content  # fills the store
+    graph.clear_log()
+    head = fetch(url, method="HEAD")
+    assert head.status == 200 and head.header("Accept-Ranges") == "bytes"
+    assert int(head.header("Content-Length")) == f.size and head.body == b""
+    tail = fetch(url, headers={"Range": "bytes=-100"})
+    assert tail.status == 206 and tail.body == f.content[-100:]
+    assert tail.header("Content-Range") == f"bytes {f.size - 100}-{f.size - 1}/{f.size}"
+    middle = fetch(url, headers={"Range": "bytes=10-19"})
+    assert middle.status == 206 and middle.body == f.content[10:20]
+    assert fetch(url, headers={"Range": f"bytes={f.size}-"}).status == 416
+    etag = head.header("ETag")
+    assert fetch(url, headers={"If-None-Match": etag}).status == 304
+    stale = fetch(url, headers={"Range": "bytes=0-9", "If-Range": '"other"'})
+    assert stale.status == 200 and stale.body == f.content
+    assert head.header("Cache-Control") == "public, max-age=31536000, immutable"
+    assert head.header("Content-Encoding") is None
+    assert graph.requests == []
+
+
+def test_metadata_files_are_advertised_only_when_they_exist(fake_pypi, proxy):
+    with_md = fake_pypi.add_wheel("delta", "1.0", upload_time="2023-01-01T00:00:00Z")
+    without = fake_pypi.add_wheel(
+        "delta", "1.1", upload_time="2023-01-02T00:00:00Z", metadata_file=False
+    )
+    links = file_links(proxy, "2023-06-01", "delta")
+    assert links[with_md.filename]["core-metadata"] == {"sha256": with_md.metadata_sha256}
+    assert links[without.filename]["core-metadata"] is False
+    md = fetch(links[with_md.filename]["url"] + ".metadata")
+    assert md.status == 200 and md.body == with_md.metadata
+    assert fetch(links[without.filename]["url"] + ".metadata").status == 404
+
+
+def test_unknown_files_are_not_fetched(graph, proxy):
+    r = proxy.get("/files/pypi/" + "0" * 64 + "/evil.whl")
+    assert r.status == 404
+    assert proxy.get("/files/pypi/../../etc/passwd").status in (400, 404)
+
+
+def test_kill_during_a_fill_leaves_a_consistent_store(graph, proxy, tmp_path):
+    big = graph.add_wheel("epsilon", "1.0", upload_time="2023-01-01T00:00:00Z", payload_size=16 << 20)
+    url = file_links(proxy, "2023-06-01", "epsilon")[big.filename]["url"]
+    graph.fault("/files/", "stall_body", seconds=30)
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(lambda: fetch(url, timeout=20))
+        deadline = time.monotonic() + 10
+        while not graph.requests_for("/files/") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        proxy.kill()
+        try:
+            pending.result()
+        except (OSError, http.client.IncompleteRead):  # reset, or fewer bytes than announced
+            pass
+        else:
+            pytest.fail("a cut download was presented as a complete body")
+    graph.clear_faults()
+    store = BlobStore(proxy.data_dir / "blobs", size_limit=10**12)
+    try:
+        assert not store.has(big.sha256)
+        assert [p for p in store.verify() if p.kind != "orphan"] == []
+    finally:
+        store.close()
+    db = sqlite3.connect(proxy.data_dir / "history.sqlite3")
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    db.close()
+    proxy.start()
+    assert hashlib.sha256(fetch(url).body).hexdigest() == big.sha256
