@@ -345,6 +345,11 @@ class FileServer:
     async def _answer(self, request: web.Request, target: FileTarget) -> web.StreamResponse:
         sha = target.expected_sha256
         download = self._downloads.get(self._key(target))
+        if download is not None and download.verified:
+            # Every byte is in and checked; only the commit is pending.  A client that just
+            # got the whole file may come straight back for a range: serve it from the store.
+            await download.done.wait()
+            download = self._downloads.get(self._key(target))
         if sha is not None and download is None:
             handle = await self._call(self._open_hit, sha, target.irreplaceable)
             if handle is not None:
