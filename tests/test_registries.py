@@ -148,6 +148,7 @@ def test_stored_private_files_go_only_to_clients_upstream_accepts(
 
     ok = fetch(link, headers={"Authorization": good})
     assert ok.status == 200 and ok.body == wheel.read()
+    assert private.requests_for("/files/") == []  # it came from the store
     assert "private" in ok.header("Cache-Control")
     root = passthrough.get(f"/{PIN}/r/private/", {"Accept": JSON, "Authorization": good})
     assert [p["name"] for p in json.loads(root.body)["projects"]] == ["secretpkg"]
