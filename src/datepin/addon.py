@@ -39,6 +39,10 @@ log = logging.getLogger(__name__)
 
 PAGE_VARY = "Accept, Accept-Encoding"
 STREAM_FLAG = "datepin-stream"
+PRIVATE_FLAG = "datepin-private"
+# pip and uv answer a 401 with this challenge by retrying with the credentials of the index
+# URL (or their keyring).
+CHALLENGE = 'Basic realm="datepin"'
 
 
 def text_response(status: int, message: str, headers: Mapping[str, str] | None = None) -> http.Response:
@@ -53,6 +57,18 @@ def json_response(status: int, data: object, headers: Mapping[str, str] | None =
     return http.Response.make(
         status, json.dumps(data), {"Content-Type": "application/json", **(headers or {})}
     )
+
+
+def error_response(
+    e: UpstreamError, *, json_api: bool = False, headers: Mapping[str, str] | None = None
+) -> http.Response:
+    """An upstream failure or refusal as an answer; a 401 carries a challenge."""
+    extra = dict(headers or {})
+    if e.status == 401:
+        extra["WWW-Authenticate"] = CHALLENGE
+    if json_api:
+        return json_response(e.status, {"message": str(e)}, extra)
+    return text_response(e.status, str(e), extra)
 
 
 def pin_headers(pin: Pin, kind: str | None = None) -> dict[str, str]:
@@ -80,13 +96,16 @@ def file_target(
     metadata: bool = False,
     irreplaceable: bool = False,
     on_commit: Callable[[str, int], None] | None = None,
+    upstream_headers: Mapping[str, str] | None = None,
 ) -> FileTarget:
-    """What the file server needs to serve or fetch a file (or its PEP 658 `.metadata`)."""
+    """What the file server needs to serve or fetch a file (or its PEP 658 `.metadata`).
+    `upstream_headers`: credentials for a private registry (never logged)."""
     if metadata:
         return FileTarget(
             upstream_url=file.url + ".metadata",
             expected_sha256=(file.core_metadata or {}).get("sha256"),
             filename=file.filename + ".metadata",
+            upstream_headers=dict(upstream_headers or {}),
             irreplaceable=irreplaceable,
         )
     return FileTarget(
@@ -94,6 +113,7 @@ def file_target(
         expected_sha256=sha256 or file.sha256,
         filename=file.filename,
         size=file.size,
+        upstream_headers=dict(upstream_headers or {}),
         irreplaceable=irreplaceable,
         on_commit=on_commit,
     )
@@ -149,13 +169,17 @@ class DatepinAddon:
         try:
             await self._serve(flow, route)
         except UpstreamError as e:
-            flow.response = text_response(e.status, str(e))
+            flow.response = error_response(e)
         if flow.response is not None and flow.request.method == "HEAD":
             flow.response.content = b""
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         if flow.metadata.get(STREAM_FLAG) and flow.response is not None:
             flow.response.stream = True
+            if flow.metadata.get(PRIVATE_FLAG) and "Cache-Control" in flow.response.headers:
+                # A private registry's file: no shared cache may keep it for others.
+                cache_control = flow.response.headers["Cache-Control"]
+                flow.response.headers["Cache-Control"] = cache_control.replace("public", "private")
 
     # -- classification ------------------------------------------------------------------
 
@@ -209,17 +233,21 @@ class DatepinAddon:
             flow.response = text_response(404, f"no registry named {route.registry!r} in the config")
             return
         base = f"http://{flow.request.host_header or flow.request.pretty_host}"
+        # Only a passthrough registry ever sees it (DESIGN.md "Extra registries").
+        authorization = flow.request.headers.get("Authorization")
         if isinstance(route, routes.Root):
-            flow.response = await self._root(flow, pin, registry)
+            flow.response = await self._root(flow, pin, registry, authorization)
             return
         try:
-            answer = await self.index.answer(registry, route.project, pin)
+            await self.index.authorize(registry, route.project, authorization)
+            answer = await self.index.answer(
+                registry, route.project, pin, authorization=authorization
+            )
         except NotObserved:
             flow.response = self._not_found(json_api, f"{route.project} is not on {registry.name}", pin)
             return
         except UpstreamError as e:
-            flow.response = (json_response(e.status, {"message": str(e)}, pin_headers(pin))
-                             if json_api else text_response(e.status, str(e), pin_headers(pin)))
+            flow.response = error_response(e, json_api=json_api, headers=pin_headers(pin))
             return
         view = answer.view
         if not view.files:
@@ -228,27 +256,33 @@ class DatepinAddon:
             return
         link = path_links(base, registry.name)
         headers = pin_headers(pin, view.kind)
+        private = registry.auth == "passthrough"
         if answer.warning:
             headers["Warning"] = f'110 datepin "{answer.warning}"'
         if isinstance(route, routes.JsonApi):
-            info = await self.index.release_info(registry, view, route.version)
+            info = await self.index.release_info(
+                registry, view, route.version, authorization=authorization
+            )
             if info is None or (route.version and route.version not in view.versions):
                 flow.response = self._not_found(True, "release not found", pin, view)
                 return
             body = render_json_api(view, info[1], link, version=route.version)
-            self._page(flow, body, "application/json", headers, pin)
+            self._page(flow, body, "application/json", headers, pin, private=private)
             return
         fmt = choose_format(flow.request.headers.get("Accept"))
         key = (registry.name, view.name, pin.cutoff, fmt, base)
         renderer = render_json if fmt == "v1+json" else render_html
         body = self.pages.get(key, view, lambda: renderer(view, link))
-        self._page(flow, body, content_type(fmt), headers, pin)
+        self._page(flow, body, content_type(fmt), headers, pin, private=private)
 
-    async def _root(self, flow: http.HTTPFlow, pin: Pin, registry: Registry) -> http.Response:
-        names = await asyncio.to_thread(self.index.history.visible_names, registry.name)
+    async def _root(
+        self, flow: http.HTTPFlow, pin: Pin, registry: Registry, authorization: str | None
+    ) -> http.Response:
+        names = await self.index.visible_names(registry, authorization)
         fmt = choose_format(flow.request.headers.get("Accept"))
         body = render_root_json(names) if fmt == "v1+json" else render_root_html(names)
-        self._page(flow, body, content_type(fmt), pin_headers(pin), pin)
+        private = registry.auth == "passthrough"
+        self._page(flow, body, content_type(fmt), pin_headers(pin), pin, private=private)
         assert flow.response is not None
         return flow.response
 
@@ -259,9 +293,17 @@ class DatepinAddon:
         return text_response(404, message, headers)
 
     def _page(
-        self, flow: http.HTTPFlow, body: bytes, ctype: str, headers: dict[str, str], pin: Pin
+        self,
+        flow: http.HTTPFlow,
+        body: bytes,
+        ctype: str,
+        headers: dict[str, str],
+        pin: Pin,
+        *,
+        private: bool = False,
     ) -> None:
-        """Answer with a rendered page: strong ETag per body and encoding, 304, gzip."""
+        """Answer with a rendered page: strong ETag per body and encoding, 304, gzip.
+        `private`: a passthrough registry's page, which no shared cache may keep."""
         cutoff = format_time(pin.cutoff) if pin.cutoff else "live"
         digest = hashlib.sha256(body).hexdigest()[:32]
         gz = "gzip" in flow.request.headers.get("Accept-Encoding", "")
@@ -271,7 +313,7 @@ class DatepinAddon:
             "Content-Type": ctype,
             "Vary": PAGE_VARY,
             "ETag": etag,
-            "Cache-Control": self._page_cache_control(pin),
+            "Cache-Control": self._page_cache_control(pin, private),
         }
         if etag in [t.strip() for t in flow.request.headers.get("If-None-Match", "").split(",")]:
             flow.response = http.Response.make(304, b"", headers)
@@ -281,10 +323,11 @@ class DatepinAddon:
             response.encode("gzip")
         flow.response = response
 
-    def _page_cache_control(self, pin: Pin) -> str:
+    def _page_cache_control(self, pin: Pin, private: bool = False) -> str:
+        scope = "private" if private else "public"
         if pin.cutoff is None:
-            return "max-age=60, public"
-        return "max-age=600, public"
+            return f"max-age=60, {scope}"
+        return f"max-age=600, {scope}"
 
     def _help(self, flow: http.HTTPFlow) -> http.Response:
         host = flow.request.host_header or "127.0.0.1:8080"
@@ -294,6 +337,8 @@ class DatepinAddon:
         lines = [
             f"datepin_observations_total {self.index.observations}",
             f"datepin_upstream_failures_total {self.index.upstream_failures}",
+            f"datepin_access_checks_total {self.index.access_checks}",
+            f"datepin_access_denied_total {self.index.access_denied}",
         ]
         for name, value in sorted(self.requests.items()):
             lines.append(f'datepin_requests_total{{route="{name}"}} {value}')
@@ -304,27 +349,46 @@ class DatepinAddon:
     # -- files ---------------------------------------------------------------------------
 
     async def _serve_file(self, flow: http.HTTPFlow, route: routes.File) -> None:
+        registry = self.config.registry(route.registry)
+        if registry is None:
+            # Also keeps the files of a registry dropped from the config from going public.
+            flow.response = text_response(404, f"no registry named {route.registry!r} in the config")
+            return
         stored = await asyncio.to_thread(self.index.history.find_file, route.registry, route.key)
         if stored is None or stored.file.filename != route.filename:
             flow.response = text_response(404, f"{route.filename}: datepin has never listed this file")
+            return
+        authorization = flow.request.headers.get("Authorization")
+        try:
+            # Passthrough: stored or not, a file goes only to clients upstream accepts for
+            # its project (the project comes from history).
+            await self.index.authorize(registry, stored.project, authorization)
+        except NotObserved:
+            flow.response = text_response(404, f"{stored.project} is not on {registry.name}")
+            return
+        except UpstreamError as e:
+            flow.response = error_response(e)
             return
         if route.metadata and stored.file.core_metadata is None:
             flow.response = text_response(404, f"{route.filename} has no .metadata file")
             return
         on_commit = None
         if stored.sha256 is None and not route.metadata:
-            history, registry, key = self.index.history, route.registry, stored.key
+            history, name, key = self.index.history, registry.name, stored.key
 
             def on_commit(computed: str, size: int) -> None:
-                history.set_sha256(registry, key, computed)
+                history.set_sha256(name, key, computed)
 
+        url = stored.file.url + (".metadata" if route.metadata else "")
         target = file_target(
             stored.file,
             sha256=stored.sha256,
             metadata=route.metadata,
             irreplaceable=not stored.present,
             on_commit=on_commit,
+            upstream_headers=self.index.upstream_headers(registry, url, authorization),
         )
+        flow.metadata[PRIVATE_FLAG] = registry.auth == "passthrough"
         self._send_to_file_server(flow, target)
 
     def _send_to_file_server(self, flow: http.HTTPFlow, target: FileTarget) -> None:

@@ -30,6 +30,10 @@ class Registry:
     auth: AuthMode = "none"
     auth_env: str | None = None  # static auth: environment variable holding "user:password" or a token
     json_url: str | None = None  # JSON API base, if the registry has one
+    # passthrough: how long upstream's acceptance of a client's credentials for a project is
+    # trusted, and how much longer it may be used when upstream cannot be asked
+    access_ttl: float = 300.0
+    grace: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,11 @@ def _url(text: object) -> str:
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError(f"{text!r} is not an http(s) URL")
+    if "@" in parts.netloc:
+        # Credentials in a URL end up in logs and history; keep them in the environment.
+        raise ValueError(
+            "must not contain credentials (user:password@); use auth = \"static\" with auth_env"
+        )
     return text if text.endswith("/") else text + "/"
 
 
@@ -127,7 +136,7 @@ _SCHEMA: dict[str, dict[str, str]] = {
     "snapshot": {"interval": "duration", "track": "list", "concurrency": "int"},
     "pypi": {"simple_url": "url", "json_url": "url", "files_url": "url"},
 }
-_REGISTRY_KEYS = {"name", "url", "json_url", "intercept", "auth", "auth_env"}
+_REGISTRY_KEYS = {"name", "url", "json_url", "intercept", "auth", "auth_env", "access_ttl", "grace"}
 
 
 def _check(table: str, key: str, kind: str, value: Any) -> Any:
@@ -252,9 +261,20 @@ def _parse_registries(entries: Any) -> tuple[Registry, ...]:
         if auth not in ("none", "static", "passthrough"):
             raise ConfigError(f"{where} auth: {auth!r} is not none, static or passthrough")
         auth_env = entry.get("auth_env")
-        if auth == "static" and not isinstance(auth_env, str):
+        if auth == "static" and (not isinstance(auth_env, str) or not auth_env):
             raise ConfigError(f"{where} auth_env: static auth needs the name of an environment variable")
-        out.append(Registry(name, url, intercept, auth, auth_env, json_url))
+        if auth != "static" and auth_env is not None:
+            raise ConfigError(f"{where} auth_env: only read with auth = \"static\"")
+        durations: dict[str, float] = {}
+        for key, default in (("access_ttl", "5m"), ("grace", "0s")):
+            try:
+                durations[key] = parse_duration(entry.get(key, default))
+            except ValueError as e:
+                raise ConfigError(f"{where} {key}: {e}") from None
+        out.append(Registry(
+            name, url, intercept, auth, auth_env, json_url,
+            access_ttl=durations["access_ttl"], grace=durations["grace"],
+        ))
     return tuple(out)
 
 

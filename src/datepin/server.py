@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
 import signal
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,8 +19,9 @@ from mitmproxy.options import Options
 from mitmproxy.tools.dump import DumpMaster
 
 from datepin.addon import DatepinAddon, file_target
+from datepin.auth import UpstreamAuth
 from datepin.blobs import BlobStore
-from datepin.config import Config, Registry
+from datepin.config import Config, ConfigError, Registry
 from datepin.fileserver import FileServer, FillError
 from datepin.history import HistoryStore
 from datepin.model import DistFile
@@ -105,10 +107,13 @@ class Runtime:
 
         Returns True when the file had to be downloaded now."""
         had = file.sha256 is not None and await asyncio.to_thread(self.store.has, file.sha256)
-        await self.files.fill(file_target(file, irreplaceable=True))
+        headers = self.index.upstream_headers(registry, file.url)
+        await self.files.fill(file_target(file, irreplaceable=True, upstream_headers=headers))
         if file.core_metadata is not None:
             try:
-                await self.files.fill(file_target(file, metadata=True, irreplaceable=True))
+                await self.files.fill(
+                    file_target(file, metadata=True, irreplaceable=True, upstream_headers=headers)
+                )
             except FillError as e:
                 log.warning("rescue %s.metadata: %s", file.filename, e)
         return not had
@@ -116,22 +121,29 @@ class Runtime:
 
 @asynccontextmanager
 async def runtime(
-    config: Config, *, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    config: Config,
+    *,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    environ: Mapping[str, str] = os.environ,
 ) -> AsyncIterator[Runtime]:
+    try:
+        auth = UpstreamAuth.from_environ(config.registries, environ)
+    except ConfigError as e:
+        raise StartupError(str(e)) from None
     paths = prepare_data_dir(config.data_dir)
     history = HistoryStore(paths.history)
     store = BlobStore(paths.blobs, size_limit=config.size_limit)
     upstream = Upstream(timeout=config.upstream_timeout)
     files = FileServer(store, upstream.session, timeout=config.upstream_timeout)
 
-    async def fetch_file(file: DistFile, registry: Registry) -> Path:
-        sha = await files.fill(file_target(file))
+    async def fetch_file(file: DistFile, registry: Registry, headers: Mapping[str, str]) -> Path:
+        sha = await files.fill(file_target(file, upstream_headers=headers))
         path = store.path(sha)
         if path is None:
             raise OSError(f"{file.filename} vanished from the store")
         return path
 
-    index = Index(config, history, upstream, clock=clock, fetch_file=fetch_file)
+    index = Index(config, history, upstream, clock=clock, fetch_file=fetch_file, auth=auth)
     rt = Runtime(config, paths, history, store, upstream, files, index)
     try:
         yield rt

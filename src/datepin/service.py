@@ -12,12 +12,13 @@ import logging
 import zipfile
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from packaging.utils import NormalizedName
 
+from datepin.auth import AccessGate, UpstreamAuth
 from datepin.config import Config, Registry
 from datepin.history import Change, HistoryStore
 from datepin.model import DistFile, ProjectHistory, ProjectPage, View
@@ -25,12 +26,14 @@ from datepin.pins import Pin
 from datepin.rewrite.filenames import version_of
 from datepin.rewrite.parse import PageError, parse_html_page, parse_json_api_info, parse_json_page
 from datepin.rewrite.render import choose_release, info_from_metadata
-from datepin.upstream import SIMPLE_ACCEPT, Upstream, UpstreamError, mask_url
+from datepin.upstream import SIMPLE_ACCEPT, Upstream, UpstreamError, mask_url, strip_userinfo
 from datepin.views import is_fixed, view
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+# Fetch a file into the blob store (with these upstream headers) and return its path.
+FetchFile = Callable[[DistFile, Registry, Mapping[str, str]], Awaitable[Path]]
 
 
 def utcnow() -> datetime:
@@ -57,33 +60,56 @@ class Index:
         upstream: Upstream,
         *,
         clock: Clock = utcnow,
-        fetch_file: Callable[[DistFile, Registry], Awaitable[Path]] | None = None,
+        fetch_file: FetchFile | None = None,
+        auth: UpstreamAuth | None = None,
+        gate: AccessGate | None = None,
     ) -> None:
         self.config = config
         self.history = history
         self.upstream = upstream
         self.clock = clock
         self.fetch_file = fetch_file
+        self.auth = auth or UpstreamAuth()
+        self.gate = gate or AccessGate()
         self._inflight: dict[tuple[str, str], asyncio.Future[Change | None]] = {}
+        self._checks: dict[bytes, asyncio.Future[None]] = {}
         self._fixed: OrderedDict[tuple[str, str, datetime], View] = OrderedDict()
         self.observations = 0
         self.upstream_failures = 0
+        self.access_checks = 0
+        self.access_denied = 0
+
+    def upstream_headers(
+        self, registry: Registry, url: str, authorization: str | None = None
+    ) -> dict[str, str]:
+        """Authorization for a request to `url` for `registry` (static, or the client's own
+        for passthrough registries); empty for other registries and other hosts."""
+        return self.auth.headers(registry, url, authorization)
 
     # -- upstream ------------------------------------------------------------------------
 
     async def fetch_page(
-        self, registry: Registry, name: str, headers: Mapping[str, str] | None = None
+        self,
+        registry: Registry,
+        name: str,
+        headers: Mapping[str, str] | None = None,
+        *,
+        authorization: str | None = None,
     ) -> ProjectPage | None:
-        """One upstream project page, parsed; None when upstream says it does not exist."""
+        """One upstream project page, parsed; None when upstream says it does not exist.
+
+        `authorization`: the client's own credentials, sent upstream for passthrough registries.
+        """
         url = f"{registry.url}{name}/"
-        fetched = await self.upstream.get(url, headers={"Accept": SIMPLE_ACCEPT, **(headers or {})})
+        # Credentials upstream are decided by the registry's auth mode alone.
+        extra = {k: v for k, v in (headers or {}).items() if k.lower() != "authorization"}
+        fetched = await self.upstream.get(url, headers={
+            "Accept": SIMPLE_ACCEPT, **extra, **self.upstream_headers(registry, url, authorization)
+        })
         if fetched.status in (404, 410):
             return None
         if fetched.status in (401, 403):
-            raise UpstreamError(
-                f"{mask_url(url)} refused the credentials (HTTP {fetched.status})",
-                status=fetched.status,
-            )
+            raise _refused(registry, url, fetched.status)
         if fetched.status != 200:
             raise UpstreamError(f"{mask_url(url)} answered HTTP {fetched.status}")
         try:
@@ -93,40 +119,45 @@ class Index:
                 page = parse_html_page(fetched.body, fetched.url, name)
         except PageError as e:
             raise UpstreamError(f"{mask_url(url)} sent a page datepin cannot read: {e}") from None
-        return page
+        # A link with user:password in it would put a secret into history.
+        files = tuple(
+            replace(f, url=strip_userinfo(f.url)) if "@" in f.url else f for f in page.files
+        )
+        return replace(page, files=files)
 
     async def observe(
-        self, registry: Registry, name: str, headers: Mapping[str, str] | None = None
+        self,
+        registry: Registry,
+        name: str,
+        headers: Mapping[str, str] | None = None,
+        *,
+        authorization: str | None = None,
     ) -> Change | None:
-        """Fetch and record one observation; concurrent callers share one fetch.
+        """Fetch and record one observation; concurrent callers share one fetch (for a
+        passthrough registry, callers have passed `authorize` for the project first).
 
         Returns None when upstream does not know a project history has never seen.
         """
-        key = (registry.name, name)
-        if key in self._inflight:
-            return await asyncio.shield(self._inflight[key])
-        future: asyncio.Future[Change | None] = asyncio.get_running_loop().create_future()
-        self._inflight[key] = future
-        try:
-            result = await self._observe(registry, name, headers)
-        except BaseException as e:
-            future.set_exception(e)
-            future.exception()  # mark retrieved: the caller re-raises it
-            raise
-        else:
-            future.set_result(result)
-            return result
-        finally:
-            del self._inflight[key]
+        return await _shared(
+            self._inflight, (registry.name, name),
+            lambda: self._observe(registry, name, headers, authorization),
+        )
 
     async def _observe(
-        self, registry: Registry, name: str, headers: Mapping[str, str] | None
+        self,
+        registry: Registry,
+        name: str,
+        headers: Mapping[str, str] | None,
+        authorization: str | None,
     ) -> Change | None:
         try:
-            page = await self.fetch_page(registry, name, headers)
+            page = await self.fetch_page(registry, name, headers, authorization=authorization)
         except UpstreamError:
             self.upstream_failures += 1
             raise
+        return await self._record(registry, name, page)
+
+    async def _record(self, registry: Registry, name: str, page: ProjectPage | None) -> Change | None:
         self.observations += 1
         if page is None and await asyncio.to_thread(self.history.last_observed, registry.name, name) is None:
             return None
@@ -134,6 +165,62 @@ class Index:
             self.history.record, registry.name, name, page, self.clock()
         )
         return change
+
+    # -- passthrough access ----------------------------------------------------------------
+
+    async def authorize(self, registry: Registry, name: str, authorization: str | None) -> None:
+        """Passthrough registries: let a client see stored pages and files of a project only
+        if upstream accepted its credentials (None: anonymous) for that project within
+        `access_ttl`.  Asks upstream with those credentials when it has not; the page it gets
+        is recorded as an observation.  Fails closed: raises UpstreamError (401/403, or 502
+        when upstream cannot be asked) or NotObserved (upstream says 404).  No-op for other
+        registries."""
+        if registry.auth != "passthrough":
+            return
+        key = self.gate.key(authorization, registry.name, name)
+        if self.gate.state(key, ttl=registry.access_ttl) == "fresh":
+            return
+        await _shared(self._checks, key, lambda: self._check(registry, name, authorization, key))
+
+    async def _check(
+        self, registry: Registry, name: str, authorization: str | None, key: bytes
+    ) -> None:
+        self.access_checks += 1
+        try:
+            page = await self.fetch_page(registry, name, authorization=authorization)
+        except UpstreamError as e:
+            if e.status in (401, 403):
+                self.gate.revoke(key)
+                self.access_denied += 1
+                log.info("%s/%s: upstream refused the client's credentials", registry.name, name)
+                raise
+            if self.gate.state(key, ttl=registry.access_ttl, grace=registry.grace) == "grace":
+                log.warning("%s/%s: access not re-checked, within grace: %s", registry.name, name, e)
+                return
+            self.access_denied += 1
+            raise UpstreamError(
+                f"cannot check access to {name} on registry {registry.name!r}, so its stored "
+                f"files are not served: {e}",
+                status=502,
+            ) from None
+        if page is None:
+            self.gate.revoke(key)
+            raise NotObserved(name)
+        self.gate.grant(key)
+        log.debug("%s/%s: upstream accepted the client's credentials", registry.name, name)
+        await self._record(registry, name, page)
+
+    async def visible_names(self, registry: Registry, authorization: str | None) -> list[str]:
+        """The root page: projects with files; for passthrough registries only those these
+        credentials were recently accepted for (project names can be private too)."""
+        names = await asyncio.to_thread(self.history.visible_names, registry.name)
+        if registry.auth != "passthrough":
+            return names
+        return [
+            n for n in names
+            if self.gate.state(self.gate.key(authorization, registry.name, n),
+                               ttl=registry.access_ttl) == "fresh"
+        ]
 
     # -- views ---------------------------------------------------------------------------
 
@@ -143,8 +230,12 @@ class Index:
         name: NormalizedName,
         pin: Pin,
         headers: Mapping[str, str] | None = None,
+        *,
+        authorization: str | None = None,
     ) -> Answer:
-        """The view of a project at a pin, observing upstream only when history can't answer."""
+        """The view of a project at a pin, observing upstream only when history can't answer.
+
+        Passthrough registries: call `authorize` first; `authorization` is used to observe."""
         cutoff = pin.cutoff
         if cutoff is not None:
             cached = self._fixed.get((registry.name, name, cutoff))
@@ -155,7 +246,7 @@ class Index:
         warning = None
         if self._needs_observation(last, cutoff):
             try:
-                if await self.observe(registry, name, headers) is None:
+                if await self.observe(registry, name, headers, authorization=authorization) is None:
                     raise NotObserved(name)
             except UpstreamError as e:
                 if last is None or e.status in (401, 403):
@@ -190,7 +281,12 @@ class Index:
     # -- JSON API ------------------------------------------------------------------------
 
     async def release_info(
-        self, registry: Registry, result: View, version: str | None
+        self,
+        registry: Registry,
+        result: View,
+        version: str | None,
+        *,
+        authorization: str | None = None,
     ) -> tuple[str, dict[str, object]] | None:
         """The `info` of the release the JSON API shows (the chosen one, or `version`)."""
         chosen = version or choose_release(result)
@@ -200,13 +296,13 @@ class Index:
         stored = await asyncio.to_thread(self.history.release_info, registry.name, name, chosen)
         if stored is not None:
             return chosen, stored
-        info = await self._fetch_release_info(registry, result, chosen)
+        info = await self._fetch_release_info(registry, result, chosen, authorization)
         if info is not None:
             await asyncio.to_thread(self.history.save_release_info, registry.name, name, chosen, info)
         return chosen, info or {"name": name, "version": chosen}
 
     async def _fetch_release_info(
-        self, registry: Registry, result: View, version: str
+        self, registry: Registry, result: View, version: str, authorization: str | None
     ) -> dict[str, object] | None:
         if registry.json_url:
             for url in (
@@ -214,24 +310,30 @@ class Index:
                 f"{registry.json_url}{result.name}/json",
             ):
                 try:
-                    fetched = await self.upstream.get(url, headers={"Accept": "application/json"})
+                    fetched = await self.upstream.get(url, headers={
+                        "Accept": "application/json",
+                        **self.upstream_headers(registry, url, authorization),
+                    })
                     if fetched.status == 200:
                         info = parse_json_api_info(fetched.body)
                         if str(info.get("version")) == version:
                             return info
                 except (UpstreamError, PageError) as e:
                     log.info("JSON API for %s %s: %s", result.name, version, e)
-        return await self._info_from_files(registry, result, version)
+        return await self._info_from_files(registry, result, version, authorization)
 
     async def _info_from_files(
-        self, registry: Registry, result: View, version: str
+        self, registry: Registry, result: View, version: str, authorization: str | None
     ) -> dict[str, object] | None:
         """Fall back to the release's core metadata: its .metadata file, else a wheel's."""
         files = [f for f in result.files if str(version_of(f.filename)) == version]
         for f in files:
             if f.core_metadata is not None:
                 try:
-                    fetched = await self.upstream.get(f.url + ".metadata")
+                    url = f.url + ".metadata"
+                    fetched = await self.upstream.get(
+                        url, headers=self.upstream_headers(registry, url, authorization)
+                    )
                     if fetched.status == 200:
                         return info_from_metadata(fetched.body)
                 except UpstreamError as e:
@@ -241,11 +343,51 @@ class Index:
         for f in files:
             if f.filename.endswith(".whl"):
                 try:
-                    path = await self.fetch_file(f, registry)
+                    headers = self.upstream_headers(registry, f.url, authorization)
+                    path = await self.fetch_file(f, registry, headers)
                     return await asyncio.to_thread(_wheel_metadata, path)
                 except (UpstreamError, OSError, ValueError, zipfile.BadZipFile) as e:
                     log.info("metadata inside %s: %s", f.filename, e)
         return None
+
+
+def _refused(registry: Registry, url: str, status: int) -> UpstreamError:
+    """Upstream answered 401/403.  Only a passthrough client can fix that with its own
+    credentials; otherwise it is datepin's configuration (502)."""
+    if registry.auth == "passthrough":
+        return UpstreamError(
+            f"registry {registry.name!r} refused these credentials (HTTP {status}) for "
+            f"{mask_url(url)}; give the index URL as http://USER:TOKEN@HOST/...",
+            status=status,
+        )
+    if registry.auth == "static":
+        hint = f"check the credentials in ${registry.auth_env}"
+    else:
+        hint = 'it needs credentials: set auth = "static" or "passthrough" in proxy.toml'
+    return UpstreamError(
+        f"{mask_url(url)} refused datepin (HTTP {status}): {hint}", status=502
+    )
+
+
+async def _shared[K, T](
+    inflight: dict[K, asyncio.Future[T]], key: K, start: Callable[[], Awaitable[T]]
+) -> T:
+    """Run `start()` once per key at a time; concurrent callers share its result or error."""
+    if key in inflight:
+        return await asyncio.shield(inflight[key])
+    future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+    inflight[key] = future
+    try:
+        result = await start()
+    except BaseException as e:
+        future.set_exception(e)
+        future.exception()  # mark retrieved: the caller re-raises it
+        raise
+    else:
+        future.set_result(result)
+        return result
+    finally:
+        del inflight[key]
 
 
 def _wheel_metadata(path: Path) -> dict[str, object] | None:

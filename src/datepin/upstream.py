@@ -49,6 +49,14 @@ def mask_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"***@{host}"))
 
 
+def strip_userinfo(url: str) -> str:
+    """The URL without any user:password (for URLs that are kept: history, base URLs)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
 def trust_store(environ: Mapping[str, str] = os.environ) -> ssl.SSLContext:
     """Verify upstream TLS against SSL_CERT_FILE / REQUESTS_CA_BUNDLE when set (an intercepting
     egress proxy's CA is often only there), else the default store."""
@@ -84,6 +92,7 @@ class Upstream:
     ) -> Fetched:
         """GET a page into memory (index pages and JSON only; files are streamed elsewhere)."""
         shown = mask_url(url)
+        log.debug("GET %s", shown)
         try:
             async with self.session.get(url, headers=dict(headers or {})) as resp:
                 chunks, size = [], 0
@@ -92,9 +101,10 @@ class Upstream:
                     if size > max_bytes:
                         raise UpstreamError(f"{shown} sent more than {max_bytes} bytes")
                     chunks.append(chunk)
+                log.debug("GET %s: HTTP %d, %d bytes", shown, resp.status, size)
                 return Fetched(
                     status=resp.status,
-                    url=mask_url(str(resp.url)),
+                    url=strip_userinfo(str(resp.url)),
                     content_type=resp.headers.get("Content-Type", ""),
                     body=b"".join(chunks),
                     headers={k: v for k, v in resp.headers.items()},

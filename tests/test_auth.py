@@ -1,0 +1,215 @@
+"""Registry credentials: config rules, static secrets, the access gate, the upstream check."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from datepin.auth import AccessGate, UpstreamAuth, authorization_header, same_origin
+from datepin.config import Config, ConfigError, Registry, parse
+from datepin.history import HistoryStore
+from datepin.service import Index, NotObserved
+from datepin.upstream import Upstream, UpstreamError, strip_userinfo
+from fakepypi import FakePyPI
+
+
+def run(make: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(asyncio.wait_for(make(), 30))
+
+
+def registry_config(**entry: object) -> Config:
+    return parse({"registry": [{"name": "corp", "url": "https://corp.example/simple/", **entry}]})
+
+
+# -- config ------------------------------------------------------------------------------------
+
+
+def test_registry_config_keys_and_defaults() -> None:
+    [reg] = registry_config(auth="passthrough", access_ttl="2m", grace="10m").registries
+    assert (reg.auth, reg.access_ttl, reg.grace) == ("passthrough", 120.0, 600.0)
+    [reg] = registry_config().registries
+    assert (reg.auth, reg.access_ttl, reg.grace, reg.intercept) == ("none", 300.0, 0.0, False)
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"url": "https://u:secret@corp.example/simple/"}, "must not contain credentials"),
+        ({"auth": "static"}, "auth_env"),
+        ({"auth": "passthrough", "auth_env": "X"}, "only read with auth"),
+        ({"auth": "basic"}, "not none, static or passthrough"),
+        ({"grace": "soon"}, "grace"),
+    ],
+)
+def test_bad_registry_config_names_the_key(entry: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as e:
+        registry_config(**entry)
+    assert "secret" not in str(e.value)
+
+
+# -- static secrets ----------------------------------------------------------------------------
+
+
+def test_authorization_header_basic_for_user_password_else_bearer() -> None:
+    assert authorization_header("u:p:w") == "Basic " + base64.b64encode(b"u:p:w").decode()
+    assert authorization_header("tok") == "Bearer tok"
+
+
+def test_static_secret_read_at_startup_and_never_shown() -> None:
+    cfg = registry_config(auth="static", auth_env="CORP_TOKEN")
+    with pytest.raises(ConfigError, match="CORP_TOKEN is not set"):
+        UpstreamAuth.from_environ(cfg.registries, {})
+    auth = UpstreamAuth.from_environ(cfg.registries, {"CORP_TOKEN": "hunter2"})
+    [reg] = cfg.registries
+    assert auth.headers(reg, "https://corp.example/simple/x/") == {"Authorization": "Bearer hunter2"}
+    assert "hunter2" not in repr(auth) and "hunter2" not in repr(cfg)
+
+
+def test_credentials_go_only_to_the_registrys_own_origin() -> None:
+    reg = Registry("corp", "https://corp.example/simple/", auth="passthrough",
+                   json_url="https://api.corp.example/pypi/")
+    auth = UpstreamAuth()
+    assert auth.headers(reg, "https://corp.example:443/files/a.whl", "Bearer t") == {
+        "Authorization": "Bearer t"
+    }
+    assert auth.headers(reg, "https://api.corp.example/pypi/x/json", "Bearer t")
+    for elsewhere in ("https://cdn.example/a.whl", "http://corp.example/a.whl",
+                      "https://corp.example:8443/a.whl"):
+        assert not same_origin(elsewhere, reg)
+        assert auth.headers(reg, elsewhere, "Bearer t") == {}
+    assert auth.headers(Registry("open", "https://corp.example/simple/"), reg.url, "Bearer t") == {}
+
+
+def test_strip_userinfo() -> None:
+    assert strip_userinfo("https://u:p@h.example:8/x?y") == "https://h.example:8/x?y"
+    assert strip_userinfo("https://h.example/x") == "https://h.example/x"
+
+
+# -- the access gate ---------------------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_gate_fresh_then_grace_then_forgotten() -> None:
+    clock = Clock()
+    gate = AccessGate(clock=clock)
+    key = gate.key("Basic abc", "corp", "alpha")
+    assert gate.state(key, ttl=300) is None
+    gate.grant(key)
+    assert gate.state(key, ttl=300, grace=600) == "fresh"
+    clock.now += 301
+    assert gate.state(key, ttl=300) is None
+    assert gate.state(key, ttl=300, grace=600) == "grace"
+    clock.now += 600
+    assert gate.state(key, ttl=300, grace=600) is None
+
+
+def test_gate_keys_differ_by_credentials_registry_project_and_process() -> None:
+    gate = AccessGate()
+    keys = {gate.key(a, r, p) for a in ("Basic a", "Basic b", None)
+            for r in ("corp", "other") for p in ("alpha", "beta")}
+    assert len(keys) == 12
+    assert gate.key("Basic a", "corp", "alpha") != AccessGate().key("Basic a", "corp", "alpha")
+    assert all(b"Basic" not in k for k in keys)
+
+
+# -- the upstream check (Index.authorize) ------------------------------------------------------
+
+
+@pytest.fixture
+def private() -> FakePyPI:
+    with FakePyPI() as fake:
+        fake.require_basic = ("u", "good")
+        fake.serve_json = False
+        fake.add_wheel("alpha", "1.0", upload_time="2023-01-01T00:00:00Z")
+        yield fake
+
+
+GOOD = "Basic " + base64.b64encode(b"u:good").decode()
+BAD = "Basic " + base64.b64encode(b"u:bad").decode()
+
+
+def checked(private: FakePyPI, tmp_path: Path, grace: float,
+            body: Callable[[Index, Registry, Clock], Awaitable[None]]) -> None:
+    reg = Registry("corp", private.simple_url, auth="passthrough", access_ttl=300, grace=grace)
+    clock = Clock()
+
+    async def go() -> None:
+        upstream = Upstream(timeout=2)
+        history = HistoryStore(tmp_path / "h.sqlite3")
+        try:
+            index = Index(Config(registries=(reg,)), history, upstream, gate=AccessGate(clock=clock))
+            await body(index, reg, clock)
+        finally:
+            await upstream.close()
+            history.close()
+
+    run(go)
+
+
+def test_check_asks_upstream_once_per_ttl_and_records_the_page(private: FakePyPI, tmp_path: Path) -> None:
+    async def body(index: Index, reg: Registry, clock: Clock) -> None:
+        await asyncio.gather(*(index.authorize(reg, "alpha", GOOD) for _ in range(5)))
+        assert len(private.requests_for("/simple/alpha/")) == 1  # concurrent checks shared
+        assert index.history.last_observed("corp", "alpha") is not None
+        await index.authorize(reg, "alpha", GOOD)
+        assert len(private.requests_for("/simple/alpha/")) == 1
+        for who in (BAD, None):
+            with pytest.raises(UpstreamError) as e:
+                await index.authorize(reg, "alpha", who)
+            assert e.value.status == 401 and "good" not in str(e.value)
+        with pytest.raises(NotObserved):
+            await index.authorize(reg, "nope", GOOD)
+        clock.now += 301
+        await index.authorize(reg, "alpha", GOOD)
+        assert [r.headers.get("authorization") for r in private.requests_for("/simple/alpha/")] == [
+            GOOD, BAD, None, GOOD,
+        ]
+
+    checked(private, tmp_path, 0, body)
+
+
+def test_check_fails_closed_when_upstream_is_down(private: FakePyPI, tmp_path: Path) -> None:
+    async def body(index: Index, reg: Registry, clock: Clock) -> None:
+        await index.authorize(reg, "alpha", GOOD)
+        private.stop()
+        await index.authorize(reg, "alpha", GOOD)  # still fresh: no need to ask
+        clock.now += 301
+        with pytest.raises(UpstreamError) as e:
+            await index.authorize(reg, "alpha", GOOD)
+        assert e.value.status == 502
+
+    checked(private, tmp_path, 0, body)
+
+
+def test_grace_keeps_accepted_credentials_while_upstream_is_down(
+    private: FakePyPI, tmp_path: Path
+) -> None:
+    async def body(index: Index, reg: Registry, clock: Clock) -> None:
+        await index.authorize(reg, "alpha", GOOD)
+        private.fault("/simple/", "status", status=503, times=None)
+        clock.now += 400
+        await index.authorize(reg, "alpha", GOOD)  # within ttl + grace
+        with pytest.raises(UpstreamError):
+            await index.authorize(reg, "alpha", BAD)  # never accepted: no grace
+        private.clear_faults()
+        private.require_basic = ("u", "rotated")
+        with pytest.raises(UpstreamError) as e:  # a refusal ends the grace at once
+            await index.authorize(reg, "alpha", GOOD)
+        assert e.value.status == 401
+        private.fault("/simple/", "status", status=503, times=None)
+        with pytest.raises(UpstreamError) as e:
+            await index.authorize(reg, "alpha", GOOD)
+        assert e.value.status == 502
+
+    checked(private, tmp_path, 600, body)
