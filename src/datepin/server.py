@@ -9,7 +9,7 @@ import signal
 import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -21,9 +21,9 @@ from datepin.addon import DatepinAddon
 from datepin.blobs import BlobStore
 from datepin.config import Config, Registry
 from datepin.fileserver import FileServer, FileTarget, FillError
-from datepin.history import HistoryStore
+from datepin.history import HistoryStore, file_key
 from datepin.model import DistFile
-from datepin.service import Index
+from datepin.service import Index, RescueError
 from datepin.upstream import Upstream, ca_file
 
 log = logging.getLogger(__name__)
@@ -103,9 +103,19 @@ class Runtime:
     async def rescue(self, registry: Registry, file: DistFile) -> bool:
         """Keep a file that went away upstream: store it if missing, mark it irreplaceable.
 
-        Returns True when the file had to be downloaded now."""
-        had = file.sha256 is not None and await asyncio.to_thread(self.store.has, file.sha256)
-        await self.files.fill(self.target(file, irreplaceable=True))
+        Returns True when the file had to be downloaded now; raises RescueError."""
+        sha = file.sha256
+        if sha is None:  # a registry without hashes: the one computed when it was stored
+            stored = await asyncio.to_thread(self.history.find_file, registry.name, file_key(file))
+            sha = stored.sha256 if stored is not None else None
+        had = sha is not None and await asyncio.to_thread(self.store.has, sha)
+        target = replace(self.target(file, irreplaceable=True), expected_sha256=sha)
+        try:
+            sha = await self.files.fill(target)
+        except FillError as e:
+            raise RescueError(f"{file.filename}: {e.reason}") from None
+        if file.sha256 is None:
+            await asyncio.to_thread(self.history.set_sha256, registry.name, file_key(file), sha)
         if file.core_metadata is not None:
             try:
                 await self.files.fill(self.target(file, metadata=True, irreplaceable=True))
@@ -150,11 +160,15 @@ async def runtime(
             raise OSError(f"{file.filename} vanished from the store")
         return path
 
-    index = Index(config, history, upstream, clock=clock, fetch_file=fetch_file)
+    async def rescue(registry: Registry, file: DistFile) -> bool:
+        return await rt.rescue(registry, file)
+
+    index = Index(config, history, upstream, clock=clock, fetch_file=fetch_file, rescue=rescue)
     rt = Runtime(config, paths, history, store, upstream, files, index)
     try:
         yield rt
     finally:
+        await index.close()
         await files.stop()
         await upstream.close()
         history.close()
