@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import signal
@@ -24,6 +25,7 @@ from datepin.fileserver import FileServer, FileTarget, FillError
 from datepin.history import HistoryStore, file_key
 from datepin.model import DistFile
 from datepin.service import Index, RescueError
+from datepin.snapshotter import keep_snapshotting
 from datepin.upstream import Upstream, ca_file
 
 log = logging.getLogger(__name__)
@@ -210,9 +212,13 @@ async def run(
                 on_ready(addon.listening, rt.paths)
 
         announcer = asyncio.create_task(announce())
+        snapshots = asyncio.create_task(keep_snapshotting(rt.index), name="snapshots")
         try:
             await master.run()
         finally:
             announcer.cancel()
+            snapshots.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await snapshots
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
