@@ -205,3 +205,10 @@ def test_cache_verify_quarantines_corrupt_blobs(data: Path) -> None:
     assert list((data / "blobs" / "quarantine").iterdir())
     again = cli(data, "cache", "verify")
     assert again.exit_code == 0 and "verified 1 blobs" in again.stdout
+
+
+def test_cache_commands_need_a_data_directory(tmp_path: Path) -> None:
+    for command in (["cache", "stats"], ["cache", "verify"]):
+        result = cli(tmp_path / "nothing", *command)
+        assert result.exit_code == 1 and "no data directory at" in result.stderr
+    assert not (tmp_path / "nothing").exists()

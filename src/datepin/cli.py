@@ -130,9 +130,11 @@ def snapshot(
     config = load_config(config_path, data_dir=data_dir)
     quiet_logging(verbose)
     named = parse_projects(projects, config)
+    from datepin.server import StartupError
+
     try:
         summary = asyncio.run(_snapshot(config, named, all_, show_progress=sys.stderr.isatty()))
-    except OSError as e:
+    except StartupError as e:
         raise click.ClickException(str(e)) from None
     for what, why in summary.failures:
         click.echo(f"failed: {what}: {why}", err=True)
@@ -144,24 +146,21 @@ def snapshot(
 async def _snapshot(
     config: Config, named: list[tuple[Registry, NormalizedName]], all_: bool, *, show_progress: bool
 ) -> Summary:
-    from datepin.server import StartupError, runtime
+    from datepin.server import runtime
     from datepin.snapshotter import snapshot as observe, snapshot_tracked, tracked
 
-    try:
-        async with runtime(config) as rt:
-            work = {(r.name, n): (r, n) for r, n in named}  # once each, in the order given
+    async with runtime(config) as rt:
+        work = {(r.name, n): (r, n) for r, n in named}  # once each, in the order given
+        if all_:
+            everything = await asyncio.to_thread(tracked, config, rt.history)
+            work.update(((r.name, n), (r, n)) for r, n in everything if (r.name, n) not in work)
+        projects = list(work.values())
+        with progress_bar(len(projects), show_progress) as advance:
             if all_:
-                everything = await asyncio.to_thread(tracked, config, rt.history)
-                work.update(((r.name, n), (r, n)) for r, n in everything if (r.name, n) not in work)
-            projects = list(work.values())
-            with progress_bar(len(projects), show_progress) as advance:
-                if all_:
-                    return await snapshot_tracked(rt.index, projects, progress=advance)
-                return await observe(
-                    rt.index, projects, concurrency=config.snapshot_concurrency, progress=advance
-                )
-    except StartupError as e:
-        raise OSError(str(e)) from None
+                return await snapshot_tracked(rt.index, projects, progress=advance)
+            return await observe(
+                rt.index, projects, concurrency=config.snapshot_concurrency, progress=advance
+            )
 
 
 @contextmanager
@@ -218,12 +217,12 @@ def cache() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def cache_stats(config_path: Path | None, data_dir: Path | None, url: str | None, as_json: bool) -> None:
     """Blobs stored, bytes, how many are irreplaceable (gone upstream)."""
-    from datepin.reports import cache_stats as read_stats, human_bytes
+    from datepin.reports import NoHistory, cache_stats as read_stats, human_bytes
 
     config = load_config(config_path, data_dir=data_dir)
     try:
         stats = read_stats(config, url)
-    except OSError as e:
+    except (NoHistory, OSError) as e:
         raise click.ClickException(str(e)) from None
     b = stats.blobs
     server = {
@@ -254,10 +253,13 @@ def cache_stats(config_path: Path | None, data_dir: Path | None, url: str | None
 @data_dir_option
 def cache_verify(config_path: Path | None, data_dir: Path | None) -> None:
     """Re-hash every blob; move corrupt ones to quarantine.  Exits 1 if any was corrupt."""
-    from datepin.reports import verify_store
+    from datepin.reports import NoHistory, verify_store
 
     config = load_config(config_path, data_dir=data_dir)
-    count, problems = verify_store(config)
+    try:
+        count, problems = verify_store(config)
+    except NoHistory as e:
+        raise click.ClickException(str(e)) from None
     bad = 0
     for p in problems:
         where = f" -> {p.moved_to}" if p.moved_to else ""

@@ -12,7 +12,6 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 from datepin.blobs import BlobStats, BlobStore, VerifyProblem
 from datepin.config import Config, Registry
@@ -26,16 +25,25 @@ BLOBS_DIR = "blobs"
 
 
 class NoHistory(LookupError):
-    """Nothing is recorded for what was asked."""
+    """Nothing is recorded for what was asked (or there is no data directory at all)."""
+
+
+def _blob_store(config: Config) -> BlobStore:
+    """The data directory's blob store; never creates one where there was no data directory."""
+    if not config.data_dir.is_dir():
+        raise NoHistory(f"no data directory at {config.data_dir}")
+    return BlobStore(config.data_dir / BLOBS_DIR, size_limit=config.size_limit)
 
 
 @contextmanager
-def _stores(data_dir: Path, config: Config) -> Iterator[tuple[HistoryStore, BlobStore]]:
-    path = data_dir / HISTORY_FILE
+def _stores(config: Config) -> Iterator[tuple[HistoryStore, BlobStore]]:
+    path = config.data_dir / HISTORY_FILE
     if not path.exists():
-        raise NoHistory(f"no history in {data_dir} (run `datepin serve` or `datepin snapshot`)")
+        raise NoHistory(
+            f"no history in {config.data_dir} (run `datepin serve` or `datepin snapshot`)"
+        )
     history = HistoryStore(path)
-    store = BlobStore(data_dir / BLOBS_DIR, size_limit=config.size_limit)
+    store = _blob_store(config)
     try:
         yield history, store
     finally:
@@ -47,7 +55,7 @@ def project_history(
     config: Config, registry: Registry, name: str, *, at: Pin | None = None, as_json: bool = False
 ) -> str:
     """`datepin history`: the project's timeline, or its view at a pin with the reasons."""
-    with _stores(config.data_dir, config) as (history, store):
+    with _stores(config) as (history, store):
         loaded = history.load(registry.name, name)
         if loaded is None:
             raise NoHistory(f"{registry.name}:{name} has never been observed by this proxy")
@@ -79,7 +87,7 @@ class CacheStats:
 
 
 def cache_stats(config: Config, url: str | None = None) -> CacheStats:
-    store = BlobStore(config.data_dir / BLOBS_DIR, size_limit=config.size_limit)
+    store = _blob_store(config)
     try:
         stats = store.stats()
     finally:
@@ -112,7 +120,7 @@ def server_metrics(url: str, timeout: float = 10.0) -> dict[str, float]:
 
 def verify_store(config: Config) -> tuple[int, list[VerifyProblem]]:
     """Re-hash every blob; corrupt ones move to quarantine.  Returns (blobs checked, problems)."""
-    store = BlobStore(config.data_dir / BLOBS_DIR, size_limit=config.size_limit)
+    store = _blob_store(config)
     try:
         count = store.stats().count
         return count, store.verify(quarantine=True)

@@ -180,7 +180,7 @@ def render_text(
     if at is not None:
         lines += _render_view(*at)
         return "\n".join(lines) + "\n"
-    lines.append(f"  {len(facts.files)} files")
+    lines.append(f"  {len(facts.files)} file{'' if len(facts.files) == 1 else 's'}")
     for f in facts.files:
         uploaded = format_time(f.upload_time) if f.upload_time else "unknown"
         lines.append(f"  {f.filename}")
