@@ -94,7 +94,7 @@ def serve(config_path: Path | None, data_dir: Path | None, listen: str | None, v
 
 
 def quiet_logging(verbose: bool) -> None:
-    """Commands that report for themselves log warnings only, unless asked for more."""
+    """Commands that report for themselves log errors only, unless asked for more."""
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.ERROR,
         format="%(levelname)s %(name)s: %(message)s",
