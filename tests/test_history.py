@@ -140,3 +140,33 @@ def test_past_views_never_change(tmp_path_factory, events, probe_hours) -> None:
     for cutoff, bodies in served.items():
         v = view(final, cutoff)
         assert (render_json(v, link), render_html(v, link)) == bodies
+
+
+def test_gone_files_are_remembered_until_kept(tmp_path: Path) -> None:
+    store = HistoryStore(tmp_path / "h.sqlite3")
+    a = dist("1.0", uploaded=T0 - timedelta(days=3))
+    b = dist("2.0", uploaded=T0 - timedelta(days=2))
+    c = dist("3.0", uploaded=T0 - timedelta(days=1))
+    store.record("pypi", "demo", page(a, b, c), T0)
+    store.record("pypi", "demo", page(a), T0 + timedelta(days=1))
+    assert [f.filename for f in store.unkept("pypi", "demo", 3)] == [b.filename, c.filename]
+    store.note_rescue("pypi", b.sha256 or "", kept=True)
+    for _ in range(3):
+        store.note_rescue("pypi", c.sha256 or "", kept=False)
+    assert store.unkept("pypi", "demo", 3) == []  # b kept; c tried enough
+    assert [f.filename for f in store.unkept("pypi", "demo", 4)] == [c.filename]
+    store.record("pypi", "other", None, T0)  # never seen, 404: nothing to keep
+    assert store.unkept("pypi", "other", 3) == []
+
+
+def test_snapshot_runs_and_removals_are_recorded(tmp_path: Path) -> None:
+    store = HistoryStore(tmp_path / "h.sqlite3")
+    assert store.last_snapshot_run() is None
+    store.record_snapshot_run(T0, T0 + timedelta(minutes=5), {"observed": 3})
+    store.record_snapshot_run(T0 + timedelta(days=1), T0 + timedelta(days=1, minutes=5), {})
+    assert store.last_snapshot_run() == T0 + timedelta(days=1)
+    store.record("pypi", "demo", page(dist("1.0", uploaded=T0)), T0)
+    store.record("pypi", "demo", None, T0 + timedelta(days=1))
+    store.record("pypi", "demo", page(), T0 + timedelta(days=2))
+    history = store.load("pypi", "demo")
+    assert history is not None and history.not_found == (T0 + timedelta(days=1),)

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+from packaging.utils import NormalizedName
 
 from datepin import __version__
-from datepin.config import Config, ConfigError, resolve
+from datepin.config import Config, ConfigError, Registry, resolve
+
+if TYPE_CHECKING:
+    from datepin.snapshotter import Summary
 
 log = logging.getLogger("datepin")
 
@@ -79,3 +88,184 @@ def serve(config_path: Path | None, data_dir: Path | None, listen: str | None, v
     except KeyboardInterrupt:
         pass
     log.info("datepin stopped")
+
+
+# -- snapshot, history, cache ------------------------------------------------------------------
+
+
+def quiet_logging(verbose: bool) -> None:
+    """Commands that report for themselves log errors only, unless asked for more."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.ERROR,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def parse_projects(texts: tuple[str, ...], config: Config) -> list[tuple[Registry, NormalizedName]]:
+    from datepin.snapshotter import parse_project
+
+    try:
+        return [parse_project(text, config) for text in texts]
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="PROJECT") from None
+
+
+@main.command()
+@config_option
+@data_dir_option
+@click.argument("projects", nargs=-1, metavar="[PROJECT]...")
+@click.option("--all", "all_", is_flag=True, help="Every tracked project (ever requested, plus [snapshot] track).")
+@click.option("-v", "--verbose", is_flag=True, help="Log what happens.")
+def snapshot(
+    config_path: Path | None, data_dir: Path | None, projects: tuple[str, ...], all_: bool, verbose: bool
+) -> None:
+    """Observe projects upstream now: record what changed, keep files that went away.
+
+    PROJECT is a PyPI project name, or REGISTRY:NAME for a registry from the config.
+    Exits 1 if any project could not be observed or any file that went away could not be kept.
+    """
+    if not projects and not all_:
+        raise click.UsageError("name the projects to observe, or pass --all")
+    config = load_config(config_path, data_dir=data_dir)
+    quiet_logging(verbose)
+    named = parse_projects(projects, config)
+    from datepin.server import StartupError
+
+    try:
+        summary = asyncio.run(_snapshot(config, named, all_, show_progress=sys.stderr.isatty()))
+    except StartupError as e:
+        raise click.ClickException(str(e)) from None
+    for what, why in summary.failures:
+        click.echo(f"failed: {what}: {why}", err=True)
+    click.echo(summary.line())
+    if summary.failures:
+        sys.exit(1)
+
+
+async def _snapshot(
+    config: Config, named: list[tuple[Registry, NormalizedName]], all_: bool, *, show_progress: bool
+) -> Summary:
+    from datepin.server import runtime
+    from datepin.snapshotter import snapshot as observe, snapshot_tracked, tracked
+
+    async with runtime(config) as rt:
+        work = {(r.name, n): (r, n) for r, n in named}  # once each, in the order given
+        if all_:
+            everything = await asyncio.to_thread(tracked, config, rt.history)
+            work.update(((r.name, n), (r, n)) for r, n in everything if (r.name, n) not in work)
+        projects = list(work.values())
+        with progress_bar(len(projects), show_progress) as advance:
+            if all_:
+                return await snapshot_tracked(rt.index, projects, progress=advance)
+            return await observe(
+                rt.index, projects, concurrency=config.snapshot_concurrency, progress=advance
+            )
+
+
+@contextmanager
+def progress_bar(length: int, show: bool) -> Iterator[Callable[[str], None]]:
+    """click's progress bar on a terminal (stderr), else nothing."""
+    if not show:
+        yield lambda _: None
+        return
+    with click.progressbar(length=length, label="observing", file=sys.stderr,
+                           item_show_func=lambda item: item) as bar:
+        yield lambda name: bar.update(1, name)
+
+
+@main.command()
+@config_option
+@data_dir_option
+@click.argument("project")
+@click.option("--at", "pin_text", metavar="PIN", help="Show the view at this pin and why each file is in or out.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def history(
+    config_path: Path | None, data_dir: Path | None, project: str, pin_text: str | None, as_json: bool
+) -> None:
+    """What datepin has recorded for PROJECT (or REGISTRY:NAME), and what a pin shows of it.
+
+    Each file: upload time, first and last seen, gone since, yank changes, whether the blob
+    store has it and whether it is irreplaceable.  Never contacts upstream.
+    """
+    from datepin.pins import PinError, parse_pin
+    from datepin.reports import NoHistory, project_history
+
+    config = load_config(config_path, data_dir=data_dir)
+    [(registry, name)] = parse_projects((project,), config)
+    pin = None
+    if pin_text is not None:
+        try:
+            pin = parse_pin(pin_text, now=datetime.now(UTC))
+        except PinError as e:
+            raise click.BadParameter(str(e), param_hint="--at") from None
+    try:
+        click.echo(project_history(config, registry, name, at=pin, as_json=as_json), nl=False)
+    except NoHistory as e:
+        raise click.ClickException(str(e)) from None
+
+
+@main.group()
+def cache() -> None:
+    """The file store: what it holds, and whether it is intact."""
+
+
+@cache.command("stats")
+@config_option
+@data_dir_option
+@click.option("--url", metavar="URL", help="Also read hits and misses from a running server (http://HOST:PORT).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def cache_stats(config_path: Path | None, data_dir: Path | None, url: str | None, as_json: bool) -> None:
+    """Blobs stored, bytes, how many are irreplaceable (gone upstream)."""
+    from datepin.reports import NoHistory, cache_stats as read_stats, human_bytes
+
+    config = load_config(config_path, data_dir=data_dir)
+    try:
+        stats = read_stats(config, url)
+    except (NoHistory, OSError) as e:
+        raise click.ClickException(str(e)) from None
+    b = stats.blobs
+    server = {
+        name: stats.server.get(f"datepin_files_{name}_total", 0.0)
+        for name in ("hits", "misses", "fills", "fill_failures", "bytes_served")
+    } if stats.server is not None else None
+    if as_json:
+        doc = {
+            "blobs": b.count, "bytes": b.bytes, "irreplaceable": b.irreplaceable_count,
+            "irreplaceable_bytes": b.irreplaceable_bytes, "size_limit": stats.size_limit,
+            "server": {k: int(v) for k, v in server.items()} if server is not None else None,
+        }
+        click.echo(json.dumps(doc, indent=2))
+        return
+    click.echo(f"blobs: {b.count}, {human_bytes(b.bytes)} ({b.bytes} bytes)")
+    click.echo(f"irreplaceable: {b.irreplaceable_count}, {human_bytes(b.irreplaceable_bytes)} (never evicted)")
+    click.echo(f"size limit for the others: {human_bytes(stats.size_limit)}")
+    if server is not None:
+        click.echo(
+            f"server since start: hits {server['hits']:.0f}, misses {server['misses']:.0f}, "
+            f"fills {server['fills']:.0f}, fill failures {server['fill_failures']:.0f}, "
+            f"served {human_bytes(server['bytes_served'])}"
+        )
+
+
+@cache.command("verify")
+@config_option
+@data_dir_option
+def cache_verify(config_path: Path | None, data_dir: Path | None) -> None:
+    """Re-hash every blob; move corrupt ones to quarantine.  Exits 1 if any was corrupt."""
+    from datepin.reports import NoHistory, verify_store
+
+    config = load_config(config_path, data_dir=data_dir)
+    try:
+        count, problems = verify_store(config)
+    except NoHistory as e:
+        raise click.ClickException(str(e)) from None
+    bad = 0
+    for p in problems:
+        where = f" -> {p.moved_to}" if p.moved_to else ""
+        click.echo(f"{p.kind}: {p.sha256 or ''} {p.detail}{where}".replace("  ", " "), err=True)
+        bad += p.kind != "orphan"
+    click.echo(f"verified {count} blobs: {bad} corrupt or missing, "
+               f"{len(problems) - bad} orphan files moved to quarantine")
+    if bad:
+        sys.exit(1)

@@ -66,6 +66,20 @@ CREATE TABLE IF NOT EXISTS status_changes (
     reason TEXT,
     PRIMARY KEY (project_id, at)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rescues (  -- files seen going away: were they kept?
+    file_id INTEGER PRIMARY KEY REFERENCES files(id),
+    kept INTEGER NOT NULL DEFAULT 0,  -- 1: stored and marked irreplaceable
+    attempts INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS snapshot_runs (
+    started INTEGER PRIMARY KEY,  -- microseconds since the epoch, UTC
+    finished INTEGER NOT NULL,
+    observed INTEGER NOT NULL,
+    changed INTEGER NOT NULL,
+    files_gone INTEGER NOT NULL,
+    files_rescued INTEGER NOT NULL,
+    failures INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS release_info (
     project_id INTEGER NOT NULL REFERENCES projects(id),
     version TEXT NOT NULL,
@@ -121,6 +135,9 @@ def decode_file(text: str) -> DistFile:
         upload_time_raw=d.get("upload_time_raw"),
         size=d.get("size"),
     )
+
+
+_RUN_COUNTS = ("observed", "changed", "files_gone", "files_rescued", "failures")
 
 
 @dataclass(frozen=True)
@@ -284,6 +301,35 @@ class HistoryStore:
                 (sha256, key, registry),
             )
 
+    def note_rescue(self, registry: str, key: str, kept: bool) -> None:
+        """Remember one attempt to keep a file that went away upstream, and its outcome."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO rescues (file_id, kept, attempts)"
+                " SELECT f.id, ?, 1 FROM files f JOIN projects p ON p.id = f.project_id"
+                " WHERE f.key=? AND p.registry=?"
+                " ON CONFLICT (file_id) DO UPDATE SET kept = max(kept, excluded.kept),"
+                " attempts = attempts + 1",
+                (int(kept), key, registry),
+            )
+
+    def unkept(self, registry: str, name: str, max_attempts: int) -> list[DistFile]:
+        """Files absent upstream now that were never kept, tried fewer than `max_attempts`
+        times (e.g. a rescue cut short by a crash, or upstream failing for a while)."""
+        return [
+            decode_file(state)
+            for (state,) in self._db().execute(
+                "SELECT (SELECT s.state FROM file_states s WHERE s.file_id = f.id"
+                "        AND s.state IS NOT NULL ORDER BY s.at DESC LIMIT 1)"
+                " FROM files f JOIN projects p ON p.id = f.project_id"
+                " LEFT JOIN rescues r ON r.file_id = f.id"
+                " WHERE p.registry=? AND p.name=? AND f.current IS NULL"
+                " AND coalesce(r.kept, 0) = 0 AND coalesce(r.attempts, 0) < ?"
+                " ORDER BY f.filename",
+                (registry, canonicalize_name(name), max_attempts),
+            )
+        ]
+
     def save_release_info(
         self, registry: str, name: str, version: str, info: Mapping[str, object]
     ) -> None:
@@ -313,14 +359,13 @@ class HistoryStore:
         if row is None:
             return None
         pid = row[0]
-        observations = tuple(
-            from_micros(r[0])
-            for r in db.execute(
-                "SELECT at FROM observations WHERE project_id=? ORDER BY at", (pid,)
-            )
-        )
-        if not observations:
+        rows = db.execute(
+            "SELECT at, found FROM observations WHERE project_id=? ORDER BY at", (pid,)
+        ).fetchall()
+        if not rows:
             return None
+        observations = tuple(from_micros(at) for at, _ in rows)
+        not_found = tuple(from_micros(at) for at, found in rows if not found)
         states: dict[str, list[FileState]] = {}
         decoded: dict[str, DistFile] = {}
         for filename, at, state in db.execute(
@@ -345,6 +390,7 @@ class HistoryStore:
             observations=observations,
             files=tuple(FileHistory(fn, tuple(s)) for fn, s in states.items()),
             status_changes=statuses,
+            not_found=not_found,
         )
 
     def find_file(self, registry: str, key: str) -> StoredFile | None:
@@ -402,6 +448,26 @@ class HistoryStore:
                 (registry,),
             )
         ]
+
+    def record_snapshot_run(
+        self, started: datetime, finished: datetime, counts: Mapping[str, int]
+    ) -> None:
+        """Remember a completed snapshot of every tracked project (the server's schedule
+        reads it back after a restart).  A run killed half-way leaves no row: it is redone."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO snapshot_runs VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    to_micros(started),
+                    to_micros(finished),
+                    *(counts.get(k, 0) for k in _RUN_COUNTS),
+                ),
+            )
+
+    def last_snapshot_run(self) -> datetime | None:
+        """When the latest completed snapshot of every tracked project started."""
+        row = self._db().execute("SELECT max(started) FROM snapshot_runs").fetchone()
+        return from_micros(row[0]) if row and row[0] is not None else None
 
     def size_bytes(self) -> int:
         total = 0

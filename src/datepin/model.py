@@ -82,6 +82,8 @@ class ProjectHistory:
     files: tuple[FileHistory, ...]
     # (at, status, reason) changes of PEP 792 project status, oldest first.
     status_changes: tuple[tuple[datetime, str | None, str | None], ...] = ()
+    # The observations (a subset of `observations`) at which upstream answered 404.
+    not_found: tuple[datetime, ...] = ()
 
     @property
     def last_observed(self) -> datetime | None:

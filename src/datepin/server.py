@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import os
@@ -10,7 +11,7 @@ import signal
 import socket
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -23,9 +24,10 @@ from datepin.auth import UpstreamAuth
 from datepin.blobs import BlobStore
 from datepin.config import Config, ConfigError, Registry
 from datepin.fileserver import FileServer, FillError
-from datepin.history import HistoryStore
+from datepin.history import HistoryStore, file_key
 from datepin.model import DistFile
-from datepin.service import Index
+from datepin.service import Index, RescueError
+from datepin.snapshotter import keep_snapshotting
 from datepin.upstream import Upstream, ca_file
 
 log = logging.getLogger(__name__)
@@ -105,10 +107,20 @@ class Runtime:
     async def rescue(self, registry: Registry, file: DistFile) -> bool:
         """Keep a file that went away upstream: store it if missing, mark it irreplaceable.
 
-        Returns True when the file had to be downloaded now."""
-        had = file.sha256 is not None and await asyncio.to_thread(self.store.has, file.sha256)
+        Returns True when the file had to be downloaded now; raises RescueError."""
+        sha = file.sha256
+        if sha is None:  # a registry without hashes: the one computed when it was stored
+            stored = await asyncio.to_thread(self.history.find_file, registry.name, file_key(file))
+            sha = stored.sha256 if stored is not None else None
+        had = sha is not None and await asyncio.to_thread(self.store.has, sha)
         headers = self.index.upstream_headers(registry, file.url)
-        await self.files.fill(file_target(file, irreplaceable=True, upstream_headers=headers))
+        target = file_target(file, sha256=sha, irreplaceable=True, upstream_headers=headers)
+        try:
+            sha = await self.files.fill(target)
+        except FillError as e:
+            raise RescueError(f"{file.filename}: {e.reason}") from None
+        if file.sha256 is None:
+            await asyncio.to_thread(self.history.set_sha256, registry.name, file_key(file), sha)
         if file.core_metadata is not None:
             try:
                 await self.files.fill(
@@ -143,11 +155,17 @@ async def runtime(
             raise OSError(f"{file.filename} vanished from the store")
         return path
 
-    index = Index(config, history, upstream, clock=clock, fetch_file=fetch_file, auth=auth)
+    async def rescue(registry: Registry, file: DistFile) -> bool:
+        return await rt.rescue(registry, file)
+
+    index = Index(
+        config, history, upstream, clock=clock, fetch_file=fetch_file, auth=auth, rescue=rescue
+    )
     rt = Runtime(config, paths, history, store, upstream, files, index)
     try:
         yield rt
     finally:
+        await index.close()
         await files.stop()
         await upstream.close()
         history.close()
@@ -189,9 +207,13 @@ async def run(
                 on_ready(addon.listening, rt.paths)
 
         announcer = asyncio.create_task(announce())
+        snapshots = asyncio.create_task(keep_snapshotting(rt.index), name="snapshots")
         try:
             await master.run()
         finally:
             announcer.cancel()
+            snapshots.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await snapshots
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)

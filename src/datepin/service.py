@@ -20,7 +20,7 @@ from packaging.utils import NormalizedName
 
 from datepin.auth import AccessGate, UpstreamAuth
 from datepin.config import Config, Registry
-from datepin.history import Change, HistoryStore
+from datepin.history import Change, HistoryStore, file_key
 from datepin.model import DistFile, ProjectHistory, ProjectPage, View
 from datepin.pins import Pin
 from datepin.rewrite.filenames import version_of
@@ -50,6 +50,15 @@ class NotObserved(LookupError):
     """Upstream does not know the project and history has nothing."""
 
 
+class RescueError(Exception):
+    """A file that went away upstream could not be kept (no longer downloadable, bad hash)."""
+
+
+# Keep a file that went away upstream: store it if missing, mark it irreplaceable.
+# Returns True when it had to be downloaded now; raises RescueError.
+Rescue = Callable[[Registry, DistFile], Awaitable[bool]]
+
+
 class Index:
     """Observes projects upstream, records them, and computes views.  One per process."""
 
@@ -63,6 +72,7 @@ class Index:
         fetch_file: FetchFile | None = None,
         auth: UpstreamAuth | None = None,
         gate: AccessGate | None = None,
+        rescue: Rescue | None = None,
     ) -> None:
         self.config = config
         self.history = history
@@ -71,6 +81,10 @@ class Index:
         self.fetch_file = fetch_file
         self.auth = auth or UpstreamAuth()
         self.gate = gate or AccessGate()
+        self._rescue = rescue
+        self._rescues: dict[tuple[str, str], asyncio.Task[None]] = {}
+        # A project removed upstream may take thousands of files with it: a few at a time.
+        self._rescue_slots = asyncio.Semaphore(config.snapshot_concurrency)
         self._inflight: dict[tuple[str, str], asyncio.Future[Change | None]] = {}
         self._checks: dict[bytes, asyncio.Future[None]] = {}
         self._fixed: OrderedDict[tuple[str, str, datetime], View] = OrderedDict()
@@ -113,10 +127,11 @@ class Index:
         if fetched.status != 200:
             raise UpstreamError(f"{mask_url(url)} answered HTTP {fetched.status}")
         try:
+            # Big pages (thousands of files) take milliseconds to parse: off the event loop.
             if "json" in fetched.content_type:
-                page = parse_json_page(fetched.body, fetched.url)
+                page = await asyncio.to_thread(parse_json_page, fetched.body, fetched.url)
             else:
-                page = parse_html_page(fetched.body, fetched.url, name)
+                page = await asyncio.to_thread(parse_html_page, fetched.body, fetched.url, name)
         except PageError as e:
             raise UpstreamError(f"{mask_url(url)} sent a page datepin cannot read: {e}") from None
         # A link with user:password in it would put a secret into history.
@@ -164,6 +179,11 @@ class Index:
         _, change = await asyncio.to_thread(
             self.history.record, registry.name, name, page, self.clock()
         )
+        # Whoever observed it (a request, live or pinned, or the snapshotter): a file seen
+        # going away is kept at once, while upstream may still serve it (DESIGN.md).
+        if self._rescue is not None:
+            for file in change.gone:
+                self.rescue(registry, file)
         return change
 
     # -- passthrough access ----------------------------------------------------------------
@@ -221,6 +241,54 @@ class Index:
             if self.gate.state(self.gate.key(authorization, registry.name, n),
                                ttl=registry.access_ttl) == "fresh"
         ]
+
+    # -- rescue --------------------------------------------------------------------------
+
+    def rescue(self, registry: Registry, file: DistFile) -> asyncio.Task[None]:
+        """Start keeping a file that went away upstream, or join the rescue in progress.
+
+        The task ends once the file is stored and marked irreplaceable, or raises
+        RescueError (also logged).  Await it through `asyncio.shield` so that a cancelled
+        caller does not cancel a rescue others may wait for.
+        """
+        key = (registry.name, file_key(file))
+        task = self._rescues.get(key)
+        if task is None:
+            task = asyncio.create_task(self._rescue_one(registry, file), name=f"rescue {file.filename}")
+            self._rescues[key] = task
+            task.add_done_callback(lambda done: self._rescued(key, file.filename, done))
+        return task
+
+    async def _rescue_one(self, registry: Registry, file: DistFile) -> None:
+        if self._rescue is None:
+            raise RescueError(f"{file.filename}: no file store to keep it in")
+        try:
+            async with self._rescue_slots:
+                downloaded = await self._rescue(registry, file)
+        except RescueError:
+            await asyncio.to_thread(self.history.note_rescue, registry.name, file_key(file), False)
+            raise
+        await asyncio.to_thread(self.history.note_rescue, registry.name, file_key(file), True)
+        if downloaded:
+            log.info("rescued %s (gone upstream): stored, irreplaceable", file.filename)
+
+    def _rescued(self, key: tuple[str, str], filename: str, task: asyncio.Task[None]) -> None:
+        if self._rescues.get(key) is task:
+            del self._rescues[key]
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.warning("could not keep %s, gone upstream: %s", filename, error)
+
+    async def drain(self) -> None:
+        """Wait for the rescues in progress to finish (their failures are logged)."""
+        while self._rescues:
+            await asyncio.gather(*self._rescues.values(), return_exceptions=True)
+
+    async def close(self) -> None:
+        """Cancel rescues still running (shutdown)."""
+        tasks = list(self._rescues.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     # -- views ---------------------------------------------------------------------------
 
