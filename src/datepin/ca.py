@@ -16,6 +16,7 @@ BASENAME = "mitmproxy"  # mitmproxy looks for <confdir>/mitmproxy-ca.pem
 KEY_SIZE = 2048
 CERT_FILE = f"{BASENAME}-ca-cert.pem"
 SECRET_FILES = (f"{BASENAME}-ca.pem", f"{BASENAME}-ca.p12")  # hold the private key
+CA_NAME = "datepin forward-mode CA"
 SYSTEM_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 
 
@@ -30,7 +31,10 @@ def ensure_ca(ca_dir: Path) -> Path:
     try:
         ca_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         ca_dir.chmod(0o700)
-        CertStore.from_store(ca_dir, BASENAME, KEY_SIZE)
+        if not (ca_dir / SECRET_FILES[0]).exists():
+            # mitmproxy would create the same files, but name the CA "mitmproxy".
+            CertStore.create_store(ca_dir, BASENAME, KEY_SIZE, organization="datepin", cn=CA_NAME)
+        CertStore.from_store(ca_dir, BASENAME, KEY_SIZE)  # reads it: fails on a broken CA
         for name in SECRET_FILES:
             if (ca_dir / name).exists():
                 (ca_dir / name).chmod(0o600)
