@@ -272,12 +272,13 @@ class DatepinAddon:
         )
 
     async def _serve_forward(self, flow: http.HTTPFlow, route: routes.Route) -> None:
-        flow.request.headers.pop("Proxy-Authorization", None)
+        authorization = flow.request.headers.pop("Proxy-Authorization", None)
         match route:
             case routes.Root() | routes.Project() | routes.JsonApi():
                 try:
                     pin = forward.select_pin(
-                        flow.request.headers,
+                        flow.request.headers.get(forward.PIN_HEADER),
+                        authorization,
                         self.connect_pins.get(flow.client_conn.id),
                         self.config.default_pin,
                         now=self.clock(),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from datetime import datetime
 from urllib.parse import quote, unquote, urlsplit
 
@@ -49,19 +49,18 @@ def intercept_patterns(hosts: Iterable[str]) -> list[str]:
 
 
 def select_pin(
-    headers: Mapping[str, str],
+    header: str | None,
+    authorization: str | None,
     connect_pin: Pin | None,
     default_pin: str,
     *,
     now: datetime,
 ) -> Pin:
-    """The pin of a forward-mode request: `Datepin-Pin` header, then the proxy credentials
-    (`connect_pin`, read when the tunnel was opened, or the request's own
-    `Proxy-Authorization` for plain HTTP), then `default_pin`.  Raises PinError."""
-    header = headers.get(PIN_HEADER)
+    """The pin of a forward-mode request: its `Datepin-Pin` header, then proxy credentials (the
+    request's own `Proxy-Authorization`, sent with plain-HTTP requests, or `connect_pin`, read
+    when the tunnel was opened), then `default_pin`.  Raises PinError."""
     if header is not None:
         return parse_pin(header.strip(), now=now)
-    authorization = headers.get("Proxy-Authorization")
     if authorization is not None:
         return pin_from_credentials(authorization, now=now)
     if connect_pin is not None:
@@ -73,15 +72,19 @@ def pin_from_credentials(authorization: str, *, now: datetime) -> Pin:
     """The pin in a `Proxy-Authorization: Basic ...` header: the user name if it is a pin,
     else the password.  Raises CredentialsError (a PinError) naming the accepted forms."""
     user, password = _basic_credentials(authorization)
-    candidates = [user, password]
-    # A client that did not percent-decode the proxy URL sends `%3A` for `:`.
-    candidates += [unquote(c) for c in candidates if "%" in c]
-    for text in candidates:
-        if _looks_like_pin(text):
+    for text in (user, password):
+        if not _looks_like_pin(text):
+            continue
+        try:
+            return parse_pin(text, now=now)
+        except PinError as e:
+            error = e
+        if "%" in text:  # a client that did not percent-decode the proxy URL
             try:
-                return parse_pin(text, now=now)
-            except PinError as e:
-                raise CredentialsError(f"{e}; {PROXY_PIN_FORMS}") from None
+                return parse_pin(unquote(text), now=now)
+            except PinError:
+                pass
+        raise CredentialsError(f"{error}; {PROXY_PIN_FORMS}") from None
     shown = user if len(user) <= 40 else user[:40] + "..."
     raise CredentialsError(
         f"the proxy credentials (user {shown!r}) name no pin (YYYY-MM-DD, an RFC 3339 "
