@@ -88,3 +88,20 @@ def test_pdm_locks_the_versions_of_the_pin(graph, proxy, tmp_path, pin, versions
     assert locked(path / "pdm.lock") == versions
     wheel = graph.file(f"alpha-{versions['alpha']}-py3-none-any.whl")
     assert f"sha256:{wheel.sha256}" in (path / "pdm.lock").read_text()
+
+
+@pytest.mark.parametrize("name", ["poetry", "pdm"])
+def test_poetry_and_pdm_lock_through_https_proxy_with_requests_ca_bundle(graph, proxy, tmp_path, name):
+    """Forward mode: the default PyPI source, the pin as the proxy user name, and
+    REQUESTS_CA_BUNDLE alone for the CA (what the README tells Poetry and PDM users)."""
+    exe = tool(name)
+    bundle = tmp_path / "bundle.pem"
+    run([sys.executable, "-m", "datepin", "ca", "--data-dir", str(proxy.data_dir), "--bundle", str(bundle)])
+    path = project(tmp_path / "demo", "")
+    env = {
+        **isolated_env(tmp_path / "home"),
+        "HTTPS_PROXY": f"http://2023-03-01:x@127.0.0.1:{proxy.port}",
+        "REQUESTS_CA_BUNDLE": str(bundle),
+    }
+    run([exe, "lock"], cwd=path, env_extra=env)
+    assert locked(path / f"{name}.lock") == {"alpha": "1.0", "beta": "1.0"}
