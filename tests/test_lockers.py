@@ -5,23 +5,43 @@ from __future__ import annotations
 import shutil
 import sys
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from clients import run
+from fakepypi import FakePyPI
+from proxyproc import Proxy, write_config
 
 BIN = Path(sys.executable).parent
 
 
+@pytest.fixture(scope="module")
+def served(tmp_path_factory) -> Iterator[tuple[FakePyPI, Proxy]]:
+    """One fake upstream (alpha 1.0 needs beta; alpha 2.0, June 2023, needs beta>=2) and one
+    proxy for the module: every test here only reads."""
+    tmp = tmp_path_factory.mktemp("lockers")
+    with FakePyPI() as fake:
+        fake.add_wheel("beta", "1.0", upload_time="2022-12-01T10:00:00Z")
+        fake.add_wheel("alpha", "1.0", upload_time="2023-01-01T10:00:00Z", requires_dist=["beta"])
+        fake.add_wheel("beta", "2.0", upload_time="2023-05-01T10:00:00Z")
+        fake.add_wheel("alpha", "2.0", upload_time="2023-06-01T10:00:00Z",
+                       requires_dist=["beta>=2"])
+        config = write_config(tmp / "proxy.toml", simple_url=fake.simple_url,
+                              json_url=fake.json_url, files_url=fake.files_url)
+        with Proxy(data_dir=tmp / "data", config=config) as proxy:
+            yield fake, proxy
+
+
 @pytest.fixture
-def graph(fake_pypi):
-    """alpha 1.0 (Jan 2023) needs beta; alpha 2.0 (Jun 2023) needs beta>=2; beta 1.0, 2.0."""
-    fake_pypi.add_wheel("beta", "1.0", upload_time="2022-12-01T10:00:00Z")
-    fake_pypi.add_wheel("alpha", "1.0", upload_time="2023-01-01T10:00:00Z", requires_dist=["beta"])
-    fake_pypi.add_wheel("beta", "2.0", upload_time="2023-05-01T10:00:00Z")
-    fake_pypi.add_wheel("alpha", "2.0", upload_time="2023-06-01T10:00:00Z", requires_dist=["beta>=2"])
-    return fake_pypi
+def graph(served) -> FakePyPI:
+    return served[0]
+
+
+@pytest.fixture
+def proxy(served) -> Proxy:
+    return served[1]
 
 
 def tool(name: str) -> str:
