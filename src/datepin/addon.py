@@ -34,7 +34,7 @@ from datepin.rewrite.render import (
 )
 from datepin.forward import forward_links
 from datepin.service import Index, NotObserved
-from datepin.upstream import UpstreamError
+from datepin.upstream import UpstreamError, mask_url
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +165,11 @@ class DatepinAddon:
             await serve(flow, route)
         except UpstreamError as e:
             flow.response = text_response(e.status, str(e))
+        except Exception:
+            # mitmproxy would log a failing hook and send the request on: to pypi.org, or to
+            # the proxy itself.  Fail closed instead.
+            log.exception("answering %s %s", flow.request.method, mask_url(flow.request.pretty_url))
+            flow.response = text_response(500, "datepin failed to answer this request; see its log")
         if flow.response is None and not flow.metadata.get(STREAM_FLAG):
             # Never let mitmproxy connect onward for a request that is ours.
             flow.response = text_response(500, "datepin could not answer this request")
