@@ -53,7 +53,7 @@ def make_bundle(proxy: Proxy, dest: Path) -> Path:
     return dest
 
 
-def forward_env(proxy: Proxy, bundle: Path, credentials: str | None = None) -> dict[str, str]:
+def forward_env(proxy: Proxy, bundle: Path, credentials: str | None = None) -> dict[str, str | None]:
     auth = f"{credentials}@" if credentials else ""
     return {"HTTPS_PROXY": f"http://{auth}127.0.0.1:{proxy.port}", **ca_bundle_env(bundle)}
 
@@ -151,9 +151,13 @@ def start_proxy(tmp_path: Path, fake, name: str, **server: object) -> Proxy:
 # -- real clients through HTTPS_PROXY ----------------------------------------------------------
 
 
-def test_pip_and_uv_resolve_each_pin_named_in_the_proxy_credentials(graph, proxy, bundle):
-    early = forward_env(proxy, bundle, "2023-03-01:x")
-    late = forward_env(proxy, bundle, "pin:2023-07-01T00%3A00%3A00Z")  # the pin as the password
+def test_pip_and_uv_resolve_each_pin_named_in_the_proxy_credentials(graph, proxy, bundle, tmp_path):
+    # With their HTTP caches on and shared between the runs: a page cached under one pin must
+    # not be reused under the other (same URL).
+    caches = {"PIP_NO_CACHE_DIR": None, "PIP_CACHE_DIR": str(tmp_path / "pip-cache"),
+              "UV_NO_CACHE": None, "UV_CACHE_DIR": str(tmp_path / "uv-cache")}
+    early = {**forward_env(proxy, bundle, "2023-03-01:x"), **caches}
+    late = {**forward_env(proxy, bundle, "pin:2023-07-01T00%3A00%3A00Z"), **caches}  # as password
     assert pip_resolve(PYPI, ["alpha"], env_extra=early) == {"alpha": "1.0", "beta": "1.0"}
     assert uv_compile(PYPI, ["alpha"], env_extra=early) == {"alpha": "1.0", "beta": "1.0"}
     assert pip_resolve(PYPI, ["alpha"], env_extra=late) == {"alpha": "2.0", "beta": "2.0"}
