@@ -31,6 +31,7 @@ from datepin.config import Config
 from datepin.forward import CredentialsError, pin_from_credentials, select_pin
 from datepin.pins import PinError, parse_pin
 from datepin.server import proxy_options
+from datepin.upstream import trust_store
 
 JSON = "application/vnd.pypi.simple.v1+json"
 PYPI = "https://pypi.org/simple/"
@@ -443,9 +444,11 @@ def test_file_urls_map_between_upstream_and_files_pythonhosted_org():
     ]
 
 
-def test_mitmproxy_checks_upstream_tls_against_the_same_trust_store(tmp_path):
-    bundle = tmp_path / "egress.pem"
-    bundle.write_text("")
+def test_mitmproxy_checks_upstream_tls_against_the_same_trust_store(tmp_path, shared):
+    bundle = shared.bundle  # any bundle: it stands for an egress proxy's
+    context = trust_store({"SSL_CERT_FILE": str(bundle)})  # datepin's own upstream client
+    subjects = [dict(x[0] for x in c["subject"]).get("commonName") for c in context.get_ca_certs()]
+    assert "datepin forward-mode CA" in subjects
     config = Config(data_dir=tmp_path)
     options = proxy_options(config, tmp_path / "ca", {"SSL_CERT_FILE": str(bundle)})
     assert options["ssl_verify_upstream_trusted_ca"] == str(bundle)
