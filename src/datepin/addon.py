@@ -13,14 +13,14 @@ import logging
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
-from mitmproxy import ctx, http
+from mitmproxy import connection, ctx, http
 
-from datepin import routes
+from datepin import forward, routes
 from datepin.config import Config, Registry
 from datepin.fileserver import FileServer, FileTarget
-from datepin.history import file_key
+from datepin.history import StoredFile, file_key
 from datepin.model import DistFile, View
 from datepin.pins import Pin, PinError, format_time, parse_pin
 from datepin.rewrite.negotiate import choose_format, content_type
@@ -32,8 +32,9 @@ from datepin.rewrite.render import (
     render_root_html,
     render_root_json,
 )
+from datepin.forward import forward_links
 from datepin.service import Index, NotObserved
-from datepin.upstream import UpstreamError
+from datepin.upstream import UpstreamError, mask_url
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,15 @@ def error_response(
     if json_api:
         return json_response(e.status, {"message": str(e)}, extra)
     return text_response(e.status, str(e), extra)
+
+
+def refusal(status: int, message: str, headers: Mapping[str, str] | None = None) -> http.Response:
+    """An answer to CONNECT that says why: pip shows only the status line of a refused
+    tunnel ("Tunnel connection failed: 407 <reason>"), so the reason phrase carries it too."""
+    response = text_response(status, message, headers)
+    reason = " ".join(message.split())
+    response.reason = "".join(c for c in reason if " " <= c <= "~")[:400]
+    return response
 
 
 def pin_headers(pin: Pin, kind: str | None = None) -> dict[str, str]:
@@ -154,6 +164,8 @@ class DatepinAddon:
         self.pages = PageCache()
         self.requests: dict[str, int] = {}
         self.listening: list[tuple[str, int]] = []
+        self.intercepted = forward.intercepted_hosts(config)
+        self.connect_pins: dict[str, Pin] = {}  # client connection id -> pin from CONNECT
 
     # -- mitmproxy hooks -----------------------------------------------------------------
 
@@ -161,15 +173,52 @@ class DatepinAddon:
         proxyserver = ctx.master.addons.get("proxyserver")  # type: ignore[no-untyped-call]
         self.listening = [(a[0], a[1]) for a in proxyserver.listen_addrs()]
 
+    def http_connect(self, flow: http.HTTPFlow) -> None:
+        """A tunnel request (HTTPS_PROXY): refuse it, or remember the pin its credentials name.
+
+        Only hosts in `allow_hosts` are decrypted; every other tunnel is passed through
+        untouched by mitmproxy, unless `refuse_other_hosts` says to refuse it here."""
+        authorization = flow.request.headers.pop("Proxy-Authorization", None)
+        host, port = flow.request.host, flow.request.port
+        if not (host in self.intercepted and port == 443):
+            if self.config.refuse_other_hosts:
+                flow.response = refusal(403, self._refused_host(host, port))
+            return
+        if authorization is None:
+            return
+        try:
+            pin = forward.pin_from_credentials(authorization, now=self.clock())
+        except PinError as e:
+            flow.response = self._bad_credentials(e)
+            return
+        self.connect_pins[flow.client_conn.id] = pin
+
+    def client_disconnected(self, client: connection.Client) -> None:
+        self.connect_pins.pop(client.id, None)
+
     async def request(self, flow: http.HTTPFlow) -> None:
-        if not self._is_path_mode(flow):
-            return  # not for us: mitmproxy passes it on untouched
-        route = routes.route_path(flow.request.method, flow.request.path)
+        if self._is_path_mode(flow):
+            route = routes.route_path(flow.request.method, flow.request.path)
+            serve = self._serve
+        elif flow.client_conn.tls or self._is_forward_http(flow):
+            route = self._route_forward(flow)
+            serve = self._serve_forward
+        else:
+            self._pass_on(flow)
+            return
         self.requests[type(route).__name__] = self.requests.get(type(route).__name__, 0) + 1
         try:
-            await self._serve(flow, route)
+            await serve(flow, route)
         except UpstreamError as e:
             flow.response = error_response(e)
+        except Exception:
+            # mitmproxy would log a failing hook and send the request on: to pypi.org, or to
+            # the proxy itself.  Fail closed instead.
+            log.exception("answering %s %s", flow.request.method, mask_url(flow.request.pretty_url))
+            flow.response = text_response(500, "datepin failed to answer this request; see its log")
+        if flow.response is None and not flow.metadata.get(STREAM_FLAG):
+            # Never let mitmproxy connect onward for a request that is ours.
+            flow.response = text_response(500, "datepin could not answer this request")
         if flow.response is not None and flow.request.method == "HEAD":
             flow.response.content = b""
 
@@ -192,6 +241,24 @@ class DatepinAddon:
         sockname = flow.client_conn.sockname
         return bool(sockname) and flow.request.port == sockname[1]
 
+    def _is_forward_http(self, flow: http.HTTPFlow) -> bool:
+        """A plain-HTTP request through the proxy (HTTP_PROXY) for an intercepted host."""
+        request = flow.request
+        return request.scheme == "http" and request.port == 80 and request.host in self.intercepted
+
+    def _pass_on(self, flow: http.HTTPFlow) -> None:
+        """Plain HTTP through the proxy to a host datepin does not serve."""
+        flow.request.headers.pop("Proxy-Authorization", None)
+        if self.config.refuse_other_hosts:
+            flow.response = text_response(403, self._refused_host(flow.request.host, flow.request.port))
+
+    def _refused_host(self, host: str, port: int) -> str:
+        served = ", ".join(sorted(self.intercepted))
+        return (
+            f"datepin refuses to connect to {host}:{port}: this proxy serves only {served} "
+            f"(refuse_other_hosts = true in {self.config.source})"
+        )
+
     # -- path mode -----------------------------------------------------------------------
 
     async def _serve(self, flow: http.HTTPFlow, route: routes.Route) -> None:
@@ -209,7 +276,12 @@ class DatepinAddon:
             case routes.Reject(status, message):
                 flow.response = text_response(status, message)
             case routes.Root() | routes.Project() | routes.JsonApi():
-                await self._serve_index(flow, route)
+                try:
+                    pin = self._pin(route.pin)
+                except PinError as e:
+                    flow.response = self._bad_pin(route, e)
+                    return
+                await self._serve_index(flow, route, pin, forward_mode=False)
             case routes.File():
                 await self._serve_file(flow, route)
             case _:
@@ -218,25 +290,111 @@ class DatepinAddon:
     def _pin(self, text: str) -> Pin:
         return parse_pin(text, now=self.clock())
 
+    @staticmethod
+    def _bad_credentials(e: PinError) -> http.Response:
+        """407 for a pin in the proxy credentials that can't be read.  Of the answers tried,
+        this one reads best: pip prints the reason phrase ("Tunnel connection failed: 407
+        datepin: '2023-13-45' is not a pin: ..."), uv prints "tunnel error: proxy
+        authorization required" (uv shows no text of a refused tunnel or of an error page)."""
+        return refusal(
+            407, f"datepin: {e}", {"Proxy-Authenticate": 'Basic realm="datepin: user name = pin"'}
+        )
+
+    @staticmethod
+    def _bad_pin(route: routes.Route, e: PinError) -> http.Response:
+        if isinstance(e, forward.CredentialsError):
+            return DatepinAddon._bad_credentials(e)
+        if isinstance(route, routes.JsonApi):
+            return json_response(400, {"message": str(e)})
+        return text_response(400, str(e))
+
+    # -- forward mode --------------------------------------------------------------------
+
+    def _route_forward(self, flow: http.HTTPFlow) -> routes.Route:
+        request = flow.request
+        host = request.pretty_host
+        if host not in (forward.INDEX_HOST, forward.FILES_HOST):
+            if host in self.intercepted:
+                return routes.Reject(501, (
+                    f"datepin does not serve {host} in forward mode yet; use path mode: "
+                    f"http://<proxy>/<pin>/r/<registry>/"
+                ))
+            # A decrypted connection carrying a request for another host: never forward it.
+            return routes.Reject(421, f"datepin serves only {forward.INDEX_HOST} and "
+                                      f"{forward.FILES_HOST} on this connection, not {host}")
+        return routes.route_forward(
+            request.method, host, request.path, index_host=host == forward.INDEX_HOST
+        )
+
+    async def _serve_forward(self, flow: http.HTTPFlow, route: routes.Route) -> None:
+        authorization = flow.request.headers.pop("Proxy-Authorization", None)
+        match route:
+            case routes.Root() | routes.Project() | routes.JsonApi():
+                try:
+                    pin = forward.select_pin(
+                        flow.request.headers.get(forward.PIN_HEADER),
+                        authorization,
+                        self.connect_pins.get(flow.client_conn.id),
+                        self.config.default_pin,
+                        now=self.clock(),
+                    )
+                except PinError as e:
+                    flow.response = self._bad_pin(route, e)
+                    return
+                await self._serve_index(flow, route, pin, forward_mode=True)
+            case routes.UpstreamFile(url):
+                await self._serve_upstream_file(flow, url)
+            case routes.Redirect(location):
+                flow.response = http.Response.make(301, b"", {"Location": location})
+            case routes.Reject(status, message):
+                flow.response = text_response(status, message)
+            case _:
+                flow.response = text_response(404, f"datepin does not serve {flow.request.url}")
+
+    async def _serve_upstream_file(self, flow: http.HTTPFlow, url: str) -> None:
+        path = urlsplit(url).path
+        stored, metadata = await asyncio.to_thread(self._find_upstream_file, path)
+        if stored is None:
+            flow.response = text_response(404, f"{url}: datepin has never listed this file")
+            return
+        registry = self.config.registry(stored.registry)
+        if registry is None:
+            flow.response = text_response(404, f"no registry named {stored.registry!r} in the config")
+            return
+        await self._send_stored(flow, stored, registry, metadata)
+
+    def _find_upstream_file(self, path: str) -> tuple[StoredFile | None, bool]:
+        """The file a files.pythonhosted.org path stands for, and whether the path asks for
+        its PEP 658 `.metadata` file.  Runs in a thread (SQLite)."""
+        history, files_url = self.index.history, self.config.files_url
+        for url in forward.upstream_file_urls(path, files_url):
+            if (stored := history.find_file_by_url(url)) is not None:
+                return stored, False
+        if path.endswith(".metadata"):
+            for url in forward.upstream_file_urls(path.removesuffix(".metadata"), files_url):
+                if (stored := history.find_file_by_url(url)) is not None:
+                    return stored, True
+        return None, False
+
+    # -- pages ---------------------------------------------------------------------------
+
     async def _serve_index(
-        self, flow: http.HTTPFlow, route: routes.Root | routes.Project | routes.JsonApi
+        self,
+        flow: http.HTTPFlow,
+        route: routes.Root | routes.Project | routes.JsonApi,
+        pin: Pin,
+        *,
+        forward_mode: bool,
     ) -> None:
         json_api = isinstance(route, routes.JsonApi)
-        try:
-            pin = self._pin(route.pin)
-        except PinError as e:
-            flow.response = (json_response(400, {"message": str(e)}) if json_api
-                             else text_response(400, str(e)))
-            return
         registry = self.config.registry(route.registry)
         if registry is None:
             flow.response = text_response(404, f"no registry named {route.registry!r} in the config")
             return
-        base = f"http://{flow.request.host_header or flow.request.pretty_host}"
         # Only a passthrough registry ever sees it (DESIGN.md "Extra registries").
         authorization = flow.request.headers.get("Authorization")
         if isinstance(route, routes.Root):
-            flow.response = await self._root(flow, pin, registry, authorization)
+            flow.response = await self._root(flow, pin, registry, authorization, forward_mode)
             return
         try:
             await self.index.authorize(registry, route.project, authorization)
@@ -254,7 +412,12 @@ class DatepinAddon:
             when = f"before {format_time(pin.cutoff)}" if pin.cutoff else "upstream now"
             flow.response = self._not_found(json_api, f"{route.project} has no files {when}", pin, view)
             return
-        link = path_links(base, registry.name)
+        if forward_mode:
+            base = "forward"
+            link = forward_links(self.config.files_url)
+        else:
+            base = f"http://{flow.request.host_header or flow.request.pretty_host}"
+            link = path_links(base, registry.name)
         headers = pin_headers(pin, view.kind)
         private = registry.auth == "passthrough"
         if answer.warning:
@@ -267,22 +430,29 @@ class DatepinAddon:
                 flow.response = self._not_found(True, "release not found", pin, view)
                 return
             body = render_json_api(view, info[1], link, version=route.version)
-            self._page(flow, body, "application/json", headers, pin, private=private)
+            self._page(flow, body, "application/json", headers, pin, forward_mode, private=private)
             return
         fmt = choose_format(flow.request.headers.get("Accept"))
         key = (registry.name, view.name, pin.cutoff, fmt, base)
         renderer = render_json if fmt == "v1+json" else render_html
         body = self.pages.get(key, view, lambda: renderer(view, link))
-        self._page(flow, body, content_type(fmt), headers, pin, private=private)
+        self._page(flow, body, content_type(fmt), headers, pin, forward_mode, private=private)
 
     async def _root(
-        self, flow: http.HTTPFlow, pin: Pin, registry: Registry, authorization: str | None
+        self,
+        flow: http.HTTPFlow,
+        pin: Pin,
+        registry: Registry,
+        authorization: str | None,
+        forward_mode: bool,
     ) -> http.Response:
         names = await self.index.visible_names(registry, authorization)
         fmt = choose_format(flow.request.headers.get("Accept"))
         body = render_root_json(names) if fmt == "v1+json" else render_root_html(names)
         private = registry.auth == "passthrough"
-        self._page(flow, body, content_type(fmt), pin_headers(pin), pin, private=private)
+        self._page(
+            flow, body, content_type(fmt), pin_headers(pin), pin, forward_mode, private=private
+        )
         assert flow.response is not None
         return flow.response
 
@@ -299,10 +469,11 @@ class DatepinAddon:
         ctype: str,
         headers: dict[str, str],
         pin: Pin,
+        forward_mode: bool = False,
         *,
         private: bool = False,
     ) -> None:
-        """Answer with a rendered page: strong ETag per body and encoding, 304, gzip.
+        """Answer with a rendered page: strong ETag per body, cutoff and encoding, 304, gzip.
         `private`: a passthrough registry's page, which no shared cache may keep."""
         cutoff = format_time(pin.cutoff) if pin.cutoff else "live"
         digest = hashlib.sha256(body).hexdigest()[:32]
@@ -313,7 +484,7 @@ class DatepinAddon:
             "Content-Type": ctype,
             "Vary": PAGE_VARY,
             "ETag": etag,
-            "Cache-Control": self._page_cache_control(pin, private),
+            "Cache-Control": self._page_cache_control(pin, forward_mode, private),
         }
         if etag in [t.strip() for t in flow.request.headers.get("If-None-Match", "").split(",")]:
             flow.response = http.Response.make(304, b"", headers)
@@ -323,8 +494,12 @@ class DatepinAddon:
             response.encode("gzip")
         flow.response = response
 
-    def _page_cache_control(self, pin: Pin, private: bool = False) -> str:
+    def _page_cache_control(self, pin: Pin, forward_mode: bool, private: bool) -> str:
         scope = "private" if private else "public"
+        if forward_mode:
+            # One URL, a page per pin: a client's cache must ask again every time (the ETag
+            # names the cutoff, so a revalidation under another pin gets the other page).
+            return f"no-cache, {scope}"
         if pin.cutoff is None:
             return f"max-age=60, {scope}"
         return f"max-age=600, {scope}"
@@ -358,6 +533,12 @@ class DatepinAddon:
         if stored is None or stored.file.filename != route.filename:
             flow.response = text_response(404, f"{route.filename}: datepin has never listed this file")
             return
+        await self._send_stored(flow, stored, registry, route.metadata)
+
+    async def _send_stored(
+        self, flow: http.HTTPFlow, stored: StoredFile, registry: Registry, metadata: bool
+    ) -> None:
+        """Serve a file history knows (path mode's /files/, forward mode's file host)."""
         authorization = flow.request.headers.get("Authorization")
         try:
             # Passthrough: stored or not, a file goes only to clients upstream accepts for
@@ -369,21 +550,21 @@ class DatepinAddon:
         except UpstreamError as e:
             flow.response = error_response(e)
             return
-        if route.metadata and stored.file.core_metadata is None:
-            flow.response = text_response(404, f"{route.filename} has no .metadata file")
+        if metadata and stored.file.core_metadata is None:
+            flow.response = text_response(404, f"{stored.file.filename} has no .metadata file")
             return
         on_commit = None
-        if stored.sha256 is None and not route.metadata:
+        if stored.sha256 is None and not metadata:
             history, name, key = self.index.history, registry.name, stored.key
 
             def on_commit(computed: str, size: int) -> None:
                 history.set_sha256(name, key, computed)
 
-        url = stored.file.url + (".metadata" if route.metadata else "")
+        url = stored.file.url + (".metadata" if metadata else "")
         target = file_target(
             stored.file,
             sha256=stored.sha256,
-            metadata=route.metadata,
+            metadata=metadata,
             irreplaceable=not stored.present,
             on_commit=on_commit,
             upstream_headers=self.index.upstream_headers(registry, url, authorization),

@@ -184,7 +184,9 @@ def route_forward(method: str, host: str, path: str, *, index_host: bool) -> Rou
         segs, _, _ = _split(path)
         if any(s in (".", "..") for s in segs) or not segs:
             return Reject(404, "not a file URL\n")
-        return UpstreamFile(f"https://{host}/" + "/".join(segs))
+        # The path as sent: history keeps upstream URLs as upstream wrote them.
+        raw = path.partition("?")[0].partition("#")[0].lstrip("/")
+        return UpstreamFile(f"https://{host}/{raw}")
     segs, slash, query = _split(path)
     if segs[:1] == ["simple"]:
         if len(segs) == 1:

@@ -14,13 +14,14 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from mitmproxy.options import Options
 from mitmproxy.tools.dump import DumpMaster
 
+from datepin import forward
 from datepin.addon import DatepinAddon, file_target
 from datepin.auth import UpstreamAuth
+from datepin.ca import CAError, ensure_ca
 from datepin.blobs import BlobStore
 from datepin.config import Config, ConfigError, Registry
 from datepin.fileserver import FileServer, FillError
@@ -85,11 +86,26 @@ def check_port_free(host: str, port: int) -> None:
 
 def intercept_patterns(config: Config) -> list[str]:
     """Anchored host:port regexes of the hosts whose TLS datepin decrypts (forward mode)."""
-    hosts = {"pypi.org", "files.pythonhosted.org"}
-    for registry in config.registries:
-        if registry.intercept:
-            hosts.add(urlsplit(registry.url).hostname or "")
-    return [rf"^{h.replace('.', r'\.')}:443$" for h in sorted(hosts) if h]
+    return forward.intercept_patterns(forward.intercepted_hosts(config))
+
+
+def proxy_options(
+    config: Config, ca_dir: Path, environ: Mapping[str, str] = os.environ
+) -> dict[str, object]:
+    """mitmproxy's options.  `lazy`: no connection before the addon has seen a request (an
+    unreachable host must not fail a CONNECT that datepin answers itself); no upstream
+    certificate sniffing (datepin never connects to an intercepted host); upstream TLS, where
+    mitmproxy does connect, checked against the same trust store as datepin's own client."""
+    return {
+        "listen_host": config.listen_host,
+        "listen_port": config.listen_port,
+        "mode": ["regular"],
+        "confdir": str(ca_dir),
+        "connection_strategy": "lazy",
+        "upstream_cert": False,
+        "allow_hosts": intercept_patterns(config),
+        "ssl_verify_upstream_trusted_ca": ca_file(environ),
+    }
 
 
 @dataclass
@@ -180,21 +196,18 @@ async def run(
 ) -> None:
     check_port_free(config.listen_host, config.listen_port)
     async with runtime(config, clock=clock) as rt:
+        try:
+            await asyncio.to_thread(ensure_ca, rt.paths.ca)
+        except CAError as e:
+            raise StartupError(str(e)) from None
         await rt.files.start()
-        options = Options(
-            listen_host=config.listen_host,
-            listen_port=config.listen_port,
-            mode=["regular"],
-            confdir=str(rt.paths.ca),
-        )
-        master = DumpMaster(options, with_termlog=False, with_dumper=False)
+        options = proxy_options(config, rt.paths.ca)
+        # Declared by mitmproxy's proxyserver addon, so settable only once it is loaded.
+        late = {"connection_strategy": options.pop("connection_strategy")}
+        master = DumpMaster(Options(**options), with_termlog=False, with_dumper=False)
         addon = DatepinAddon(config, rt.index, rt.files, clock=clock)
         master.addons.add(addon)  # type: ignore[no-untyped-call]
-        master.options.update(  # type: ignore[no-untyped-call]
-            connection_strategy="lazy",
-            allow_hosts=intercept_patterns(config),
-            ssl_verify_upstream_trusted_ca=ca_file(),
-        )
+        master.options.update(**late)  # type: ignore[no-untyped-call]
 
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -1,0 +1,136 @@
+"""Forward mode, pure parts: which hosts are intercepted, where the pin comes from, file URLs.
+
+DESIGN.md "Forward mode": clients keep `https://pypi.org/simple/` as their index and reach it
+through `HTTPS_PROXY`; datepin decrypts `pypi.org` and `files.pythonhosted.org` only, answers
+from the pin's view, and points file links at `https://files.pythonhosted.org/...`, which it
+serves from the blob store.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterable
+from datetime import datetime
+from urllib.parse import quote, unquote, urlsplit
+
+from datepin.config import Config
+from datepin.model import DistFile
+from datepin.pins import Pin, PinError, parse_pin
+from datepin.rewrite.render import LinkFn
+
+INDEX_HOST = "pypi.org"
+FILES_HOST = "files.pythonhosted.org"
+PUBLIC_FILES_URL = f"https://{FILES_HOST}/"
+PIN_HEADER = "Datepin-Pin"
+
+PROXY_PIN_FORMS = (
+    "put the pin in the proxy URL as the user name (http://2023-11-18:x@HOST:PORT) "
+    "or as the password (http://pin:2023-11-18T14%3A05%3A00Z@HOST:PORT)"
+)
+
+
+class CredentialsError(PinError):
+    """Proxy credentials that carry no readable pin."""
+
+
+def intercepted_hosts(config: Config) -> frozenset[str]:
+    """Hosts whose TLS datepin decrypts: PyPI's two, plus registries that ask for it."""
+    hosts = {INDEX_HOST, FILES_HOST}
+    for registry in config.registries:
+        if registry.intercept and (host := urlsplit(registry.url).hostname):
+            hosts.add(host)
+    return frozenset(hosts)
+
+
+def intercept_patterns(hosts: Iterable[str]) -> list[str]:
+    """Anchored `host:port` regexes for mitmproxy's `allow_hosts` (443 only: HTTPS)."""
+    return [rf"^{h.replace('.', r'\.')}:443$" for h in sorted(hosts)]
+
+
+def select_pin(
+    header: str | None,
+    authorization: str | None,
+    connect_pin: Pin | None,
+    default_pin: str,
+    *,
+    now: datetime,
+) -> Pin:
+    """The pin of a forward-mode request: its `Datepin-Pin` header, then proxy credentials (the
+    request's own `Proxy-Authorization`, sent with plain-HTTP requests, or `connect_pin`, read
+    when the tunnel was opened), then `default_pin`.  Raises PinError."""
+    if header is not None:
+        return parse_pin(header.strip(), now=now)
+    if authorization is not None:
+        return pin_from_credentials(authorization, now=now)
+    if connect_pin is not None:
+        return connect_pin
+    return parse_pin(default_pin, now=now)
+
+
+def pin_from_credentials(authorization: str, *, now: datetime) -> Pin:
+    """The pin in a `Proxy-Authorization: Basic ...` header: the user name if it is a pin,
+    else the password.  Raises CredentialsError (a PinError) naming the accepted forms."""
+    user, password = _basic_credentials(authorization)
+    for text in (user, password):
+        if not _looks_like_pin(text):
+            continue
+        try:
+            return parse_pin(text, now=now)
+        except PinError as e:
+            error = e
+        if "%" in text:  # a client that did not percent-decode the proxy URL
+            try:
+                return parse_pin(unquote(text), now=now)
+            except PinError:
+                pass
+        raise CredentialsError(f"{error}; {PROXY_PIN_FORMS}") from None
+    shown = user if len(user) <= 40 else user[:40] + "..."
+    raise CredentialsError(
+        f"the proxy credentials (user {shown!r}) name no pin (YYYY-MM-DD, an RFC 3339 "
+        f"timestamp or live): {PROXY_PIN_FORMS}"
+    )
+
+
+def _basic_credentials(authorization: str) -> tuple[str, str]:
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "basic":
+        raise CredentialsError(f"proxy credentials must use Basic auth: {PROXY_PIN_FORMS}")
+    try:
+        decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise CredentialsError(f"unreadable proxy credentials: {PROXY_PIN_FORMS}") from None
+    user, _, password = decoded.partition(":")
+    return user, password
+
+
+def _looks_like_pin(text: str) -> bool:
+    """A pin, or a malformed attempt at one (to report it rather than try the password)."""
+    return text == "live" or text[:1].isdigit()
+
+
+# -- file URLs ---------------------------------------------------------------------------------
+
+
+def public_file_url(upstream_url: str, files_url: str) -> str:
+    """The URL a forward-mode page shows for a file: on files.pythonhosted.org when it is
+    hosted under the configured `files_url`, else the upstream URL unchanged."""
+    if upstream_url.startswith(files_url):
+        return PUBLIC_FILES_URL + upstream_url[len(files_url):]
+    return upstream_url
+
+
+def forward_links(files_url: str) -> LinkFn:
+    def link(f: DistFile) -> str:
+        return public_file_url(f.url, files_url)
+
+    return link
+
+
+def upstream_file_urls(path: str, files_url: str) -> list[str]:
+    """Upstream URLs a request for `https://files.pythonhosted.org{path}` may stand for, as
+    history keeps them: the path as sent, then decoded and re-encoded (clients differ in
+    which characters of a file name they percent-encode)."""
+    path = path.partition("?")[0].partition("#")[0].lstrip("/")
+    variants = [path, unquote(path), quote(unquote(path), safe="/")]
+    return list(dict.fromkeys(files_url + v for v in variants))

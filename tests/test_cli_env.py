@@ -1,0 +1,153 @@
+"""`datepin ca` and `datepin env`: what they print, and that what they print works."""
+
+from __future__ import annotations
+
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from clients import pip_resolve, uv_compile
+from datepin.cli import main
+
+CERT = "-----BEGIN CERTIFICATE-----"
+
+
+def invoke(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args), env={"DATEPIN_CONFIG": None, **(env or {})})
+    return result.exit_code, result.output
+
+
+def exports(text: str) -> dict[str, str]:
+    """Run the printed lines in a shell (so they must be valid shell) and read the result."""
+    proc = subprocess.run(
+        ["bash", "-c", text + "\nenv -0"], capture_output=True, text=True, check=True,
+        env={"PATH": "/usr/bin:/bin"}, cwd="/tmp",
+    )
+    variables = dict(item.split("=", 1) for item in proc.stdout.split("\0") if "=" in item)
+    names = ("HTTPS_PROXY", "PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "PIP_INDEX_URL",
+             "UV_DEFAULT_INDEX", "PDM_PYPI_URL", "PIP_TRUSTED_HOST", "UV_INSECURE_HOST")
+    return {k: v for k, v in variables.items() if k in names}
+
+
+# -- datepin ca --------------------------------------------------------------------------------
+
+
+def test_ca_prints_the_path_and_creates_the_ca_once_and_privately(tmp_path):
+    code, out = invoke("ca", "--data-dir", str(tmp_path / "d"))
+    assert code == 0
+    cert = Path(out.strip())
+    assert cert == tmp_path / "d" / "ca" / "mitmproxy-ca-cert.pem"
+    assert cert.read_text().startswith(CERT)
+    assert stat.S_IMODE(cert.parent.stat().st_mode) == 0o700
+    for key in ("mitmproxy-ca.pem", "mitmproxy-ca.p12"):
+        assert stat.S_IMODE((cert.parent / key).stat().st_mode) == 0o600
+    first = cert.read_text()
+    assert invoke("ca", "--data-dir", str(tmp_path / "d"))[0] == 0
+    assert cert.read_text() == first  # not re-created
+    code, pem = invoke("ca", "--data-dir", str(tmp_path / "d"), "--pem")
+    assert code == 0 and pem == first
+
+
+def test_ca_reads_the_data_dir_from_the_config(tmp_path):
+    config = tmp_path / "proxy.toml"
+    config.write_text(f'[server]\ndata_dir = "{tmp_path / "from-config"}"\n')
+    code, out = invoke("ca", "--config", str(config))
+    assert code == 0 and out.strip().startswith(str(tmp_path / "from-config" / "ca"))
+
+
+def test_ca_bundle_is_the_system_cas_plus_datepins(tmp_path):
+    system = tmp_path / "system.pem"
+    code, out = invoke("ca", "--data-dir", str(tmp_path / "other"), "--pem")
+    system.write_text(out)  # any certificate will do as "the system CAs"
+    env = {"SSL_CERT_FILE": str(system), "REQUESTS_CA_BUNDLE": None}
+    code, out = invoke("ca", "--data-dir", str(tmp_path / "d"), "--bundle", str(tmp_path / "b.pem"), env=env)
+    assert code == 0 and Path(out.strip()) == tmp_path / "b.pem"
+    ca = (tmp_path / "d" / "ca" / "mitmproxy-ca-cert.pem").read_text()
+    bundle = (tmp_path / "b.pem").read_text()
+    assert bundle.startswith(system.read_text().strip()) and bundle.rstrip().endswith(ca.strip())
+    assert bundle.count(CERT) == 2
+
+    # Bundling again from a bundle (SSL_CERT_FILE already names it) does not repeat the CA.
+    code, again = invoke("ca", "--data-dir", str(tmp_path / "d"), "--bundle", "-",
+                         env={"SSL_CERT_FILE": str(tmp_path / "b.pem")})
+    assert code == 0 and again.count(CERT) == 2 and again.count(ca.strip()) == 1
+
+    code, out = invoke("ca", "--data-dir", str(tmp_path / "d"), "--pem", "--bundle", "-")
+    assert code == 2 and "choose one" in out
+
+
+# -- datepin env -------------------------------------------------------------------------------
+
+
+def test_env_path_mode(tmp_path):
+    code, out = invoke("env", "--data-dir", str(tmp_path), "--pin", "2023-11-18")
+    assert code == 0
+    index = "http://127.0.0.1:8080/2023-11-18/simple/"
+    assert exports(out) == {"PIP_INDEX_URL": index, "UV_DEFAULT_INDEX": index, "PDM_PYPI_URL": index}
+    assert f"poetry source add --priority=primary datepin {index}" in out
+    assert "ARG PIP_INDEX_URL=http://host.docker.internal:8080/2023-11-18/simple/" in out
+    assert "cutoff 2023-11-18T00:00:00Z" in out
+    assert not (tmp_path / "ca").exists()  # path mode needs no CA
+
+    code, out = invoke("env", "--pin", "live", "--proxy", "http://10.1.2.3:3128")
+    assert code == 0
+    assert exports(out)["PIP_TRUSTED_HOST"] == "10.1.2.3"
+    assert exports(out)["UV_INSECURE_HOST"] == "10.1.2.3:3128"
+
+
+def test_env_uses_the_configured_listen_address(tmp_path):
+    config = tmp_path / "proxy.toml"
+    config.write_text('[server]\nlisten = "0.0.0.0:9999"\n')
+    code, out = invoke("env", "--config", str(config), "--pin", "2023-11-18")
+    assert code == 0 and exports(out)["PIP_INDEX_URL"] == "http://127.0.0.1:9999/2023-11-18/simple/"
+
+
+def test_env_forward_mode(tmp_path):
+    code, out = invoke("env", "--data-dir", str(tmp_path), "--pin", "2023-11-18", "--mode", "forward")
+    assert code == 0
+    values = exports(out)
+    bundle = tmp_path / "ca" / "datepin-ca-bundle.pem"
+    assert values == {
+        "HTTPS_PROXY": "http://2023-11-18:x@127.0.0.1:8080",
+        "PIP_CERT": str(bundle),
+        "REQUESTS_CA_BUNDLE": str(bundle),
+        "SSL_CERT_FILE": str(bundle),
+    }
+    ca = (tmp_path / "ca" / "mitmproxy-ca-cert.pem").read_text()
+    assert ca.strip() in bundle.read_text()
+    assert "--build-arg HTTPS_PROXY=http://2023-11-18:x@host.docker.internal:8080" in out
+    assert "ARG SSL_CERT_FILE=" in out and "COPY datepin-ca-bundle.pem" in out
+
+    # A timestamp has ':' in it, which a user name can't carry: it goes in the password.
+    code, out = invoke("env", "--data-dir", str(tmp_path), "--pin", "2023-11-18T14:05:00Z",
+                       "--mode", "forward", "--proxy", "http://proxy.internal:8080")
+    assert code == 0
+    values = exports(out)
+    assert values["HTTPS_PROXY"] == "http://pin:2023-11-18T14%3A05%3A00Z@proxy.internal:8080"
+    assert values["SSL_CERT_FILE"] == "/tmp/datepin-ca-bundle.pem"  # "$PWD/...": made elsewhere
+    assert "datepin ca --bundle datepin-ca-bundle.pem" in out
+
+
+@pytest.mark.parametrize(("pin", "reason"), [("2023-13-45", "YYYY-MM-DD"), ("2999-01-01", "future")])
+def test_env_validates_the_pin(pin, reason):
+    code, out = invoke("env", "--pin", pin)
+    assert code == 2 and reason in out and "--pin" in out
+
+
+def test_env_validates_the_proxy_url():
+    code, out = invoke("env", "--pin", "live", "--proxy", "ftp://x")
+    assert code == 2 and "http://127.0.0.1:8080" in out
+
+
+def test_what_env_prints_for_forward_mode_works_with_pip_and_uv(fake_pypi, proxy):
+    fake_pypi.add_wheel("beta", "1.0", upload_time="2022-12-01T10:00:00Z")
+    fake_pypi.add_wheel("beta", "2.0", upload_time="2023-05-01T10:00:00Z")
+    code, out = invoke("env", "--data-dir", str(proxy.data_dir), "--pin", "2023-03-01",
+                       "--mode", "forward", "--proxy", proxy.url)
+    assert code == 0
+    values = exports(out)
+    assert pip_resolve("https://pypi.org/simple/", ["beta"], env_extra=values) == {"beta": "1.0"}
+    assert uv_compile("https://pypi.org/simple/", ["beta"], env_extra=values) == {"beta": "1.0"}

@@ -1,0 +1,460 @@
+"""Forward mode: HTTPS_PROXY with real pip and uv, tunnels to other hosts, the pure helpers."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import http.client
+import json
+import os
+import socket
+import ssl
+import stat
+import subprocess
+import sys
+import threading
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from clients import ClientError, ca_bundle_env, pip_resolve, uv_compile
+from fakepypi import FakePyPI
+from proxyproc import Proxy, Response, write_config
+
+from datepin import forward
+from datepin.config import Config
+from datepin.forward import CredentialsError, pin_from_credentials, select_pin
+from datepin.pins import PinError, parse_pin
+from datepin.server import proxy_options
+from datepin.upstream import trust_store
+
+JSON = "application/vnd.pypi.simple.v1+json"
+PYPI = "https://pypi.org/simple/"
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def basic(credentials: str) -> str:
+    return "Basic " + base64.b64encode(credentials.encode()).decode()
+
+
+def make_bundle(proxy: Proxy, dest: Path) -> Path:
+    """`datepin ca --bundle`, as a user would run it, for the proxy's data directory."""
+    subprocess.run(
+        [sys.executable, "-m", "datepin", "ca", "--data-dir", str(proxy.data_dir), "--bundle", str(dest)],
+        check=True, capture_output=True, text=True, timeout=60,
+    )
+    return dest
+
+
+def forward_env(proxy: Proxy, bundle: Path, credentials: str | None = None) -> dict[str, str | None]:
+    auth = f"{credentials}@" if credentials else ""
+    return {"HTTPS_PROXY": f"http://{auth}127.0.0.1:{proxy.port}", **ca_bundle_env(bundle)}
+
+
+def tunnel_get(
+    proxy: Proxy,
+    url: str,
+    *,
+    bundle: Path,
+    credentials: str | None = None,
+    headers: dict[str, str] | None = None,
+    method: str = "GET",
+) -> Response:
+    """One request through a CONNECT tunnel, trusting only `bundle`."""
+    parts = urlsplit(url)
+    context = ssl.create_default_context(cafile=str(bundle))
+    conn = http.client.HTTPSConnection("127.0.0.1", proxy.port, context=context, timeout=30)
+    conn.set_tunnel(parts.netloc, 443, headers={"Proxy-Authorization": basic(credentials)} if credentials else {})
+    try:
+        conn.request(method, parts.path + (f"?{parts.query}" if parts.query else ""), headers=headers or {})
+        r = conn.getresponse()
+        return Response(r.status, dict(r.getheaders()), r.read())
+    finally:
+        conn.close()
+
+
+def connect(proxy: Proxy, target: str, credentials: str | None = None) -> tuple[socket.socket, bytes]:
+    """Send CONNECT by hand; return the socket and the proxy's answer (status line + headers)."""
+    sock = socket.create_connection(("127.0.0.1", proxy.port), timeout=30)
+    auth = f"Proxy-Authorization: {basic(credentials)}\r\n" if credentials else ""
+    sock.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n{auth}\r\n".encode())
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        answer += chunk
+    return sock, answer
+
+
+def add_graph(fake: FakePyPI) -> FakePyPI:
+    """alpha 1.0 (Jan 2023) needs beta; alpha 2.0 (Jun 2023) needs beta>=2; beta 1.0, 2.0."""
+    fake.add_wheel("beta", "1.0", upload_time="2022-12-01T10:00:00Z")
+    fake.add_wheel("alpha", "1.0", upload_time="2023-01-01T10:00:00Z", requires_dist=["beta"])
+    fake.add_wheel("beta", "2.0", upload_time="2023-05-01T10:00:00Z")
+    fake.add_wheel("alpha", "2.0", upload_time="2023-06-01T10:00:00Z", requires_dist=["beta>=2"])
+    return fake
+
+
+@dataclass
+class Setup:
+    fake: FakePyPI
+    proxy: Proxy
+    bundle: Path
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory) -> Iterator[Setup]:
+    """One fake upstream and one proxy for the tests that only read (starting a proxy and
+    making its CA costs seconds).  Each test clears the fake's request log first."""
+    tmp = tmp_path_factory.mktemp("forward")
+    with FakePyPI() as fake:
+        add_graph(fake)
+        proxy = start_proxy(tmp, fake, "shared")
+        try:
+            yield Setup(fake, proxy, make_bundle(proxy, tmp / "bundle.pem"))
+        finally:
+            proxy.stop()
+
+
+@pytest.fixture
+def graph(shared) -> FakePyPI:
+    shared.fake.clear_log()
+    return shared.fake
+
+
+@pytest.fixture
+def proxy(shared) -> Proxy:
+    return shared.proxy
+
+
+@pytest.fixture
+def bundle(shared) -> Path:
+    return shared.bundle
+
+
+def start_proxy(tmp_path: Path, fake, name: str, **server: object) -> Proxy:
+    config = write_config(
+        tmp_path / f"{name}.toml", simple_url=fake.simple_url, json_url=fake.json_url,
+        files_url=fake.files_url, upstream_timeout="5s", live_ttl="0s", **server,
+    )
+    return Proxy(data_dir=tmp_path / f"{name}-data", config=config).start()
+
+
+# -- real clients through HTTPS_PROXY ----------------------------------------------------------
+
+
+def test_pip_and_uv_resolve_each_pin_named_in_the_proxy_credentials(graph, proxy, bundle, tmp_path):
+    # With their HTTP caches on and shared between the runs: a page cached under one pin must
+    # not be reused under the other (same URL).
+    caches = {"PIP_NO_CACHE_DIR": None, "PIP_CACHE_DIR": str(tmp_path / "pip-cache"),
+              "UV_NO_CACHE": None, "UV_CACHE_DIR": str(tmp_path / "uv-cache")}
+    early = {**forward_env(proxy, bundle, "2023-03-01:x"), **caches}
+    late = {**forward_env(proxy, bundle, "pin:2023-07-01T00%3A00%3A00Z"), **caches}  # as password
+    assert pip_resolve(PYPI, ["alpha"], env_extra=early) == {"alpha": "1.0", "beta": "1.0"}
+    assert uv_compile(PYPI, ["alpha"], env_extra=early) == {"alpha": "1.0", "beta": "1.0"}
+    assert pip_resolve(PYPI, ["alpha"], env_extra=late) == {"alpha": "2.0", "beta": "2.0"}
+    assert uv_compile(PYPI, ["alpha"], env_extra=late) == {"alpha": "2.0", "beta": "2.0"}
+
+
+def test_default_pin_applies_when_the_client_names_none(fake_pypi, tmp_path):
+    proxy = start_proxy(tmp_path, add_graph(fake_pypi), "default", default_pin="2023-03-01")
+    try:
+        env = forward_env(proxy, make_bundle(proxy, tmp_path / "bundle.pem"))
+        assert pip_resolve(PYPI, ["alpha"], env_extra=env) == {"alpha": "1.0", "beta": "1.0"}
+        assert uv_compile(PYPI, ["alpha"], env_extra=env) == {"alpha": "1.0", "beta": "1.0"}
+    finally:
+        proxy.stop()
+
+
+def test_a_bad_pin_in_the_credentials_is_refused_with_the_accepted_forms(graph, proxy, bundle):
+    _, answer = connect(proxy, "pypi.org:443", "2023-13-45:x")
+    status_line = answer.split(b"\r\n")[0].decode()
+    assert status_line.startswith("HTTP/1.1 407 ")
+    assert "'2023-13-45' is not a pin" in status_line and "YYYY-MM-DD" in status_line
+    assert b"Proxy-Authenticate: Basic" in answer
+    _, answer = connect(proxy, "pypi.org:443", "alice:secret")
+    assert b" 407 " in answer.split(b"\r\n")[0] and b"name no pin" in answer
+
+    env = forward_env(proxy, bundle, "2023-13-45:x")
+    with pytest.raises(ClientError) as pip_error:
+        pip_resolve(PYPI, ["alpha"], env_extra=env, extra_args=["--retries", "1"])
+    assert "Tunnel connection failed: 407 datepin: '2023-13-45' is not a pin" in pip_error.value.stderr
+    with pytest.raises(ClientError) as uv_error:
+        uv_compile(PYPI, ["alpha"], env_extra={**env, "UV_HTTP_RETRIES": "0"})
+    assert "proxy authorization required" in uv_error.value.stderr
+    assert not graph.requests
+
+
+# -- pages, headers, files ---------------------------------------------------------------------
+
+
+def test_pages_carry_the_pin_and_are_never_reused_across_pins(graph, proxy, bundle):
+    r = tunnel_get(proxy, PYPI + "alpha/", bundle=bundle, credentials="2023-03-01:x",
+                   headers={"Accept": JSON})
+    assert r.status == 200
+    assert r.header("Datepin-Pin") == "2023-03-01"
+    assert r.header("Datepin-Cutoff") == "2023-03-01T00:00:00Z"
+    assert r.header("Datepin-View") == "reconstructed"
+    assert r.header("Cache-Control") == "no-cache"
+    etag = r.header("ETag")
+    assert etag and not etag.startswith("W/") and "2023-03-01T00:00:00Z" in etag
+    page = json.loads(r.body)
+    assert page["versions"] == ["1.0"]
+    [f] = page["files"]
+    path = urlsplit(graph.file("alpha-1.0-py3-none-any.whl").url).path.removeprefix("/files/")
+    assert f["url"] == "https://files.pythonhosted.org/" + path
+
+    # The same URL and ETag under another pin is another page, not a 304.
+    late = tunnel_get(proxy, PYPI + "alpha/", bundle=bundle, credentials="2023-07-01:x",
+                      headers={"Accept": JSON, "If-None-Match": etag})
+    assert late.status == 200 and json.loads(late.body)["versions"] == ["1.0", "2.0"]
+    same = tunnel_get(proxy, PYPI + "alpha/", bundle=bundle, credentials="2023-03-01:x",
+                      headers={"Accept": JSON, "If-None-Match": etag})
+    assert same.status == 304
+
+    # A Datepin-Pin header wins over the credentials.
+    header = tunnel_get(proxy, PYPI + "alpha/", bundle=bundle, credentials="2023-03-01:x",
+                        headers={"Accept": JSON, "Datepin-Pin": "2023-07-01"})
+    assert header.header("Datepin-Pin") == "2023-07-01"
+    bad = tunnel_get(proxy, PYPI + "alpha/", bundle=bundle, headers={"Datepin-Pin": "yesterday"})
+    assert bad.status == 400 and b"YYYY-MM-DD" in bad.body
+
+    html = tunnel_get(proxy, PYPI + "alpha/", bundle=bundle, credentials="2023-03-01:x")
+    assert html.header("Content-Type").startswith("text/html")
+    assert b'href="https://files.pythonhosted.org/packages/' in html.body
+    redirect = tunnel_get(proxy, PYPI + "Alpha/", bundle=bundle, credentials="2023-03-01:x")
+    assert redirect.status == 301 and redirect.header("Location") == "/simple/alpha/"
+    elsewhere = tunnel_get(proxy, "https://pypi.org/project/alpha/", bundle=bundle)
+    assert elsewhere.status == 404
+
+
+def test_json_api_at_the_pin(graph, proxy, bundle):
+    r = tunnel_get(proxy, "https://pypi.org/pypi/alpha/json", bundle=bundle, credentials="2023-03-01:x")
+    assert r.status == 200 and r.header("Cache-Control") == "no-cache"
+    doc = json.loads(r.body)
+    assert doc["info"]["version"] == "1.0" and list(doc["releases"]) == ["1.0"]
+    assert doc["urls"][0]["url"].startswith("https://files.pythonhosted.org/packages/")
+    one = tunnel_get(proxy, "https://pypi.org/pypi/alpha/2.0/json", bundle=bundle,
+                     credentials="2023-07-01:x")
+    assert json.loads(one.body)["info"]["version"] == "2.0"
+    missing = tunnel_get(proxy, "https://pypi.org/pypi/alpha/2.0/json", bundle=bundle,
+                         credentials="2023-03-01:x")
+    assert missing.status == 404 and json.loads(missing.body)["message"] == "Not Found"
+
+
+def test_files_are_served_from_the_store_by_upstream_url(graph, proxy, bundle):
+    wheel = graph.file("alpha-1.0-py3-none-any.whl")
+    page = tunnel_get(proxy, PYPI + "alpha/", bundle=bundle, credentials="2023-03-01:x",
+                      headers={"Accept": JSON})
+    url = json.loads(page.body)["files"][0]["url"]
+    r = tunnel_get(proxy, url, bundle=bundle, credentials="2023-03-01:x")
+    assert r.status == 200 and hashlib.sha256(r.body).hexdigest() == wheel.sha256
+    assert r.header("Accept-Ranges") == "bytes"
+    meta = tunnel_get(proxy, url + ".metadata", bundle=bundle)
+    assert meta.status == 200 and hashlib.sha256(meta.body).hexdigest() == wheel.metadata_sha256
+    head = tunnel_get(proxy, url, bundle=bundle, method="HEAD")
+    assert head.status == 200 and head.header("Content-Length") == str(len(r.body))
+    downloads = lambda: [r for r in graph.requests if r.path == wheel.path]  # noqa: E731
+    [download] = downloads()  # no other test here downloads this wheel
+    assert "proxy-authorization" not in download.headers
+    graph.clear_log()
+    again = tunnel_get(proxy, url, bundle=bundle)
+    assert again.body == r.body and not downloads()  # from the store
+
+    unknown = tunnel_get(proxy, "https://files.pythonhosted.org/packages/aa/bb/nothing.whl", bundle=bundle)
+    assert unknown.status == 404 and b"never listed" in unknown.body
+
+
+def test_plain_http_proxy_requests_carry_their_own_credentials(graph, proxy):
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler(
+        {"http": f"http://2023-03-01:x@127.0.0.1:{proxy.port}"}
+    ))
+    with opener.open(urllib.request.Request(PYPI.replace("https", "http") + "alpha/",
+                                            headers={"Accept": JSON}), timeout=30) as r:
+        assert r.headers["Datepin-Cutoff"] == "2023-03-01T00:00:00Z"
+        assert json.loads(r.read())["versions"] == ["1.0"]
+    # A host datepin does not serve: passed on, without the proxy credentials.
+    with opener.open(graph.url + "/simple/beta/", timeout=30) as r:
+        assert r.status == 200
+    [passed] = [r for r in graph.requests if r.path == "/simple/beta/"]
+    assert "proxy-authorization" not in passed.headers
+    assert all("proxy-authorization" not in r.headers for r in graph.requests)
+
+
+# -- other hosts -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def other_tls_server() -> Iterator[tuple[int, bytes]]:
+    """A TLS server on 127.0.0.1 with its own self-signed certificate: (port, cert DER)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "datepin test: some other host")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    der = cert.public_bytes(serialization.Encoding.DER)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    keydir = Path(os.environ.get("TMPDIR", "/tmp"))
+    pem = keydir / f"datepin-other-{os.getpid()}-{threading.get_ident()}.pem"
+    pem.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                          serialization.NoEncryption())
+        + cert.public_bytes(serialization.Encoding.PEM)
+    )
+    try:
+        context.load_cert_chain(pem)
+    finally:
+        pem.unlink()
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                raw, _ = listener.accept()
+            except TimeoutError:
+                continue
+            try:
+                with context.wrap_socket(raw, server_side=True) as tls:
+                    tls.sendall(b"hello from the other host\n")
+            except (OSError, ssl.SSLError):
+                raw.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1], der
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
+
+
+def test_tunnels_to_other_hosts_are_never_decrypted(proxy, other_tls_server):
+    port, der = other_tls_server
+    sock, answer = connect(proxy, f"127.0.0.1:{port}", "2023-03-01:x")
+    assert answer.startswith(b"HTTP/1.1 200")
+    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client.check_hostname = False
+    client.verify_mode = ssl.CERT_NONE
+    with client.wrap_socket(sock, server_hostname="other.example") as tls:
+        assert tls.getpeercert(binary_form=True) == der  # the server's own, not datepin's
+        assert tls.recv(100) == b"hello from the other host\n"
+
+
+def test_refuse_other_hosts_refuses_their_tunnels(fake_pypi, tmp_path, other_tls_server):
+    port, _ = other_tls_server
+    proxy = start_proxy(tmp_path, fake_pypi, "refusing", refuse_other_hosts=True)
+    try:
+        sock, answer = connect(proxy, f"127.0.0.1:{port}")
+        sock.close()
+        assert answer.startswith(b"HTTP/1.1 403 ")
+        assert b"pypi.org" in answer and b"refuse_other_hosts" in answer
+        sock, answer = connect(proxy, "pypi.org:443")
+        sock.close()
+        assert answer.startswith(b"HTTP/1.1 200")
+    finally:
+        proxy.stop()
+
+
+def test_the_ca_is_private(proxy, bundle):
+    ca_dir = proxy.data_dir / "ca"
+    assert stat.S_IMODE(ca_dir.stat().st_mode) == 0o700
+    for name in ("mitmproxy-ca.pem", "mitmproxy-ca.p12"):
+        assert stat.S_IMODE((ca_dir / name).stat().st_mode) == 0o600
+    cert = (ca_dir / "mitmproxy-ca-cert.pem").read_text()
+    assert cert.strip() in bundle.read_text()
+    assert bundle.read_text().count("BEGIN CERTIFICATE") > 1  # the system CAs too
+
+
+# -- pure parts --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("credentials", "pin"),
+    [
+        ("2023-11-18:x", "2023-11-18"),
+        ("2023-11-18:", "2023-11-18"),
+        ("live:x", "live"),
+        ("pin:2023-11-18", "2023-11-18"),
+        ("pin:2023-11-18T14:05:00Z", "2023-11-18T14:05:00Z"),
+        ("pin:2023-11-18T14%3A05%3A00Z", "2023-11-18T14:05:00Z"),  # not percent-decoded
+    ],
+)
+def test_pin_from_credentials(credentials, pin):
+    assert pin_from_credentials(basic(credentials), now=NOW).text == pin
+
+
+@pytest.mark.parametrize(
+    ("authorization", "reason"),
+    [
+        (basic("2023-13-45:x"), "'2023-13-45' is not a pin"),
+        (basic("2999-01-01:x"), "in the future"),
+        (basic("alice:secret"), "name no pin"),
+        ("Bearer abc", "Basic"),
+        ("Basic %%%", "unreadable"),
+    ],
+)
+def test_bad_credentials_name_the_accepted_forms(authorization, reason):
+    with pytest.raises(CredentialsError) as e:
+        pin_from_credentials(authorization, now=NOW)
+    assert reason in str(e.value) and "http://2023-11-18:x@HOST:PORT" in str(e.value)
+
+
+def test_pin_selection_order():
+    connect_pin = parse_pin("2023-05-05", now=NOW)
+    own = basic("2023-02-02:x")
+    assert select_pin("2023-01-01", own, connect_pin, "live", now=NOW).text == "2023-01-01"
+    assert select_pin(None, own, connect_pin, "live", now=NOW).text == "2023-02-02"
+    assert select_pin(None, None, connect_pin, "live", now=NOW).text == "2023-05-05"
+    assert select_pin(None, None, None, "2023-06-06", now=NOW).text == "2023-06-06"
+    with pytest.raises(PinError):
+        select_pin("soon", own, connect_pin, "live", now=NOW)
+
+
+def test_file_urls_map_between_upstream_and_files_pythonhosted_org():
+    files = "http://127.0.0.1:9/files/"
+    assert forward.public_file_url(files + "packages/a/b/x.whl", files) == (
+        "https://files.pythonhosted.org/packages/a/b/x.whl"
+    )
+    other = "https://download.example.org/x.whl"
+    assert forward.public_file_url(other, files) == other
+    assert forward.upstream_file_urls("/packages/a/x%2Bcpu.whl?q", files) == [
+        files + "packages/a/x%2Bcpu.whl",
+        files + "packages/a/x+cpu.whl",
+    ]
+
+
+def test_mitmproxy_checks_upstream_tls_against_the_same_trust_store(tmp_path, shared):
+    bundle = shared.bundle  # any bundle: it stands for an egress proxy's
+    context = trust_store({"SSL_CERT_FILE": str(bundle)})  # datepin's own upstream client
+    subjects = [dict(x[0] for x in c["subject"]).get("commonName") for c in context.get_ca_certs()]
+    assert "datepin forward-mode CA" in subjects
+    config = Config(data_dir=tmp_path)
+    options = proxy_options(config, tmp_path / "ca", {"SSL_CERT_FILE": str(bundle)})
+    assert options["ssl_verify_upstream_trusted_ca"] == str(bundle)
+    assert proxy_options(config, tmp_path / "ca", {"REQUESTS_CA_BUNDLE": str(bundle)})[
+        "ssl_verify_upstream_trusted_ca"
+    ] == str(bundle)
+    assert proxy_options(config, tmp_path / "ca", {})["ssl_verify_upstream_trusted_ca"] is None
+    assert options["allow_hosts"] == [r"^files\.pythonhosted\.org:443$", r"^pypi\.org:443$"]
+    assert options["connection_strategy"] == "lazy" and options["upstream_cert"] is False

@@ -1,0 +1,127 @@
+"""Poetry and PDM lock a project whose only source is datepin's path mode at a pin."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from clients import run
+from fakepypi import FakePyPI
+from proxyproc import Proxy, write_config
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory) -> Iterator[tuple[FakePyPI, Proxy]]:
+    """One fake upstream (alpha 1.0 needs beta; alpha 2.0, June 2023, needs beta>=2) and one
+    proxy for the module: every test here only reads."""
+    tmp = tmp_path_factory.mktemp("lockers")
+    with FakePyPI() as fake:
+        fake.add_wheel("beta", "1.0", upload_time="2022-12-01T10:00:00Z")
+        fake.add_wheel("alpha", "1.0", upload_time="2023-01-01T10:00:00Z", requires_dist=["beta"])
+        fake.add_wheel("beta", "2.0", upload_time="2023-05-01T10:00:00Z")
+        fake.add_wheel("alpha", "2.0", upload_time="2023-06-01T10:00:00Z",
+                       requires_dist=["beta>=2"])
+        config = write_config(tmp / "proxy.toml", simple_url=fake.simple_url,
+                              json_url=fake.json_url, files_url=fake.files_url)
+        with Proxy(data_dir=tmp / "data", config=config) as proxy:
+            yield fake, proxy
+
+
+@pytest.fixture
+def graph(served) -> FakePyPI:
+    return served[0]
+
+
+@pytest.fixture
+def proxy(served) -> Proxy:
+    return served[1]
+
+
+def tool(name: str) -> str:
+    """The tool from the test venv (the `test` extra installs it)."""
+    path = BIN / name
+    if not path.exists() and (found := shutil.which(name)) is None:
+        pytest.skip(f"{name} is not installed: run scripts/bootstrap --test (the test extra has it)")
+    return str(path) if path.exists() else str(found)
+
+
+def isolated_env(home: Path) -> dict[str, str]:
+    """No user config, cache or keyring (a keyring backend may wait for a desktop session)."""
+    home.mkdir(exist_ok=True)
+    return {
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": str(home / "config"),
+        "XDG_CACHE_HOME": str(home / "cache"),
+        "XDG_DATA_HOME": str(home / "data"),
+        "PYTHON_KEYRING_BACKEND": "keyring.backends.null.Keyring",
+        "POETRY_NO_INTERACTION": "1",
+        "POETRY_VIRTUALENVS_CREATE": "false",
+        "PDM_CHECK_UPDATE": "false",
+        "PDM_NON_INTERACTIVE": "1",
+        "PDM_PYTHON": sys.executable,
+    }
+
+
+def project(path: Path, source: str) -> Path:
+    path.mkdir()
+    (path / "pyproject.toml").write_text(
+        '[project]\nname = "demo"\nversion = "0.1.0"\nrequires-python = ">=3.12"\n'
+        f'dependencies = ["alpha"]\n\n{source}'
+    )
+    return path
+
+
+def locked(lockfile: Path) -> dict[str, str]:
+    return {p["name"]: p["version"] for p in tomllib.loads(lockfile.read_text())["package"]}
+
+
+@pytest.mark.parametrize(("pin", "versions"), [
+    ("2023-03-01", {"alpha": "1.0", "beta": "1.0"}),
+    ("2023-07-01", {"alpha": "2.0", "beta": "2.0"}),
+])
+def test_poetry_locks_the_versions_of_the_pin(graph, proxy, tmp_path, pin, versions):
+    poetry = tool("poetry")
+    source = (f'[[tool.poetry.source]]\nname = "datepin"\nurl = "{proxy.index(pin)}"\n'
+              'priority = "primary"\n')
+    path = project(tmp_path / "demo", source)
+    run([poetry, "lock"], cwd=path, env_extra=isolated_env(tmp_path / "home"))
+    assert locked(path / "poetry.lock") == versions
+    assert f"/{pin}/simple" in (path / "poetry.lock").read_text()
+
+
+@pytest.mark.parametrize(("pin", "versions"), [
+    ("2023-03-01", {"alpha": "1.0", "beta": "1.0"}),
+    ("2023-07-01", {"alpha": "2.0", "beta": "2.0"}),
+])
+def test_pdm_locks_the_versions_of_the_pin(graph, proxy, tmp_path, pin, versions):
+    pdm = tool("pdm")
+    source = f'[[tool.pdm.source]]\nname = "pypi"\nurl = "{proxy.index(pin)}"\n'
+    path = project(tmp_path / "demo", source)
+    run([pdm, "lock"], cwd=path, env_extra=isolated_env(tmp_path / "home"))
+    assert locked(path / "pdm.lock") == versions
+    wheel = graph.file(f"alpha-{versions['alpha']}-py3-none-any.whl")
+    assert f"sha256:{wheel.sha256}" in (path / "pdm.lock").read_text()
+
+
+@pytest.mark.parametrize("name", ["poetry", "pdm"])
+def test_poetry_and_pdm_lock_through_https_proxy_with_requests_ca_bundle(graph, proxy, tmp_path, name):
+    """Forward mode: the default PyPI source, the pin as the proxy user name, and
+    REQUESTS_CA_BUNDLE alone for the CA (what the README tells Poetry and PDM users)."""
+    exe = tool(name)
+    bundle = tmp_path / "bundle.pem"
+    run([sys.executable, "-m", "datepin", "ca", "--data-dir", str(proxy.data_dir), "--bundle", str(bundle)])
+    path = project(tmp_path / "demo", "")
+    env = {
+        **isolated_env(tmp_path / "home"),
+        "HTTPS_PROXY": f"http://2023-03-01:x@127.0.0.1:{proxy.port}",
+        "REQUESTS_CA_BUNDLE": str(bundle),
+    }
+    run([exe, "lock"], cwd=path, env_extra=env)
+    assert locked(path / f"{name}.lock") == {"alpha": "1.0", "beta": "1.0"}
