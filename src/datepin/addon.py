@@ -499,7 +499,7 @@ class DatepinAddon:
         if forward_mode:
             # One URL, a page per pin: a client's cache must ask again every time (the ETag
             # names the cutoff, so a revalidation under another pin gets the other page).
-            return f"no-cache, {scope}"
+            return "no-cache, private" if private else "no-cache"
         if pin.cutoff is None:
             return f"max-age=60, {scope}"
         return f"max-age=600, {scope}"
