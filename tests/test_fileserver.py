@@ -342,6 +342,7 @@ def test_client_never_gets_a_wrong_body_presented_as_complete(tmp_path: Path) ->
                     async for chunk in response.content.iter_chunked(64 * 1024):
                         received += len(chunk)
                 assert received < len(data)  # the last chunk was held back
+            await env.server.wait_idle()
             assert stored_nothing(env)
 
     run(body)
