@@ -180,7 +180,7 @@ class DatepinAddon:
         untouched by mitmproxy, unless `refuse_other_hosts` says to refuse it here."""
         authorization = flow.request.headers.pop("Proxy-Authorization", None)
         host, port = flow.request.host, flow.request.port
-        if not (host in self.intercepted and port == 443):
+        if (host, port) not in self.intercepted:
             if self.config.refuse_other_hosts:
                 flow.response = refusal(403, self._refused_host(host, port))
             return
@@ -244,7 +244,7 @@ class DatepinAddon:
     def _is_forward_http(self, flow: http.HTTPFlow) -> bool:
         """A plain-HTTP request through the proxy (HTTP_PROXY) for an intercepted host."""
         request = flow.request
-        return request.scheme == "http" and request.port == 80 and request.host in self.intercepted
+        return request.scheme == "http" and (request.host, request.port) in self.intercepted
 
     def _pass_on(self, flow: http.HTTPFlow) -> None:
         """Plain HTTP through the proxy to a host datepin does not serve."""
@@ -253,7 +253,7 @@ class DatepinAddon:
             flow.response = text_response(403, self._refused_host(flow.request.host, flow.request.port))
 
     def _refused_host(self, host: str, port: int) -> str:
-        served = ", ".join(sorted(self.intercepted))
+        served = ", ".join(sorted({h for h, _ in self.intercepted}))
         return (
             f"datepin refuses to connect to {host}:{port}: this proxy serves only {served} "
             f"(refuse_other_hosts = true in {self.config.source})"
@@ -314,11 +314,11 @@ class DatepinAddon:
         request = flow.request
         host = request.pretty_host
         if host not in (forward.INDEX_HOST, forward.FILES_HOST):
-            if host in self.intercepted:
-                return routes.Reject(501, (
-                    f"datepin does not serve {host} in forward mode yet; use path mode: "
-                    f"http://<proxy>/<pin>/r/<registry>/"
-                ))
+            registry = forward.intercepted_registry(self.config, request.host, request.port)
+            if registry is not None:
+                return routes.route_registry_forward(
+                    request.method, registry.name, registry.url, request.url
+                )
             # A decrypted connection carrying a request for another host: never forward it.
             return routes.Reject(421, f"datepin serves only {forward.INDEX_HOST} and "
                                       f"{forward.FILES_HOST} on this connection, not {host}")
@@ -352,8 +352,13 @@ class DatepinAddon:
                 flow.response = text_response(404, f"datepin does not serve {flow.request.url}")
 
     async def _serve_upstream_file(self, flow: http.HTTPFlow, url: str) -> None:
-        path = urlsplit(url).path
-        stored, metadata = await asyncio.to_thread(self._find_upstream_file, path)
+        if flow.request.pretty_host == forward.FILES_HOST:
+            stored, metadata = await asyncio.to_thread(self._find_upstream_file, urlsplit(url).path)
+        else:
+            registry = forward.intercepted_registry(
+                self.config, flow.request.host, flow.request.port
+            )
+            stored, metadata = await asyncio.to_thread(self._find_registry_file, url, registry)
         if stored is None:
             flow.response = text_response(404, f"{url}: datepin has never listed this file")
             return
@@ -374,6 +379,20 @@ class DatepinAddon:
             for url in forward.upstream_file_urls(path.removesuffix(".metadata"), files_url):
                 if (stored := history.find_file_by_url(url)) is not None:
                     return stored, True
+        return None, False
+
+    def _find_registry_file(
+        self, url: str, registry: Registry | None
+    ) -> tuple[StoredFile | None, bool]:
+        """A file on an intercepted registry's host, by its URL (or its `.metadata`), only
+        if that registry listed it.  Runs in a thread (SQLite)."""
+        candidates = [(url, False)]
+        if url.endswith(".metadata"):
+            candidates.append((url.removesuffix(".metadata"), True))
+        for candidate, metadata in candidates:
+            stored = self.index.history.find_file_by_url(candidate)
+            if stored is not None and registry is not None and stored.registry == registry.name:
+                return stored, metadata
         return None, False
 
     # -- pages ---------------------------------------------------------------------------

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Iterable
 from datetime import datetime
 from urllib.parse import quote, unquote, urlsplit
 
-from datepin.config import Config
+from datepin.config import Config, Registry
 from datepin.model import DistFile
 from datepin.pins import Pin, PinError, parse_pin
 from datepin.rewrite.render import LinkFn
@@ -34,18 +35,36 @@ class CredentialsError(PinError):
     """Proxy credentials that carry no readable pin."""
 
 
-def intercepted_hosts(config: Config) -> frozenset[str]:
-    """Hosts whose TLS datepin decrypts: PyPI's two, plus registries that ask for it."""
-    hosts = {INDEX_HOST, FILES_HOST}
+def intercepted_hosts(config: Config) -> frozenset[tuple[str, int]]:
+    """(host, port) pairs datepin answers for in forward mode: PyPI's two hosts (HTTPS, and
+    plain HTTP through HTTP_PROXY), plus the registries that ask for it, at their URL's port."""
+    hosts = {(h, p) for h in (INDEX_HOST, FILES_HOST) for p in (443, 80)}
     for registry in config.registries:
-        if registry.intercept and (host := urlsplit(registry.url).hostname):
-            hosts.add(host)
+        if registry.intercept and (address := registry_address(registry)) is not None:
+            hosts.add(address)
     return frozenset(hosts)
 
 
-def intercept_patterns(hosts: Iterable[str]) -> list[str]:
-    """Anchored `host:port` regexes for mitmproxy's `allow_hosts` (443 only: HTTPS)."""
-    return [rf"^{h.replace('.', r'\.')}:443$" for h in sorted(hosts)]
+def registry_address(registry: Registry) -> tuple[str, int] | None:
+    parts = urlsplit(registry.url)
+    if parts.hostname is None:
+        return None
+    return parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def intercepted_registry(config: Config, host: str, port: int) -> Registry | None:
+    """The extra registry (intercept = true) served at host:port, if any."""
+    for registry in config.registries:
+        if registry.intercept and registry_address(registry) == (host, port):
+            return registry
+    return None
+
+
+def intercept_patterns(hosts: Iterable[tuple[str, int]]) -> list[str]:
+    """Anchored `host:port` regexes for mitmproxy's `allow_hosts`: the tunnels it may decrypt
+    (PyPI's plain-HTTP hosts need none)."""
+    plain_pypi = {(INDEX_HOST, 80), (FILES_HOST, 80)}
+    return [rf"^{re.escape(h)}:{p}$" for h, p in sorted(hosts) if (h, p) not in plain_pypi]
 
 
 def select_pin(

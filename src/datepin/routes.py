@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 from packaging.utils import NormalizedName, canonicalize_name
 
@@ -199,3 +199,28 @@ def route_forward(method: str, host: str, path: str, *, index_host: bool) -> Rou
     if segs[:1] == ["pypi"] and segs[-1:] == ["json"] and len(segs) in (3, 4):
         return _route_json("", "pypi", "", segs[1], segs[2] if len(segs) == 4 else None, query)
     return Reject(404, f"datepin serves only the package index on {host}\n")
+
+
+def route_registry_forward(method: str, registry: str, base: str, url: str) -> Route:
+    """Forward mode for an extra registry (intercept = true): `base` is its index URL.  Pages
+    are the URLs under it that end in '/' (clients always ask `{index}/{name}/`); any other
+    URL on the host is a file, looked up by URL in history."""
+    if method not in ("GET", "HEAD"):
+        return Reject(405, f"{method} is not supported through datepin\n")
+    parts, base_parts = urlsplit(url), urlsplit(base)
+    segs, slash, query = _split(parts.path)
+    if any(s in (".", "..") for s in segs):
+        return Reject(400, "path segments '.' and '..' are not allowed\n")
+    base_segs = [s for s in base_parts.path.split("/") if s]
+    if not slash or segs[: len(base_segs)] != base_segs:
+        return UpstreamFile(url.partition("#")[0])
+    rest = segs[len(base_segs):]
+    prefix = base_parts.path.rstrip("/")
+    if not rest:
+        return Root("", registry)
+    if len(rest) != 1 or not _NAME.match(rest[0]):
+        return Reject(404, f"not a project page of registry {registry!r}\n")
+    normal = canonicalize_name(rest[0])
+    if rest[0] != normal:
+        return Redirect(_with_query(f"{prefix}/{normal}/", query))
+    return Project("", registry, normal)
