@@ -40,6 +40,7 @@ class Config:
     default_pin: str = "live"
     live_ttl: float = 600.0
     upstream_timeout: float = 30.0
+    max_page_size: int = 256 * 2**20  # bytes of one upstream index page or JSON document
     refuse_other_hosts: bool = False
     size_limit: int = 50 * 10**9
     snapshot_interval: float = 86400.0
@@ -121,6 +122,7 @@ _SCHEMA: dict[str, dict[str, str]] = {
         "default_pin": "str",
         "live_ttl": "duration",
         "upstream_timeout": "duration",
+        "max_page_size": "size",
         "refuse_other_hosts": "bool",
     },
     "cache": {"size_limit": "size"},
@@ -196,6 +198,7 @@ def _parse(data: Mapping[str, Any], source: str) -> Config:
     for key, attr in (
         ("live_ttl", "live_ttl"),
         ("upstream_timeout", "upstream_timeout"),
+        ("max_page_size", "max_page_size"),
         ("refuse_other_hosts", "refuse_other_hosts"),
     ):
         if key in server:

@@ -121,7 +121,7 @@ async def runtime(
     paths = prepare_data_dir(config.data_dir)
     history = HistoryStore(paths.history)
     store = BlobStore(paths.blobs, size_limit=config.size_limit)
-    upstream = Upstream(timeout=config.upstream_timeout)
+    upstream = Upstream(timeout=config.upstream_timeout, max_page_bytes=config.max_page_size)
     files = FileServer(store, upstream.session, timeout=config.upstream_timeout)
 
     async def fetch_file(file: DistFile, registry: Registry) -> Path:

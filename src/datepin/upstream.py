@@ -66,8 +66,9 @@ def ca_file(environ: Mapping[str, str] = os.environ) -> str | None:
 class Upstream:
     """Owns the aiohttp session.  Construct inside the running loop."""
 
-    def __init__(self, *, timeout: float = 30.0) -> None:
+    def __init__(self, *, timeout: float = 30.0, max_page_bytes: int = MAX_PAGE_BYTES) -> None:
         self.timeout = timeout
+        self.max_page_bytes = max_page_bytes
         connector = aiohttp.TCPConnector(ssl=trust_store(), limit=64, ttl_dns_cache=300)
         self.session = aiohttp.ClientSession(
             connector=connector,
@@ -80,10 +81,13 @@ class Upstream:
         await self.session.close()
 
     async def get(
-        self, url: str, *, headers: Mapping[str, str] | None = None, max_bytes: int = MAX_PAGE_BYTES
+        self, url: str, *, headers: Mapping[str, str] | None = None, max_bytes: int | None = None
     ) -> Fetched:
-        """GET a page into memory (index pages and JSON only; files are streamed elsewhere)."""
+        """GET a page into memory (index pages and JSON only; files are streamed elsewhere).
+
+        The limit counts decoded bytes, so a small gzip body cannot blow up in memory."""
         shown = mask_url(url)
+        max_bytes = self.max_page_bytes if max_bytes is None else max_bytes
         try:
             async with self.session.get(url, headers=dict(headers or {})) as resp:
                 chunks, size = [], 0
