@@ -23,7 +23,13 @@ from datepin.history import Change, HistoryStore
 from datepin.model import DistFile, ProjectHistory, ProjectPage, View
 from datepin.pins import Pin
 from datepin.rewrite.filenames import version_of
-from datepin.rewrite.parse import PageError, parse_html_page, parse_json_api_info, parse_json_page
+from datepin.rewrite.parse import (
+    PageError,
+    check_html_complete,
+    parse_html_page,
+    parse_json_api_info,
+    parse_json_page,
+)
 from datepin.rewrite.render import choose_release, info_from_metadata
 from datepin.upstream import SIMPLE_ACCEPT, Upstream, UpstreamError, mask_url
 from datepin.views import is_fixed, view
@@ -90,6 +96,7 @@ class Index:
             if "json" in fetched.content_type:
                 page = parse_json_page(fetched.body, fetched.url)
             else:
+                check_html_complete(fetched.body)
                 page = parse_html_page(fetched.body, fetched.url, name)
         except PageError as e:
             raise UpstreamError(f"{mask_url(url)} sent a page datepin cannot read: {e}") from None
