@@ -154,8 +154,14 @@ class HistoryStore:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
+        # Owner only, and before SQLite opens it: SQLite gives the -wal and -shm files it
+        # creates the mode of the database file.
+        path.touch(mode=0o600)
+        for suffix in ("", "-wal", "-shm"):
+            extra = path.with_name(path.name + suffix)
+            if extra.exists():
+                extra.chmod(0o600)
         self._db().executescript(SCHEMA)
-        path.chmod(0o600)
 
     def _db(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)

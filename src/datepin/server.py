@@ -53,12 +53,16 @@ class Paths:
 
 
 def prepare_data_dir(root: Path) -> Paths:
+    """Create the data directory and its parts, readable by their owner only: the CA's
+    private key and the history live here (mitmproxy would create `ca/` world-readable)."""
+    paths = Paths(root)
     try:
-        root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        root.chmod(0o700)
+        for directory in (root, paths.ca, paths.blobs):
+            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            directory.chmod(0o700)
     except OSError as e:
         raise StartupError(f"cannot use data directory {root}: {e.strerror}") from None
-    return Paths(root)
+    return paths
 
 
 def check_port_free(host: str, port: int) -> None:
