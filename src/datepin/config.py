@@ -107,10 +107,25 @@ def parse_listen(text: str) -> tuple[str, int]:
 def _url(text: object) -> str:
     if not isinstance(text, str):
         raise ValueError("must be a URL string")
-    parts = urlsplit(text)
+    try:
+        parts = urlsplit(text)
+    except ValueError:
+        raise ValueError(f"{_masked(text)!r} is not a valid URL") from None
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"{text!r} is not an http(s) URL")
+        raise ValueError(f"{_masked(text)!r} is not an http(s) URL")
     return text if text.endswith("/") else text + "/"
+
+
+def _masked(text: str) -> str:
+    """`text` with anything that may be a user or password hidden, for error messages (a
+    malformed URL is not split reliably, so everything before the last '@' goes)."""
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        scheme, rest = "", text
+    if "@" not in rest:
+        return text
+    prefix = scheme + sep if sep else ""
+    return prefix + "***@" + rest.rpartition("@")[2]
 
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")

@@ -43,9 +43,9 @@ def mask_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.username is None and parts.password is None:
         return url
-    host = parts.hostname or ""
-    if parts.port:
-        host += f":{parts.port}"
+    # The host as written (IPv6 brackets and port kept), without parsing the port: an
+    # invalid one must not turn masking into an exception.
+    host = parts.netloc.rpartition("@")[2]
     return urlunsplit(parts._replace(netloc=f"***@{host}"))
 
 
