@@ -62,6 +62,8 @@ def prepare_data_dir(root: Path) -> Paths:
             directory.chmod(0o700)
     except OSError as e:
         raise StartupError(f"cannot use data directory {root}: {e.strerror}") from None
+    except ValueError as e:  # a NUL byte in the path (TOML strings may hold one)
+        raise StartupError(f"cannot use data directory {str(root)!r}: {e}") from None
     return paths
 
 
