@@ -231,8 +231,14 @@ class DatepinAddon:
         if answer.warning:
             headers["Warning"] = f'110 datepin "{answer.warning}"'
         if isinstance(route, routes.JsonApi):
+            # Check the version first: release_info asks upstream for what history lacks, and
+            # a version outside the view must not cost an upstream request (a fixed view is
+            # answered from history alone).
+            if route.version is not None and route.version not in view.versions:
+                flow.response = self._not_found(True, "release not found", pin, view)
+                return
             info = await self.index.release_info(registry, view, route.version)
-            if info is None or (route.version and route.version not in view.versions):
+            if info is None:
                 flow.response = self._not_found(True, "release not found", pin, view)
                 return
             body = render_json_api(view, info[1], link, version=route.version)
