@@ -75,6 +75,10 @@ CREATE TABLE IF NOT EXISTS release_info (
 """
 
 
+class HistoryWriteError(OSError):
+    """History could not be written (disk full, database locked); nothing was recorded."""
+
+
 def to_micros(dt: datetime) -> int:
     delta = dt.astimezone(UTC) - datetime(1970, 1, 1, tzinfo=UTC)
     return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
@@ -175,14 +179,21 @@ class HistoryStore:
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; HistoryWriteError (nothing written) when SQLite cannot write."""
         db = self._db()
-        db.execute("BEGIN IMMEDIATE")
         try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        except sqlite3.OperationalError as e:  # disk full, database locked, read-only
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise HistoryWriteError(f"cannot write history: {e}") from e
 
     def close(self) -> None:
         db = getattr(self._local, "db", None)

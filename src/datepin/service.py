@@ -19,7 +19,7 @@ from pathlib import Path
 from packaging.utils import NormalizedName
 
 from datepin.config import Config, Registry
-from datepin.history import Change, HistoryStore
+from datepin.history import Change, HistoryStore, HistoryWriteError
 from datepin.model import DistFile, ProjectHistory, ProjectPage, View
 from datepin.pins import Pin
 from datepin.rewrite.filenames import version_of
@@ -137,9 +137,13 @@ class Index:
         self.observations += 1
         if page is None and await asyncio.to_thread(self.history.last_observed, registry.name, name) is None:
             return None
-        _, change = await asyncio.to_thread(
-            self.history.record, registry.name, name, page, self.clock()
-        )
+        try:
+            _, change = await asyncio.to_thread(
+                self.history.record, registry.name, name, page, self.clock()
+            )
+        except HistoryWriteError as e:
+            # Answered like an upstream failure: from history with a warning where it can.
+            raise UpstreamError(f"{name}: datepin {e}", status=503) from None
         return change
 
     # -- views ---------------------------------------------------------------------------
@@ -209,7 +213,10 @@ class Index:
             return chosen, stored
         info = await self._fetch_release_info(registry, result, chosen)
         if info is not None:
-            await asyncio.to_thread(self.history.save_release_info, registry.name, name, chosen, info)
+            try:
+                await asyncio.to_thread(self.history.save_release_info, registry.name, name, chosen, info)
+            except HistoryWriteError as e:
+                log.warning("%s %s: release info not kept: %s", name, chosen, e)
         return chosen, info or {"name": name, "version": chosen}
 
     async def _fetch_release_info(
