@@ -150,6 +150,11 @@ class DatepinAddon:
             await self._serve(flow, route)
         except UpstreamError as e:
             flow.response = text_response(e.status, str(e))
+        except Exception:
+            # A bug, not a condition: say so.  Left unanswered, mitmproxy would pass the request
+            # on to its target, which for a path-mode request is this proxy itself.
+            log.exception("%s %s failed", flow.request.method, flow.request.path)
+            flow.response = text_response(500, "datepin: internal error (details in its log)")
         if flow.response is not None and flow.request.method == "HEAD":
             flow.response.content = b""
 
