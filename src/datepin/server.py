@@ -7,6 +7,7 @@ import errno
 import logging
 import signal
 import socket
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -120,13 +121,30 @@ class Runtime:
         return not had
 
 
+def open_stores(paths: Paths, config: Config) -> tuple[HistoryStore, BlobStore]:
+    """Open history and the blob store; a damaged or unreadable one is a StartupError."""
+    try:
+        history = HistoryStore(paths.history)
+    except (sqlite3.DatabaseError, OSError) as e:
+        raise StartupError(
+            f"cannot open the history {paths.history}: {e} (move it away to start afresh)"
+        ) from None
+    try:
+        store = BlobStore(paths.blobs, size_limit=config.size_limit)
+    except (sqlite3.DatabaseError, OSError) as e:
+        history.close()
+        raise StartupError(
+            f"cannot open the file store {paths.blobs}: {e} (move it away to start afresh)"
+        ) from None
+    return history, store
+
+
 @asynccontextmanager
 async def runtime(
     config: Config, *, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 ) -> AsyncIterator[Runtime]:
     paths = prepare_data_dir(config.data_dir)
-    history = HistoryStore(paths.history)
-    store = BlobStore(paths.blobs, size_limit=config.size_limit)
+    history, store = open_stores(paths, config)
     upstream = Upstream(timeout=config.upstream_timeout, max_page_bytes=config.max_page_size)
     files = FileServer(store, upstream.session, timeout=config.upstream_timeout)
 
