@@ -79,9 +79,9 @@ class Clients:
             t.join(15)
 
     def _fill(self, project: str) -> None:
-        status, body, _ = get(self.port, f"/{PIN}/simple/{project}/", {"Accept": JSON})
-        if status != 200 or self.stop.is_set():
-            return
+        status, body, complete = get(self.port, f"/{PIN}/simple/{project}/", {"Accept": JSON})
+        if status != 200 or not complete or self.stop.is_set():
+            return  # killed meanwhile
         for path in file_paths(body, self.port).values():
             self.fills_started += 1
             got = get(self.port, path)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,10 @@ def test_binding_beyond_loopback_is_explicit_and_warned(tmp_path: Path) -> None:
     # Proxy.start always passes --listen 127.0.0.1:PORT; ask for every interface instead.
     wide.extra_args = ["--listen", f"{wide_cmd_host}:0"]
     with wide:
+        deadline = time.monotonic() + 10  # logged just after the "listening" line
+        while not any("anyone who can reach it" in line for line in wide.log):
+            assert time.monotonic() < deadline, wide.log
+            time.sleep(0.05)
         assert any("WARNING" in line and "anyone who can reach it" in line for line in wide.log)
         assert wide.get("/-/health").status == 200
 
