@@ -33,7 +33,7 @@ from datepin.rewrite.render import (
     render_root_json,
 )
 from datepin.service import Index, NotObserved
-from datepin.upstream import UpstreamError
+from datepin.upstream import UpstreamError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,14 @@ def pin_headers(pin: Pin, kind: str | None = None) -> dict[str, str]:
     if kind:
         headers["Datepin-View"] = kind
     return headers
+
+
+def warning_header(text: str) -> str:
+    """A `Warning: 110` value (RFC 7234 5.5): warn-text is a quoted-string, kept ASCII and on
+    one line whatever the message holds (parts of it come from upstream)."""
+    text = one_line(text).encode("ascii", "backslashreplace").decode()
+    quoted = text.replace("\\", "\\\\").replace('"', '\\"')
+    return f'110 datepin "{quoted}"'
 
 
 def path_links(base: str, registry: str) -> LinkFn:
@@ -234,7 +242,7 @@ class DatepinAddon:
         link = path_links(base, registry.name)
         headers = pin_headers(pin, view.kind)
         if answer.warning:
-            headers["Warning"] = f'110 datepin "{answer.warning}"'
+            headers["Warning"] = warning_header(answer.warning)
         if isinstance(route, routes.JsonApi):
             # Check the version first: release_info asks upstream for what history lacks, and
             # a version outside the view must not cost an upstream request (a fixed view is

@@ -31,7 +31,7 @@ from datepin.rewrite.parse import (
     parse_json_page,
 )
 from datepin.rewrite.render import choose_release, info_from_metadata
-from datepin.upstream import SIMPLE_ACCEPT, Upstream, UpstreamError, mask_url
+from datepin.upstream import SIMPLE_ACCEPT, Upstream, UpstreamError, mask_url, one_line
 from datepin.views import is_fixed, view
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,8 @@ class Index:
                 check_html_complete(fetched.body)
                 page = parse_html_page(fetched.body, fetched.url, name)
         except PageError as e:
-            raise UpstreamError(f"{mask_url(url)} sent a page datepin cannot read: {e}") from None
+            reason = one_line(str(e))
+            raise UpstreamError(f"{mask_url(url)} sent a page datepin cannot read: {reason}") from None
         return page
 
     async def observe(

@@ -49,6 +49,12 @@ def mask_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"***@{host}"))
 
 
+def one_line(text: str) -> str:
+    """`text` with control characters escaped (CR LF as \\r\\n): upstream wrote parts of our
+    error messages (file names, parser complaints), and they go into log lines and headers."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
 def trust_store(environ: Mapping[str, str] = os.environ) -> ssl.SSLContext:
     """Verify upstream TLS against SSL_CERT_FILE / REQUESTS_CA_BUNDLE when set (an intercepting
     egress proxy's CA is often only there), else the default store."""
