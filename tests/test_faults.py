@@ -411,3 +411,22 @@ def test_file_longer_than_the_index_says(up: Env) -> None:
     assert not (wrong.complete and wrong.status == 200)
     settle(up.data)
     assert listed["hashes"]["sha256"] not in storecheck.stored(up.data)  # type: ignore[index]
+
+
+def test_upstream_text_cannot_break_out_of_the_warning_header(up: Env) -> None:
+    """An upstream error message ends up in a Warning header: whatever upstream wrote in it
+    (here a file name with CR LF) stays inside that header."""
+    good = _page("inject", [{**GOOD_FILE, "filename": "inject-1.0.tar.gz"}])
+    up.scripted.route("/simple/inject/", 200, good, content_type=JSON)
+    assert up.proxy.get("/live/r/scripted/inject/").status == 200
+    evil = {**GOOD_FILE, "filename": 'inject-2.0.tar.gz\r\nX-Injected: yes\r\n\r\n<b>"', "upload-time": "soon"}
+    up.scripted.route("/simple/inject/", 200, _page("inject", [evil]), content_type=JSON)
+    raw = http.client.HTTPConnection("127.0.0.1", up.proxy.port, timeout=10)
+    raw.request("GET", "/live/r/scripted/inject/")
+    resp = raw.getresponse()
+    body = resp.read()
+    raw.close()
+    assert resp.status == 200 and b"inject-1.0.tar.gz" in body and b"<b>" not in body
+    assert resp.getheader("X-Injected") is None
+    warning = resp.getheader("Warning") or ""
+    assert "cannot read" in warning and "\r" not in warning and "\n" not in warning
