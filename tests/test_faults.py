@@ -430,3 +430,18 @@ def test_upstream_text_cannot_break_out_of_the_warning_header(up: Env) -> None:
     assert resp.getheader("X-Injected") is None
     warning = resp.getheader("Warning") or ""
     assert "cannot read" in warning and "\r" not in warning and "\n" not in warning
+
+
+def test_upstream_text_cannot_forge_log_lines(up: Env) -> None:
+    forged = {**GOOD_FILE, "filename": "forge-1.0.tar.gz\r\nFORGED ERROR everything is broken",
+              "url": "/files/missing.tar.gz"}
+    up.scripted.route("/simple/forge/", 200, _page("forge", [forged]), content_type=JSON)
+    page = up.proxy.get(f"/{PIN}/r/scripted/forge/", {"Accept": JSON})
+    [url] = [f["url"] for f in json.loads(page.body)["files"]]
+    assert get_file(url).status == 502  # the fill fails and is logged, with the file name
+    deadline = time.monotonic() + 5
+    while not any("forge-1.0.tar.gz" in line for line in up.proxy.log):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert not any(line.startswith("FORGED") for line in up.proxy.log)
+    assert any("forge-1.0.tar.gz\\r\\nFORGED" in line for line in up.proxy.log)
