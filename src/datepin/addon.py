@@ -323,7 +323,9 @@ class DatepinAddon:
     # -- files ---------------------------------------------------------------------------
 
     async def _serve_file(self, flow: http.HTTPFlow, route: routes.File) -> None:
-        stored = await asyncio.to_thread(self.index.history.find_file, route.registry, route.key)
+        stored = await asyncio.to_thread(
+            self.index.history.find_file, route.registry, route.key, route.filename
+        )
         if stored is None or stored.file.filename != route.filename:
             flow.response = text_response(404, f"{route.filename}: datepin has never listed this file")
             return

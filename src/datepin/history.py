@@ -364,9 +364,13 @@ class HistoryStore:
             status_changes=statuses,
         )
 
-    def find_file(self, registry: str, key: str) -> StoredFile | None:
+    def find_file(self, registry: str, key: str, filename: str | None = None) -> StoredFile | None:
+        """The file with this key; with `filename`, the one of that name (files with the same
+        bytes under several names, in several projects, share a key)."""
+        if filename is None:
+            return self._stored("f.key=? AND p.registry=?", (key, registry))
         return self._stored(
-            "f.key=? AND p.registry=?", (key, registry)
+            "f.key=? AND p.registry=? AND f.filename=?", (key, registry, filename)
         )
 
     def find_file_by_url(self, url: str) -> StoredFile | None:
