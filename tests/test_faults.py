@@ -416,7 +416,8 @@ def test_file_longer_than_the_index_says(up: Env) -> None:
 def test_upstream_text_cannot_break_out_of_the_warning_header(up: Env) -> None:
     """An upstream error message ends up in a Warning header: whatever upstream wrote in it
     (here a file name with CR LF) stays inside that header."""
-    good = _page("inject", [{**GOOD_FILE, "filename": "inject-1.0.tar.gz"}])
+    good = _page("inject", [{**GOOD_FILE, "filename": "inject-1.0.tar.gz",
+                             "hashes": {"sha256": hashlib.sha256(b"inject").hexdigest()}}])
     up.scripted.route("/simple/inject/", 200, good, content_type=JSON)
     assert up.proxy.get("/live/r/scripted/inject/").status == 200
     evil = {**GOOD_FILE, "filename": 'inject-2.0.tar.gz\r\nX-Injected: yes\r\n\r\n<b>"', "upload-time": "soon"}
@@ -434,7 +435,7 @@ def test_upstream_text_cannot_break_out_of_the_warning_header(up: Env) -> None:
 
 def test_upstream_text_cannot_forge_log_lines(up: Env) -> None:
     forged = {**GOOD_FILE, "filename": "forge-1.0.tar.gz\r\nFORGED ERROR everything is broken",
-              "url": "/files/missing.tar.gz"}
+              "url": "/files/missing.tar.gz", "hashes": {"sha256": hashlib.sha256(b"forge").hexdigest()}}
     up.scripted.route("/simple/forge/", 200, _page("forge", [forged]), content_type=JSON)
     page = up.proxy.get(f"/{PIN}/r/scripted/forge/", {"Accept": JSON})
     [url] = [f["url"] for f in json.loads(page.body)["files"]]
@@ -445,3 +446,18 @@ def test_upstream_text_cannot_forge_log_lines(up: Env) -> None:
         time.sleep(0.05)
     assert not any(line.startswith("FORGED") for line in up.proxy.log)
     assert any("forge-1.0.tar.gz\\r\\nFORGED" in line for line in up.proxy.log)
+
+
+def test_the_same_bytes_under_two_names_are_both_served(up: Env) -> None:
+    content = b"same bytes, two names\n" * 50
+    sha = hashlib.sha256(content).hexdigest()
+    for name in ("twin-a", "twin-b"):
+        listed = {**GOOD_FILE, "filename": f"{name}-1.0.tar.gz", "url": "/files/twin.tar.gz",
+                  "hashes": {"sha256": sha}}
+        up.scripted.route(f"/simple/{name}/", 200, _page(name, [listed]), content_type=JSON)
+    up.scripted.route("/files/twin.tar.gz", 200, content)
+    for name in ("twin-a", "twin-b"):
+        page = up.proxy.get(f"/{PIN}/r/scripted/{name}/", {"Accept": JSON})
+        [url] = [f["url"] for f in json.loads(page.body)["files"]]
+        got = get_file(url)
+        assert got.status == 200 and got.body == content, (name, got.status, got.body[:100])
