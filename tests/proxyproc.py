@@ -46,10 +46,10 @@ class Proxy:
     data_dir: Path
     config: Path | None = None
     env: dict[str, str] | None = None
-    args: list[str] = field(default_factory=list)  # more `datepin serve` options, e.g. ["-v"]
     port: int = 0
     process: subprocess.Popen[str] | None = None
     log: list[str] = field(default_factory=list)
+    extra_args: list[str] = field(default_factory=list)  # more `datepin serve` arguments
 
     @property
     def url(self) -> str:
@@ -63,7 +63,7 @@ class Proxy:
                "--listen", f"127.0.0.1:{self.port}"]
         if self.config is not None:
             cmd += ["--config", str(self.config)]
-        cmd += self.args
+        cmd += self.extra_args
         env = dict(os.environ if self.env is None else self.env)
         env.pop("DATEPIN_CONFIG", None)
         self.process = subprocess.Popen(

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from datepin.model import DistFile
 from datepin.rewrite.parse import (
     PageError,
+    check_html_complete,
     parse_html_page,
     parse_json_api_info,
     parse_json_page,
@@ -319,3 +320,18 @@ def test_html_garbage_raises_only_page_error(body: bytes) -> None:
 def test_json_api_info_malformed(body: bytes) -> None:
     with pytest.raises(PageError):
         parse_json_api_info(body)
+
+
+# --- cut-short HTML -------------------------------------------------------------------------
+
+
+def test_html_cut_short_is_refused_before_it_can_lose_files() -> None:
+    whole = (DATA / "typing-extensions.simple.html").read_bytes()
+    check_html_complete(whole)
+    half = whole[: len(whole) // 2]
+    # Half a page parses as a valid page with fewer links: only the end tag tells.
+    assert 0 < len(parse_html_page(half, BASE, "typing-extensions").files)
+    with pytest.raises(PageError, match="cut short"):
+        check_html_complete(half)
+    check_html_complete(b"<html><body></body>")  # </html> may be omitted after </body>
+    check_html_complete(b"<HTML><BODY></BODY></HTML>\n\n")

@@ -51,7 +51,7 @@ def start_proxy(tmp_path: Path, public: FakePyPI, extra: str, env: dict[str, str
         simple_url=public.simple_url, json_url=public.json_url, files_url=public.files_url,
         upstream_timeout="5s", live_ttl="0s", extra=extra,
     )
-    return Proxy(data_dir=tmp_path / "data", config=config, env=env, args=["-v"]).start()
+    return Proxy(data_dir=tmp_path / "data", config=config, env=env, extra_args=["-v"]).start()
 
 
 @pytest.fixture

@@ -34,7 +34,7 @@ from datepin.rewrite.render import (
 )
 from datepin.forward import forward_links
 from datepin.service import Index, NotObserved
-from datepin.upstream import UpstreamError, mask_url
+from datepin.upstream import UpstreamError, mask_url, one_line
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,14 @@ def pin_headers(pin: Pin, kind: str | None = None) -> dict[str, str]:
     if kind:
         headers["Datepin-View"] = kind
     return headers
+
+
+def warning_header(text: str) -> str:
+    """A `Warning: 110` value (RFC 7234 5.5): warn-text is a quoted-string, kept ASCII and on
+    one line whatever the message holds (parts of it come from upstream)."""
+    text = one_line(text).encode("ascii", "backslashreplace").decode()
+    quoted = text.replace("\\", "\\\\").replace('"', '\\"')
+    return f'110 datepin "{quoted}"'
 
 
 def path_links(base: str, registry: str) -> LinkFn:
@@ -212,10 +220,10 @@ class DatepinAddon:
         except UpstreamError as e:
             flow.response = error_response(e)
         except Exception:
-            # mitmproxy would log a failing hook and send the request on: to pypi.org, or to
-            # the proxy itself.  Fail closed instead.
-            log.exception("answering %s %s", flow.request.method, mask_url(flow.request.pretty_url))
-            flow.response = text_response(500, "datepin failed to answer this request; see its log")
+            # A bug, not a condition: say so.  Left unanswered, mitmproxy would pass the request
+            # on to its target: pypi.org, or for a path-mode request this proxy itself.
+            log.exception("%s %s failed", flow.request.method, mask_url(flow.request.pretty_url))
+            flow.response = text_response(500, "datepin: internal error (details in its log)")
         if flow.response is None and not flow.metadata.get(STREAM_FLAG):
             # Never let mitmproxy connect onward for a request that is ours.
             flow.response = text_response(500, "datepin could not answer this request")
@@ -440,12 +448,18 @@ class DatepinAddon:
         headers = pin_headers(pin, view.kind)
         private = registry.auth == "passthrough"
         if answer.warning:
-            headers["Warning"] = f'110 datepin "{answer.warning}"'
+            headers["Warning"] = warning_header(answer.warning)
         if isinstance(route, routes.JsonApi):
+            # Check the version first: release_info asks upstream for what history lacks, and
+            # a version outside the view must not cost an upstream request (a fixed view is
+            # answered from history alone).
+            if route.version is not None and route.version not in view.versions:
+                flow.response = self._not_found(True, "release not found", pin, view)
+                return
             info = await self.index.release_info(
                 registry, view, route.version, authorization=authorization
             )
-            if info is None or (route.version and route.version not in view.versions):
+            if info is None:
                 flow.response = self._not_found(True, "release not found", pin, view)
                 return
             body = render_json_api(view, info[1], link, version=route.version)
@@ -548,7 +562,9 @@ class DatepinAddon:
             # Also keeps the files of a registry dropped from the config from going public.
             flow.response = text_response(404, f"no registry named {route.registry!r} in the config")
             return
-        stored = await asyncio.to_thread(self.index.history.find_file, route.registry, route.key)
+        stored = await asyncio.to_thread(
+            self.index.history.find_file, route.registry, route.key, route.filename
+        )
         if stored is None or stored.file.filename != route.filename:
             flow.response = text_response(404, f"{route.filename}: datepin has never listed this file")
             return

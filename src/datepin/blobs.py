@@ -353,13 +353,20 @@ class BlobStore:
             return handle.size
 
     def touch(self, sha256: str) -> None:
-        """Record a use of the blob (LRU recency)."""
+        """Record a use of the blob (LRU recency).
+
+        Best effort: recency is a hint for eviction, and a store hit must still be served when
+        the write cannot be made (disk full, database locked by another process for too long).
+        """
         check_sha256(sha256)
-        with self._lock:
-            self._db.execute(
-                "UPDATE blob SET last_used = max(last_used, ?) WHERE sha256 = ? AND size IS NOT NULL",
-                (self._clock(), sha256),
-            )
+        try:
+            with self._lock:
+                self._db.execute(
+                    "UPDATE blob SET last_used = max(last_used, ?) WHERE sha256 = ? AND size IS NOT NULL",
+                    (self._clock(), sha256),
+                )
+        except sqlite3.OperationalError as e:
+            log.warning("cannot record the use of blob %s: %s", sha256, e)
 
     # -- irreplaceable blobs -------------------------------------------------------------------
 

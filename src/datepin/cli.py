@@ -43,12 +43,21 @@ def load_config(config_path: Path | None, **flags: object) -> Config:
         raise click.ClickException(str(e)) from None
 
 
+class OneLineFormatter(logging.Formatter):
+    """Messages quote upstream data (file names, URLs): escape control characters so that a
+    name holding CR LF cannot forge log lines.  Tracebacks keep their lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        from datepin.upstream import one_line
+
+        record.message = one_line(record.message)
+        return super().formatMessage(record)
+
+
 def setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
     # mitmproxy logs every connection at INFO; keep its warnings and errors only.
     logging.getLogger("mitmproxy").setLevel(logging.WARNING)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

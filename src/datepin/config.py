@@ -6,6 +6,8 @@ naming the key and the file.
 
 from __future__ import annotations
 
+import ipaddress
+import math
 import os
 import re
 import tomllib
@@ -44,6 +46,7 @@ class Config:
     default_pin: str = "live"
     live_ttl: float = 600.0
     upstream_timeout: float = 30.0
+    max_page_size: int = 256 * 2**20  # bytes of one upstream index page or JSON document
     refuse_other_hosts: bool = False
     size_limit: int = 50 * 10**9
     snapshot_interval: float = 86400.0
@@ -78,18 +81,25 @@ _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
 
 
 def parse_duration(text: str | int | float) -> float:
-    """'10m' -> 600.0; bare numbers are seconds."""
+    """'10m' -> 600.0; bare numbers are seconds.  Negative, NaN and infinite are errors
+    (TOML has nan and inf; a timer set to them fails or never fires)."""
     if isinstance(text, (int, float)) and not isinstance(text, bool):
-        return float(text)
-    m = _DURATION.match(str(text))
-    if not m:
+        seconds = float(text)
+    else:
+        m = _DURATION.match(str(text))
+        if not m:
+            raise ValueError(f"{text!r} is not a duration (use e.g. 30s, 10m, 24h)")
+        seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+    if not math.isfinite(seconds) or seconds < 0:
         raise ValueError(f"{text!r} is not a duration (use e.g. 30s, 10m, 24h)")
-    return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+    return seconds
 
 
 def parse_size(text: str | int) -> int:
     """'50GB' -> 50_000_000_000; '1GiB' -> 2**30; bare numbers are bytes."""
     if isinstance(text, int) and not isinstance(text, bool):
+        if text < 0:
+            raise ValueError(f"{text!r} is not a size: it is negative")
         return text
     m = _SIZE.match(str(text))
     if not m:
@@ -97,22 +107,37 @@ def parse_size(text: str | int) -> int:
     unit = (m.group(2) or "b").lower()
     power = "bkmgt".index(unit[0])
     base = 1024 if "i" in unit else 1000
-    return int(float(m.group(1)) * base**power)
+    size = float(m.group(1)) * base**power
+    if not math.isfinite(size):
+        raise ValueError(f"{text!r} is too large")
+    return int(size)
+
+
+_HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$")
 
 
 def parse_listen(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not sep or not port.isascii() or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"{text!r} is not HOST:PORT")
-    return host.strip("[]") or "127.0.0.1", int(port)
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not _HOSTNAME.match(host):
+            raise ValueError(f"{text!r}: {host!r} is not an IP address or host name") from None
+    return host, int(port)
 
 
 def _url(text: object) -> str:
     if not isinstance(text, str):
         raise ValueError("must be a URL string")
-    parts = urlsplit(text)
+    try:
+        parts = urlsplit(text)
+    except ValueError:
+        raise ValueError(f"{_masked(text)!r} is not a valid URL") from None
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"{text!r} is not an http(s) URL")
+        raise ValueError(f"{_masked(text)!r} is not an http(s) URL")
     if "@" in parts.netloc:
         # Credentials in a URL end up in logs and history; keep them in the environment.
         raise ValueError(
@@ -121,7 +146,20 @@ def _url(text: object) -> str:
     return text if text.endswith("/") else text + "/"
 
 
+def _masked(text: str) -> str:
+    """`text` with anything that may be a user or password hidden, for error messages (a
+    malformed URL is not split reliably, so everything before the last '@' goes)."""
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        scheme, rest = "", text
+    if "@" not in rest:
+        return text
+    prefix = scheme + sep if sep else ""
+    return prefix + "***@" + rest.rpartition("@")[2]
+
+
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+_PROJECT = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)  # PEP 508
 
 _SCHEMA: dict[str, dict[str, str]] = {
     "server": {
@@ -129,11 +167,12 @@ _SCHEMA: dict[str, dict[str, str]] = {
         "data_dir": "str",
         "default_pin": "str",
         "live_ttl": "duration",
-        "upstream_timeout": "duration",
+        "upstream_timeout": "positive duration",
+        "max_page_size": "positive size",
         "refuse_other_hosts": "bool",
     },
     "cache": {"size_limit": "size"},
-    "snapshot": {"interval": "duration", "track": "list", "concurrency": "int"},
+    "snapshot": {"interval": "positive duration", "track": "names", "concurrency": "int"},
     "pypi": {"simple_url": "url", "json_url": "url", "files_url": "url"},
 }
 _REGISTRY_KEYS = {"name", "url", "json_url", "intercept", "auth", "auth_env", "access_ttl", "grace"}
@@ -147,17 +186,24 @@ def _check(table: str, key: str, kind: str, value: Any) -> Any:
             return value
         if kind == "int" and isinstance(value, int) and not isinstance(value, bool) and value > 0:
             return value
-        if kind == "duration":
-            return parse_duration(value)
-        if kind == "size":
-            return parse_size(value)
-        if kind == "url":
+        if kind.endswith("duration"):
+            checked: float = parse_duration(value)
+        elif kind.endswith("size"):
+            checked = parse_size(value)
+        elif kind == "url":
             return _url(value)
-        if kind == "list" and isinstance(value, list) and all(isinstance(v, str) for v in value):
+        elif kind == "names" and isinstance(value, list) and all(isinstance(v, str) for v in value):
+            bad = [v for v in value if not _PROJECT.match(v)]
+            if bad:
+                raise ValueError(f"{bad[0]!r} is not a project name (PEP 508)")
             return value
+        else:
+            raise ConfigError(f"[{table}] {key}: expected {kind}, got {value!r}")
+        if kind.startswith("positive") and checked <= 0:
+            raise ValueError(f"{value!r} must be more than zero")
+        return checked
     except ValueError as e:
         raise ConfigError(f"[{table}] {key}: {e}") from None
-    raise ConfigError(f"[{table}] {key}: expected {kind}, got {value!r}")
 
 
 def parse(data: Mapping[str, Any], *, source: str = "<config>") -> Config:
@@ -205,6 +251,7 @@ def _parse(data: Mapping[str, Any], source: str) -> Config:
     for key, attr in (
         ("live_ttl", "live_ttl"),
         ("upstream_timeout", "upstream_timeout"),
+        ("max_page_size", "max_page_size"),
         ("refuse_other_hosts", "refuse_other_hosts"),
     ):
         if key in server:
@@ -286,6 +333,8 @@ def load(path: Path) -> Config:
         raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    except UnicodeDecodeError as e:  # tomllib decodes before parsing and lets this through
+        raise ConfigError(f"{path}: not valid TOML: not UTF-8 ({e.reason} at byte {e.start})") from None
     return parse(data, source=str(path))
 
 

@@ -236,6 +236,7 @@ class FileServer:
         self._tickets: OrderedDict[str, tuple[FileTarget, float]] = OrderedDict()
         self._downloads: dict[str, _Download] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._task_downloads: dict[asyncio.Task[None], _Download] = {}
         self._evict_lock = asyncio.Lock()
         self._runner: web.AppRunner | None = None
         self._counters = dict.fromkeys(
@@ -254,7 +255,12 @@ class FileServer:
         self.port = self._runner.addresses[0][1]
         await self._call(self._store.evict_to_limit)  # the limit may have shrunk since last run
 
-    async def stop(self) -> None:
+    async def stop(self, *, commit_grace: float = 10.0) -> None:
+        # Downloads whose bytes are all here and verified are committing (fsync, rename):
+        # their clients have the whole file already, so let them land rather than lose them.
+        committing = [task for task, download in self._task_downloads.items() if download.verified]
+        if committing:
+            await asyncio.wait(committing, timeout=commit_grace)
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -459,8 +465,13 @@ class FileServer:
         download = self._downloads[key] = _Download(target)
         task = asyncio.create_task(self._run_download(key, download))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._task_downloads[task] = download
+        task.add_done_callback(self._forget_task)
         return download
+
+    def _forget_task(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._task_downloads.pop(task, None)
 
     async def _stream_miss(self, request: web.Request, target: FileTarget) -> web.StreamResponse:
         download = self._join(target)

@@ -89,6 +89,10 @@ CREATE TABLE IF NOT EXISTS release_info (
 """
 
 
+class HistoryWriteError(OSError):
+    """History could not be written (disk full, database locked); nothing was recorded."""
+
+
 def to_micros(dt: datetime) -> int:
     delta = dt.astimezone(UTC) - datetime(1970, 1, 1, tzinfo=UTC)
     return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
@@ -171,8 +175,14 @@ class HistoryStore:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
+        # Owner only, and before SQLite opens it: SQLite gives the -wal and -shm files it
+        # creates the mode of the database file.
+        path.touch(mode=0o600)
+        for suffix in ("", "-wal", "-shm"):
+            extra = path.with_name(path.name + suffix)
+            if extra.exists():
+                extra.chmod(0o600)
         self._db().executescript(SCHEMA)
-        path.chmod(0o600)
 
     def _db(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
@@ -186,14 +196,21 @@ class HistoryStore:
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; HistoryWriteError (nothing written) when SQLite cannot write."""
         db = self._db()
-        db.execute("BEGIN IMMEDIATE")
         try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        except sqlite3.OperationalError as e:  # disk full, database locked, read-only
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise HistoryWriteError(f"cannot write history: {e}") from e
 
     def close(self) -> None:
         db = getattr(self._local, "db", None)
@@ -393,9 +410,13 @@ class HistoryStore:
             not_found=not_found,
         )
 
-    def find_file(self, registry: str, key: str) -> StoredFile | None:
+    def find_file(self, registry: str, key: str, filename: str | None = None) -> StoredFile | None:
+        """The file with this key; with `filename`, the one of that name (files with the same
+        bytes under several names, in several projects, share a key)."""
+        if filename is None:
+            return self._stored("f.key=? AND p.registry=?", (key, registry))
         return self._stored(
-            "f.key=? AND p.registry=?", (key, registry)
+            "f.key=? AND p.registry=? AND f.filename=?", (key, registry, filename)
         )
 
     def find_file_by_url(self, url: str) -> StoredFile | None:

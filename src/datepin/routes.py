@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from packaging.utils import NormalizedName, canonicalize_name
 
@@ -99,8 +99,14 @@ def _split(path: str) -> tuple[list[str], bool, str]:
     return segments, path.endswith("/"), query
 
 
+_SAFE = "!$&'()*+,;=:@-._~"
+
+
 def _with_query(location: str, query: str) -> str:
-    return f"{location}?{query}" if query else location
+    """A Location on this proxy, percent-encoded: segments were unquoted, and a CR LF sent as
+    %0d%0a would otherwise end the header and let a request write its own response headers."""
+    location = quote(location, safe="/" + _SAFE)
+    return f"{location}?{quote(query, safe='/?%' + _SAFE)}" if query else location
 
 
 def route_path(method: str, path: str) -> Route:

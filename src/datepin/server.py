@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import socket
+import sqlite3
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
@@ -58,12 +59,18 @@ class Paths:
 
 
 def prepare_data_dir(root: Path) -> Paths:
+    """Create the data directory and its parts, readable by their owner only: the CA's
+    private key and the history live here (mitmproxy would create `ca/` world-readable)."""
+    paths = Paths(root)
     try:
-        root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        root.chmod(0o700)
+        for directory in (root, paths.ca, paths.blobs):
+            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            directory.chmod(0o700)
     except OSError as e:
         raise StartupError(f"cannot use data directory {root}: {e.strerror}") from None
-    return Paths(root)
+    except ValueError as e:  # a NUL byte in the path (TOML strings may hold one)
+        raise StartupError(f"cannot use data directory {str(root)!r}: {e}") from None
+    return paths
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -147,6 +154,24 @@ class Runtime:
         return not had
 
 
+def open_stores(paths: Paths, config: Config) -> tuple[HistoryStore, BlobStore]:
+    """Open history and the blob store; a damaged or unreadable one is a StartupError."""
+    try:
+        history = HistoryStore(paths.history)
+    except (sqlite3.DatabaseError, OSError) as e:
+        raise StartupError(
+            f"cannot open the history {paths.history}: {e} (move it away to start afresh)"
+        ) from None
+    try:
+        store = BlobStore(paths.blobs, size_limit=config.size_limit)
+    except (sqlite3.DatabaseError, OSError) as e:
+        history.close()
+        raise StartupError(
+            f"cannot open the file store {paths.blobs}: {e} (move it away to start afresh)"
+        ) from None
+    return history, store
+
+
 @asynccontextmanager
 async def runtime(
     config: Config,
@@ -159,9 +184,8 @@ async def runtime(
     except ConfigError as e:
         raise StartupError(str(e)) from None
     paths = prepare_data_dir(config.data_dir)
-    history = HistoryStore(paths.history)
-    store = BlobStore(paths.blobs, size_limit=config.size_limit)
-    upstream = Upstream(timeout=config.upstream_timeout)
+    history, store = open_stores(paths, config)
+    upstream = Upstream(timeout=config.upstream_timeout, max_page_bytes=config.max_page_size)
     files = FileServer(store, upstream.session, timeout=config.upstream_timeout)
 
     async def fetch_file(file: DistFile, registry: Registry, headers: Mapping[str, str]) -> Path:

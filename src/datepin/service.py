@@ -20,13 +20,26 @@ from packaging.utils import NormalizedName
 
 from datepin.auth import AccessGate, UpstreamAuth
 from datepin.config import Config, Registry
-from datepin.history import Change, HistoryStore, file_key
+from datepin.history import Change, HistoryStore, HistoryWriteError, file_key
 from datepin.model import DistFile, ProjectHistory, ProjectPage, View
 from datepin.pins import Pin
 from datepin.rewrite.filenames import version_of
-from datepin.rewrite.parse import PageError, parse_html_page, parse_json_api_info, parse_json_page
+from datepin.rewrite.parse import (
+    PageError,
+    check_html_complete,
+    parse_html_page,
+    parse_json_api_info,
+    parse_json_page,
+)
 from datepin.rewrite.render import choose_release, info_from_metadata
-from datepin.upstream import SIMPLE_ACCEPT, Upstream, UpstreamError, mask_url, strip_userinfo
+from datepin.upstream import (
+    SIMPLE_ACCEPT,
+    Upstream,
+    UpstreamError,
+    mask_url,
+    one_line,
+    strip_userinfo,
+)
 from datepin.views import is_fixed, view
 
 log = logging.getLogger(__name__)
@@ -131,9 +144,11 @@ class Index:
             if "json" in fetched.content_type:
                 page = await asyncio.to_thread(parse_json_page, fetched.body, fetched.url)
             else:
+                check_html_complete(fetched.body)
                 page = await asyncio.to_thread(parse_html_page, fetched.body, fetched.url, name)
         except PageError as e:
-            raise UpstreamError(f"{mask_url(url)} sent a page datepin cannot read: {e}") from None
+            reason = one_line(str(e))
+            raise UpstreamError(f"{mask_url(url)} sent a page datepin cannot read: {reason}") from None
         # A link with user:password in it would put a secret into history.
         files = tuple(
             replace(f, url=strip_userinfo(f.url)) if "@" in f.url else f for f in page.files
@@ -176,9 +191,13 @@ class Index:
         self.observations += 1
         if page is None and await asyncio.to_thread(self.history.last_observed, registry.name, name) is None:
             return None
-        _, change = await asyncio.to_thread(
-            self.history.record, registry.name, name, page, self.clock()
-        )
+        try:
+            _, change = await asyncio.to_thread(
+                self.history.record, registry.name, name, page, self.clock()
+            )
+        except HistoryWriteError as e:
+            # Answered like an upstream failure: from history with a warning where it can.
+            raise UpstreamError(f"{name}: datepin {e}", status=503) from None
         # Whoever observed it (a request, live or pinned, or the snapshotter): a file seen
         # going away is kept at once, while upstream may still serve it (DESIGN.md).
         if self._rescue is not None:
@@ -366,7 +385,10 @@ class Index:
             return chosen, stored
         info = await self._fetch_release_info(registry, result, chosen, authorization)
         if info is not None:
-            await asyncio.to_thread(self.history.save_release_info, registry.name, name, chosen, info)
+            try:
+                await asyncio.to_thread(self.history.save_release_info, registry.name, name, chosen, info)
+            except HistoryWriteError as e:
+                log.warning("%s %s: release info not kept: %s", name, chosen, e)
         return chosen, info or {"name": name, "version": chosen}
 
     async def _fetch_release_info(

@@ -43,9 +43,9 @@ def mask_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.username is None and parts.password is None:
         return url
-    host = parts.hostname or ""
-    if parts.port:
-        host += f":{parts.port}"
+    # The host as written (IPv6 brackets and port kept), without parsing the port: an
+    # invalid one must not turn masking into an exception.
+    host = parts.netloc.rpartition("@")[2]
     return urlunsplit(parts._replace(netloc=f"***@{host}"))
 
 
@@ -55,6 +55,12 @@ def strip_userinfo(url: str) -> str:
     if "@" not in parts.netloc:
         return url
     return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+def one_line(text: str) -> str:
+    """`text` with control characters escaped (CR LF as \\r\\n): upstream wrote parts of our
+    error messages (file names, parser complaints), and they go into log lines and headers."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
 def trust_store(environ: Mapping[str, str] = os.environ) -> ssl.SSLContext:
@@ -74,8 +80,9 @@ def ca_file(environ: Mapping[str, str] = os.environ) -> str | None:
 class Upstream:
     """Owns the aiohttp session.  Construct inside the running loop."""
 
-    def __init__(self, *, timeout: float = 30.0) -> None:
+    def __init__(self, *, timeout: float = 30.0, max_page_bytes: int = MAX_PAGE_BYTES) -> None:
         self.timeout = timeout
+        self.max_page_bytes = max_page_bytes
         connector = aiohttp.TCPConnector(ssl=trust_store(), limit=64, ttl_dns_cache=300)
         self.session = aiohttp.ClientSession(
             connector=connector,
@@ -88,11 +95,14 @@ class Upstream:
         await self.session.close()
 
     async def get(
-        self, url: str, *, headers: Mapping[str, str] | None = None, max_bytes: int = MAX_PAGE_BYTES
+        self, url: str, *, headers: Mapping[str, str] | None = None, max_bytes: int | None = None
     ) -> Fetched:
-        """GET a page into memory (index pages and JSON only; files are streamed elsewhere)."""
+        """GET a page into memory (index pages and JSON only; files are streamed elsewhere).
+
+        The limit counts decoded bytes, so a small gzip body cannot blow up in memory."""
         shown = mask_url(url)
         log.debug("GET %s", shown)
+        max_bytes = self.max_page_bytes if max_bytes is None else max_bytes
         try:
             async with self.session.get(url, headers=dict(headers or {})) as resp:
                 chunks, size = [], 0

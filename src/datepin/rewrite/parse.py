@@ -20,7 +20,13 @@ from packaging.utils import canonicalize_name
 from datepin.model import DistFile, ProjectPage
 from datepin.pins import PinError, parse_timestamp
 
-__all__ = ["PageError", "parse_html_page", "parse_json_api_info", "parse_json_page"]
+__all__ = [
+    "PageError",
+    "check_html_complete",
+    "parse_html_page",
+    "parse_json_api_info",
+    "parse_json_page",
+]
 
 _HASH_NAMES = frozenset(hashlib.algorithms_guaranteed | hashlib.algorithms_available)
 
@@ -180,6 +186,24 @@ def parse_html_page(body: bytes, base_url: str, name: str) -> ProjectPage:
         status=_meta_content(soup, "pypi:project-status"),
         status_reason=_meta_content(soup, "pypi:project-status-reason"),
     )
+
+
+_END_TAGS = (b"</html", b"</body")
+
+
+def check_html_complete(body: bytes) -> None:
+    """Raise PageError unless a whole HTML document arrived.
+
+    JSON that is cut short does not parse, but HTML does: the first half of a page is a valid
+    page with fewer links, and recording it would mark the other files deleted upstream.  A
+    page whose bytes end early with a matching Content-Length (a broken upstream cache, a
+    proxy that gave up) is caught only by its missing end tag.  PEP 503 allows omitting it;
+    every index seen in practice (warehouse, devpi, pypiserver, Artifactory, GitLab, the
+    PyTorch index) writes it, so a page without one is refused rather than half-recorded.
+    """
+    tail = body[-4096:].lower()
+    if not any(tag in tail for tag in _END_TAGS):
+        raise PageError("HTML page has no </body> or </html>: cut short upstream?")
 
 
 def _html_file(anchor: Tag, base_url: str) -> DistFile:
