@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -143,20 +146,33 @@ def test_credentials_in_upstream_urls_never_leak(tmp_path: Path) -> None:
     with FakePyPI() as fake:
         for name in ("alpha", "beta", "gamma"):
             fake.add_wheel(name, "1.0", upload_time="2023-01-01T10:00:00Z")
+        # Credentials written into a URL are refused, without echoing them.
         authed = fake.url.replace("http://", f"http://user:{SECRET}@")
-        extra = (f'[[registry]]\nname = "gone"\n'
-                 f'url = "http://user:{SECRET}@127.0.0.1:{closed_port()}/simple/"\n')
-        config = write_config(
-            tmp_path / "p.toml", simple_url=f"{authed}/simple/", json_url=f"{authed}/pypi/",
-            files_url=f"{authed}/files/", upstream_timeout="1s", live_ttl="0s", extra=extra,
+        bad = write_config(
+            tmp_path / "bad.toml", simple_url=f"{authed}/simple/", json_url=f"{authed}/pypi/",
+            files_url=f"{authed}/files/",
         )
-        proxy = Proxy(data_dir=tmp_path / "data", config=config)
+        refused = subprocess.run(
+            [sys.executable, "-m", "datepin", "serve", "--config", str(bad),
+             "--data-dir", str(tmp_path / "bad-data"), "--listen", "127.0.0.1:0"],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert refused.returncode != 0 and "credentials" in refused.stderr
+        assert SECRET not in refused.stdout + refused.stderr
+        # Static credentials come from the environment and go upstream masked everywhere.
+        extra = (f'[[registry]]\nname = "gone"\nauth = "static"\nauth_env = "GONE_TOKEN"\n'
+                 f'url = "http://127.0.0.1:{closed_port()}/simple/"\n')
+        config = write_config(
+            tmp_path / "p.toml", simple_url=f"{fake.url}/simple/", json_url=f"{fake.url}/pypi/",
+            files_url=f"{fake.url}/files/", upstream_timeout="1s", live_ttl="0s", extra=extra,
+        )
+        env = {**os.environ, "GONE_TOKEN": f"user:{SECRET}"}
+        proxy = Proxy(data_dir=tmp_path / "data", config=config, env=env)
         proxy.extra_args = ["-v"]
         answers = []
         with proxy:
-            answers.append(proxy.get("/live/simple/alpha/"))  # observes, with credentials
+            answers.append(proxy.get("/live/simple/alpha/"))  # observes
             assert answers[-1].status == 200
-            assert fake.requests_for("/simple/alpha/")[-1].headers.get("authorization")
             fake.fault("/simple/", "status", status=503)
             answers.append(proxy.get("/live/simple/alpha/"))  # served with a Warning
             assert answers[-1].header("Warning")
