@@ -14,8 +14,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from mitmproxy.addons import block, core, disable_h2c, next_layer, proxyserver, tlsconfig
+from mitmproxy.addons.errorcheck import ErrorCheck
+from mitmproxy.master import Master
 from mitmproxy.options import Options
-from mitmproxy.tools.dump import DumpMaster
 
 from datepin.addon import DatepinAddon
 from datepin.blobs import BlobStore
@@ -86,6 +88,28 @@ def intercept_patterns(config: Config) -> list[str]:
         if registry.intercept:
             hosts.add(urlsplit(registry.url).hostname or "")
     return [rf"^{h.replace('.', r'\.')}:443$" for h in sorted(hosts) if h]
+
+
+def make_master(options: Options) -> Master:
+    """mitmproxy with the addons a proxy needs, and none of the interactive ones.
+
+    mitmproxy passes every hook of every request through every addon; DumpMaster's ~35
+    (playback, export, scripts, map-local...) made that over a third of the CPU of a small
+    page (bench/run).  Kept: options and commands, refusing public clients (mitmproxy's
+    default), the proxy server, layer selection (allow_hosts), TLS interception, h2c
+    refusal, and exiting on startup errors.
+    """
+    master = Master(options)
+    master.addons.add(  # type: ignore[no-untyped-call]
+        core.Core(),
+        block.Block(),
+        proxyserver.Proxyserver(),
+        next_layer.NextLayer(),
+        tlsconfig.TlsConfig(),
+        disable_h2c.DisableH2C(),
+        ErrorCheck(),
+    )
+    return master
 
 
 @dataclass
@@ -176,7 +200,7 @@ async def run(
             mode=["regular"],
             confdir=str(rt.paths.ca),
         )
-        master = DumpMaster(options, with_termlog=False, with_dumper=False)
+        master = make_master(options)
         addon = DatepinAddon(config, rt.index, rt.files, clock=clock)
         master.addons.add(addon)  # type: ignore[no-untyped-call]
         master.options.update(  # type: ignore[no-untyped-call]
