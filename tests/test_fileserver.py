@@ -318,6 +318,7 @@ def test_fault_fails_the_client_stores_nothing_and_a_retry_fills(tmp_path: Path,
                 text = result.body.decode()
                 assert text.count("\n") == 1 and "f.whl" in text and "127.0.0.1" in text
                 assert "secret" not in text and "user" not in text
+            await env.server.wait_idle()  # the failed fill deletes its temp file right after
             assert stored_nothing(env)
             assert env.server.counters["fill_failures"] == 1
 
@@ -342,6 +343,7 @@ def test_client_never_gets_a_wrong_body_presented_as_complete(tmp_path: Path) ->
                     async for chunk in response.content.iter_chunked(64 * 1024):
                         received += len(chunk)
                 assert received < len(data)  # the last chunk was held back
+            await env.server.wait_idle()  # the failed fill deletes its temp file right after
             assert stored_nothing(env)
 
     run(body)
@@ -419,6 +421,7 @@ def test_concurrent_requests_all_cut_when_the_fill_fails(tmp_path: Path) -> None
             results = await asyncio.gather(*tasks, return_exceptions=True)
             assert all(isinstance(r, aiohttp.ClientPayloadError) for r in results), results
             assert env.upstream.count("GET", "bad.whl") == 1
+            await env.server.wait_idle()  # the failed fill deletes its temp file right after
             assert stored_nothing(env)
 
     run(body)
