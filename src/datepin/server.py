@@ -103,7 +103,7 @@ def make_master(options: Options) -> Master:
     master.addons.add(  # type: ignore[no-untyped-call]
         core.Core(),
         block.Block(),
-        proxyserver.Proxyserver(),
+        proxyserver.Proxyserver(),  # type: ignore[no-untyped-call]
         next_layer.NextLayer(),
         tlsconfig.TlsConfig(),
         disable_h2c.DisableH2C(),
