@@ -7,11 +7,9 @@ No business logic here: routing is `routes`, semantics are `service`/`views`, by
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
-from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from urllib.parse import quote
 
@@ -22,12 +20,13 @@ from datepin.config import Config, Registry
 from datepin.fileserver import FileServer, FileTarget
 from datepin.history import file_key
 from datepin.model import DistFile, View
+from datepin.pages import Page, PageCache, build_page
 from datepin.pins import Pin, PinError, format_time, parse_pin
 from datepin.rewrite.negotiate import choose_format, content_type
 from datepin.rewrite.render import (
     LinkFn,
-    render_html,
-    render_json,
+    iter_html,
+    iter_json,
     render_json_api,
     render_root_html,
     render_root_json,
@@ -71,25 +70,6 @@ def path_links(base: str, registry: str) -> LinkFn:
         return f"{base}/files/{registry}/{file_key(f)}/{quote(f.filename)}"
 
     return link
-
-
-class PageCache:
-    """Rendered bodies of fixed views (they never change), keyed by what shaped the bytes."""
-
-    def __init__(self, size: int = 1024) -> None:
-        self.size = size
-        self._items: OrderedDict[tuple[object, ...], tuple[View, bytes]] = OrderedDict()
-
-    def get(self, key: tuple[object, ...], view: View, render: Callable[[], bytes]) -> bytes:
-        hit = self._items.get(key)
-        if hit is not None and hit[0] is view:
-            self._items.move_to_end(key)
-            return hit[1]
-        body = render()
-        self._items[key] = (view, body)
-        if len(self._items) > self.size:
-            self._items.popitem(last=False)
-        return body
 
 
 class DatepinAddon:
@@ -186,6 +166,12 @@ class DatepinAddon:
         if isinstance(route, routes.Root):
             flow.response = await self._root(flow, pin, registry)
             return
+        fmt = choose_format(flow.request.headers.get("Accept"))
+        key = (registry.name, route.project, pin.cutoff, fmt, base)
+        if not json_api and pin.cutoff is not None and (page := self.pages.get(key)) is not None:
+            # A fixed view's page: answered from memory, no history read at all.
+            self._send_page(flow, page, pin_headers(pin, page.kind), pin)
+            return
         try:
             answer = await self.index.answer(registry, route.project, pin)
         except NotObserved:
@@ -210,19 +196,19 @@ class DatepinAddon:
                 flow.response = self._not_found(True, "release not found", pin, view)
                 return
             body = render_json_api(view, info[1], link, version=route.version)
-            self._page(flow, body, "application/json", headers, pin)
+            self._page(flow, [body], "application/json", headers, pin)
             return
-        fmt = choose_format(flow.request.headers.get("Accept"))
-        key = (registry.name, view.name, pin.cutoff, fmt, base)
-        renderer = render_json if fmt == "v1+json" else render_html
-        body = self.pages.get(key, view, lambda: renderer(view, link))
-        self._page(flow, body, content_type(fmt), headers, pin)
+        chunks = iter_json(view, link) if fmt == "v1+json" else iter_html(view, link)
+        page = build_page(chunks, content_type(fmt), view.kind)
+        if answer.fixed:
+            self.pages.put(key, page)
+        self._send_page(flow, page, headers, pin)
 
     async def _root(self, flow: http.HTTPFlow, pin: Pin, registry: Registry) -> http.Response:
         names = await asyncio.to_thread(self.index.history.visible_names, registry.name)
         fmt = choose_format(flow.request.headers.get("Accept"))
         body = render_root_json(names) if fmt == "v1+json" else render_root_html(names)
-        self._page(flow, body, content_type(fmt), pin_headers(pin), pin)
+        self._page(flow, [body], content_type(fmt), pin_headers(pin), pin)
         assert flow.response is not None
         return flow.response
 
@@ -233,16 +219,19 @@ class DatepinAddon:
         return text_response(404, message, headers)
 
     def _page(
-        self, flow: http.HTTPFlow, body: bytes, ctype: str, headers: dict[str, str], pin: Pin
+        self, flow: http.HTTPFlow, chunks: Iterable[bytes], ctype: str, headers: dict[str, str], pin: Pin
     ) -> None:
+        self._send_page(flow, build_page(chunks, ctype), headers, pin)
+
+    def _send_page(self, flow: http.HTTPFlow, page: Page, headers: dict[str, str], pin: Pin) -> None:
         """Answer with a rendered page: strong ETag per body and encoding, 304, gzip."""
         cutoff = format_time(pin.cutoff) if pin.cutoff else "live"
-        digest = hashlib.sha256(body).hexdigest()[:32]
         gz = "gzip" in flow.request.headers.get("Accept-Encoding", "")
-        etag = f'"{digest}-{cutoff}{"-gz" if gz else ""}"'
+        body, gzipped = page.body(gzip_ok=gz)
+        etag = f'"{page.digest}-{cutoff}{"-gz" if gz else ""}"'
         headers = {
             **headers,
-            "Content-Type": ctype,
+            "Content-Type": page.content_type,
             "Vary": PAGE_VARY,
             "ETag": etag,
             "Cache-Control": self._page_cache_control(pin),
@@ -250,9 +239,12 @@ class DatepinAddon:
         if etag in [t.strip() for t in flow.request.headers.get("If-None-Match", "").split(",")]:
             flow.response = http.Response.make(304, b"", headers)
             return
-        response = http.Response.make(200, body, headers)
-        if gz and len(body) > 512:
-            response.encode("gzip")
+        response = http.Response.make(200, b"" if gzipped else body, headers)
+        if gzipped:
+            # Already compressed: set as is (assigning `content` would compress it again).
+            response.headers["Content-Encoding"] = "gzip"
+            response.raw_content = body
+            response.headers["Content-Length"] = str(len(body))
         flow.response = response
 
     def _page_cache_control(self, pin: Pin) -> str:
