@@ -62,14 +62,18 @@ def main() -> int:
             dp = Datepin(work / "main", static.url)
             with dp:
                 if "e2e" in only:
+                    dp.phase("e2e: warm installs")
                     results["e2e"] = stages.end_to_end(fx, static, dp, scale, work, log)
                 if "pages" in only:
+                    dp.phase("pages")
                     results["pages"] = stages.index_pages(fx, static, dp, scale, log)
                 if "growth" in only:
+                    dp.phase("growth")
                     results["growth"] = stages.growth(fx, static, dp, scale, work, log)
                 if "files" in only:
                     results["files"] = stages.files(fx, static, dp, scale, work, log)
-            results["peak_rss_mb"] = max(dp.peaks_mb)
+            results["rss_peaks_mb"] = {k: round(v / 1024, 1) for k, v in dp.peaks.items()}
+            results["peak_rss_mb"] = dp.peak_mb()
             if "snapshot" in only:
                 results["snapshot"] = stages.snapshot(fx, static, scale, work, log)
     finally:

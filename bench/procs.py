@@ -63,15 +63,16 @@ def status_kib(pid: int) -> dict[str, int]:
 
 @dataclass
 class RssSampler:
-    """Samples VmRSS of one process every `interval` s; `peak_mb` is the highest seen.
+    """Samples VmRSS (and the kernel's VmHWM) of one process every `interval` s.
 
-    `phase()` starts a new phase: it resets the kernel's VmHWM (clear_refs 5) so that a
-    phase's peak counts only that phase, and keeps the peak of the whole life too."""
+    `phase(label)` starts a phase: it resets VmHWM (clear_refs 5) so that the phase's peak
+    counts only that phase; `peaks` holds the peak of each label (kiB), shared across
+    restarts when the caller passes the same dict."""
 
     pid: int
+    peaks: dict[str, int] = field(default_factory=dict)
+    label: str = "start"
     interval: float = 0.02
-    peak_kib: int = 0
-    phase_peak_kib: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -90,25 +91,21 @@ class RssSampler:
         except (OSError, ValueError):
             return
         top = max(s.get("VmRSS", 0), s.get("VmHWM", 0))
-        self.peak_kib = max(self.peak_kib, top)
-        self.phase_peak_kib = max(self.phase_peak_kib, top)
+        self.peaks[self.label] = max(self.peaks.get(self.label, 0), top)
 
-    def phase(self) -> None:
+    def phase(self, label: str) -> None:
         self._sample()
         try:
             Path(f"/proc/{self.pid}/clear_refs").write_text("5")
         except OSError:
             pass  # not allowed here: phases then see the whole life's peak
-        self.phase_peak_kib = 0
+        self.label = label
         self._sample()
 
-    def phase_peak_mb(self) -> float:
+    def peak_mb(self, label: str | None = None) -> float:
         self._sample()
-        return round(self.phase_peak_kib / 1024, 1)
-
-    def peak_mb(self) -> float:
-        self._sample()
-        return round(self.peak_kib / 1024, 1)
+        kib = self.peaks.get(label, 0) if label else max(self.peaks.values(), default=0)
+        return round(kib / 1024, 1)
 
     def stop(self) -> None:
         self._sample()
@@ -119,13 +116,16 @@ class RssSampler:
 
 @dataclass
 class Datepin:
-    """`datepin serve` on a free port against the static upstream, with its RSS sampled."""
+    """`datepin serve` on a free port against the static upstream, with its RSS sampled.
+
+    `peaks` maps a phase label (see `phase`) to the peak RSS seen in it, in kiB, across
+    restarts."""
 
     data_dir: Path
     upstream: str
     proxy: Proxy | None = None
     rss: RssSampler | None = None
-    peaks_mb: list[float] = field(default_factory=list)  # one per process, restarts included
+    peaks: dict[str, int] = field(default_factory=dict)
 
     def config(self) -> Path:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -145,17 +145,26 @@ class Datepin:
     def index(self, pin: str) -> str:
         return f"{self.url}/{pin}/simple/"
 
+    def phase(self, label: str) -> None:
+        assert self.rss is not None
+        self.rss.phase(label)
+
+    def peak_mb(self, label: str | None = None) -> float:
+        if self.rss is not None:
+            self.rss._sample()
+        kib = self.peaks.get(label, 0) if label else max(self.peaks.values(), default=0)
+        return round(kib / 1024, 1)
+
     def start(self) -> Datepin:
         self.proxy = Proxy(data_dir=self.data_dir, config=self.config()).start()
         assert self.proxy.process is not None
-        self.rss = RssSampler(self.proxy.process.pid).start()
+        label = self.rss.label if self.rss is not None else "start"
+        self.rss = RssSampler(self.proxy.process.pid, self.peaks, label).start()
         return self
 
     def stop(self) -> None:
         if self.rss is not None:
             self.rss.stop()
-            self.peaks_mb.append(self.rss.peak_mb())
-            self.rss = None
         if self.proxy is not None:
             self.proxy.stop()
             self.proxy = None

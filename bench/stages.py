@@ -172,6 +172,11 @@ def _used_bytes(store: object) -> int:
     return int(used)
 
 
+def merge_peaks(into: Datepin, other: Datepin) -> None:
+    for label, kib in other.peaks.items():
+        into.peaks[label] = max(into.peaks.get(label, 0), kib)
+
+
 # -- 3. files --------------------------------------------------------------------------------
 
 
@@ -198,7 +203,6 @@ def _huge_link(fx: Fixture, dp: Datepin) -> tuple[str, int]:
 
 def files(fx: Fixture, static: StaticServer, dp: Datepin, scale: Scale, work: Path, log: Log) -> dict[str, object]:
     """The 1 GiB wheel through the full proxy (`/files/...` from a pinned page) vs static."""
-    assert dp.rss is not None
     link, size = _huge_link(fx, dp)
     direct = f"{static.url}/packages/{fx.huge}/{fx.huge_filename}"
     n = scale.repeats
@@ -211,29 +215,28 @@ def files(fx: Fixture, static: StaticServer, dp: Datepin, scale: Scale, work: Pa
     out["static_x4"] = rate(download(direct, 4), 4)
 
     fills = _fills(dp)
-    dp.rss.phase()
+    dp.phase("files: cold fill")
     out["cold_single"] = rate(download(link))
     _wait_fills(dp, fills + 1)
-    out["rss_cold_single_mb"] = dp.rss.phase_peak_mb()
+    out["rss_cold_single_mb"] = dp.peak_mb("files: cold fill")
 
-    dp.rss.phase()
+    dp.phase("files: hit")
     out["hit_single"] = max(rate(download(link)) for _ in range(n))
-    out["rss_hit_single_mb"] = dp.rss.phase_peak_mb()
-    dp.rss.phase()
+    out["rss_hit_single_mb"] = dp.peak_mb("files: hit")
+    dp.phase("files: hit x4")
     out["hit_x4"] = rate(download(link, 4), 4)
-    out["rss_hit_x4_mb"] = dp.rss.phase_peak_mb()
+    out["rss_hit_x4_mb"] = dp.peak_mb("files: hit x4")
 
     # Four clients at once on a file nobody has: one upstream download, four tails.
     cold = Datepin(work / "files-cold", dp.upstream)
     with cold:
-        assert cold.rss is not None
         link4, _ = _huge_link(fx, cold)
-        cold.rss.phase()
+        cold.phase("files: cold fill x4 (fresh datepin)")
         out["cold_x4"] = rate(download(link4, 4), 4)
         _wait_fills(cold, 1)
-        out["rss_cold_x4_mb"] = cold.rss.phase_peak_mb()
+        out["rss_cold_x4_mb"] = cold.peak_mb("files: cold fill x4 (fresh datepin)")
     shutil.rmtree(cold.data_dir, ignore_errors=True)
-    dp.peaks_mb.extend(cold.peaks_mb)
+    merge_peaks(dp, cold)
     log(f"files MB/s: static {out['static_single']} (x4 {out['static_x4']}), hit {out['hit_single']} "
         f"(x4 {out['hit_x4']}), cold {out['cold_single']} (x4 {out['cold_x4']}); RSS MB: "
         f"cold {out['rss_cold_single_mb']}, hit {out['rss_hit_single_mb']}, hit x4 {out['rss_hit_x4_mb']}, "
@@ -281,8 +284,9 @@ def end_to_end(fx: Fixture, static: StaticServer, dp: Datepin, scale: Scale, wor
             times[client]["warm"].append(_install(client, dp.index(PIN), fx.packages, venv))
             cold = Datepin(work / f"cold-{client}-{rep}", static.url)
             with cold:
+                cold.phase("e2e: cold installs (fresh datepin)")
                 times[client]["cold"].append(_install(client, cold.index(PIN), fx.packages, venv))
-            dp.peaks_mb.extend(cold.peaks_mb)
+            merge_peaks(dp, cold)
             shutil.rmtree(cold.data_dir, ignore_errors=True)
     out: dict[str, object] = {"projects": len(fx.packages), "runs": scale.repeats}
     for client, modes in times.items():
