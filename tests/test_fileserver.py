@@ -23,6 +23,7 @@ from datepin.fileserver import (
     ByteRange,
     FileServer,
     FileTarget,
+    SMALL_FILE,
     FillError,
     RangeNotSatisfiable,
     etag_for,
@@ -277,6 +278,42 @@ def test_fill_without_a_client(tmp_path: Path) -> None:
             with pytest.raises(FillError) as failure:
                 await env.server.fill(env.target("broken.whl", expected_sha256="0" * 64))
             assert failure.value.status == 502
+
+    run(body)
+
+
+def test_read_small_gives_a_stored_small_file_whole_with_the_headers_of_a_hit(tmp_path: Path) -> None:
+    small, big = os.urandom(1000), os.urandom(SMALL_FILE + 1)
+
+    async def body() -> None:
+        async with environment(tmp_path) as env:
+            env.upstream.files["s.whl"] = Behaviour(small)
+            env.upstream.files["b.whl"] = Behaviour(big)
+            assert await env.server.read_small(env.target("s.whl")) is None  # not stored yet
+            hit = await env.fetch(env.target("s.whl"))
+            await env.fetch(env.target("b.whl"))
+            read = await env.server.read_small(env.target("s.whl"))
+            assert read is not None
+            data, headers = read
+            assert data == small
+            for name in ("ETag", "Cache-Control", "Content-Type", "Accept-Ranges"):
+                assert headers[name] == hit.headers[name]
+            assert await env.server.read_small(env.target("b.whl")) is None  # too big: stream it
+            assert await env.server.read_small(env.target("s.whl", expected_sha256=None)) is None
+            assert env.upstream.count("GET", "s.whl") == 1
+
+    run(body)
+
+
+def test_read_small_marks_an_irreplaceable_file(tmp_path: Path) -> None:
+    data = os.urandom(1000)
+
+    async def body() -> None:
+        async with environment(tmp_path) as env:
+            env.upstream.files["i.whl"] = Behaviour(data)
+            await env.fetch(env.target("i.whl"))
+            assert await env.server.read_small(env.target("i.whl", irreplaceable=True)) is not None
+            assert env.store.is_irreplaceable(sha(data))
 
     run(body)
 

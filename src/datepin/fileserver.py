@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 CACHE_CONTROL = "public, max-age=31536000, immutable"
 _CONTENT_TYPE = "application/octet-stream"
 _CHUNK = 1 << 20
+# Store hits up to this size may be read whole and answered by the proxy itself (`read_small`).
+SMALL_FILE = 256 * 1024
 _TICKET = re.compile(r"/t/([A-Za-z0-9_-]{22})")
 _T = TypeVar("_T")
 
@@ -314,6 +316,41 @@ class FileServer:
         if download.committed and download.sha256 is not None:
             return download.sha256
         raise download.error or FillError(502, "download did not complete")
+
+    # -- small hits, answered by the caller ----------------------------------------------------
+
+    async def read_small(self, target: FileTarget) -> tuple[bytes, dict[str, str]] | None:
+        """A stored file of at most SMALL_FILE bytes, whole, and the headers of its 200.
+
+        For a plain GET (no Range, no conditional headers) of a `.metadata` file or a small
+        wheel, the proxy can answer with these instead of relaying this server's answer: one
+        HTTP exchange instead of two.  None when the file is not stored whole (missing, being
+        filled, or bigger): send the client here.
+        """
+        sha = target.expected_sha256
+        if sha is None or self._key(target) in self._downloads:
+            return None
+        data = await self._call(self._read_small, sha, target.irreplaceable)
+        if data is None:
+            return None
+        self._counters["hits"] += 1
+        self._counters["bytes_served"] += len(data)
+        return data, self._headers(etag_for(sha))
+
+    def _read_small(self, sha256: str, irreplaceable: bool) -> bytes | None:
+        handle = self._store.open(sha256)
+        if handle is None:
+            return None
+        with handle:
+            if handle.size > SMALL_FILE:
+                return None
+            data = os.pread(handle.file.fileno(), handle.size, 0)
+            if len(data) != handle.size:
+                return None  # a short read: let the streaming path deal with it
+        self._store.touch(sha256)
+        if irreplaceable:
+            self._store.mark_irreplaceable(sha256)
+        return data
 
     # -- request handling ----------------------------------------------------------------------
 
