@@ -584,10 +584,6 @@ class FileServer:
 
     async def _download(self, download: _Download) -> None:
         target, sha = download.target, download.target.expected_sha256
-        if sha is not None and await self._call(self._store.has, sha):
-            download.already_stored, download.sha256, download.committed = True, sha, True
-            download.started.set()
-            return
         async with self._session.get(
             target.upstream_url,
             headers=self._upstream_headers(target),
@@ -601,8 +597,13 @@ class FileServer:
                 if length is not None and length != target.size:
                     raise FillError(502, f"upstream announced {length} bytes, the index {target.size}")
                 length = target.size
-            fill = download.fill = await self._call(self._store.open_fill, sha)
-            download.fd = await self._call(os.open, fill.path, os.O_RDONLY)
+            begun = await self._call(self._begin_fill, sha)
+            if begun is None:  # stored meanwhile (by another process): nothing to download
+                download.already_stored, download.sha256, download.committed = True, sha, True
+                download.started.set()
+                return
+            fill, download.fd = begun
+            download.fill = fill
             download.length = length
             download.started.set()
             async for chunk in upstream.content.iter_chunked(_CHUNK):
@@ -622,6 +623,21 @@ class FileServer:
         download.committed = True
         self._counters["fills"] += 1
         await self._after_commit(download, digest, fill.size)
+
+    def _begin_fill(self, sha256: str | None) -> tuple[Fill, int] | None:
+        """None if the blob is stored already; else a fill and a reader's fd on its temp file.
+
+        One thread-pool call where there were three: callers have just found the blob
+        missing, so this check only catches another process's commit, and each hop cost a
+        client about a millisecond on a busy proxy (bench/run, cold installs)."""
+        if sha256 is not None and self._store.has(sha256):
+            return None
+        fill = self._store.open_fill(sha256)
+        try:
+            return fill, os.open(fill.path, os.O_RDONLY)
+        except BaseException:
+            fill.abort()
+            raise
 
     async def _after_commit(self, download: _Download, sha256: str, size: int) -> None:
         download.lease = await self._call(self._store.open, sha256)
