@@ -168,8 +168,10 @@ class DatepinAddon:
             return
         fmt = choose_format(flow.request.headers.get("Accept"))
         key = (registry.name, route.project, pin.cutoff, fmt, base)
-        if not json_api and pin.cutoff is not None and (page := self.pages.get(key)) is not None:
-            # A fixed view's page: answered from memory, no history read at all.
+        # A fixed view's page is answered from memory, with no history read at all; never for
+        # a passthrough registry, whose pages only clients upstream accepts may see.
+        cacheable = not json_api and pin.cutoff is not None and registry.auth != "passthrough"
+        if cacheable and (page := self.pages.get(key)) is not None:
             self._send_page(flow, page, pin_headers(pin, page.kind), pin)
             return
         try:
@@ -200,7 +202,7 @@ class DatepinAddon:
             return
         chunks = iter_json(view, link) if fmt == "v1+json" else iter_html(view, link)
         page = build_page(chunks, content_type(fmt), view.kind)
-        if answer.fixed:
+        if cacheable and answer.fixed:
             self.pages.put(key, page)
         self._send_page(flow, page, headers, pin)
 
