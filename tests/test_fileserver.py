@@ -23,6 +23,7 @@ from datepin.fileserver import (
     ByteRange,
     FileServer,
     FileTarget,
+    SMALL_FILE,
     FillError,
     RangeNotSatisfiable,
     etag_for,
@@ -281,6 +282,42 @@ def test_fill_without_a_client(tmp_path: Path) -> None:
     run(body)
 
 
+def test_read_small_gives_a_stored_small_file_whole_with_the_headers_of_a_hit(tmp_path: Path) -> None:
+    small, big = os.urandom(1000), os.urandom(SMALL_FILE + 1)
+
+    async def body() -> None:
+        async with environment(tmp_path) as env:
+            env.upstream.files["s.whl"] = Behaviour(small)
+            env.upstream.files["b.whl"] = Behaviour(big)
+            assert await env.server.read_small(env.target("s.whl")) is None  # not stored yet
+            hit = await env.fetch(env.target("s.whl"))
+            await env.fetch(env.target("b.whl"))
+            read = await env.server.read_small(env.target("s.whl"))
+            assert read is not None
+            data, headers = read
+            assert data == small
+            for name in ("ETag", "Cache-Control", "Content-Type", "Accept-Ranges"):
+                assert headers[name] == hit.headers[name]
+            assert await env.server.read_small(env.target("b.whl")) is None  # too big: stream it
+            assert await env.server.read_small(env.target("s.whl", expected_sha256=None)) is None
+            assert env.upstream.count("GET", "s.whl") == 1
+
+    run(body)
+
+
+def test_read_small_marks_an_irreplaceable_file(tmp_path: Path) -> None:
+    data = os.urandom(1000)
+
+    async def body() -> None:
+        async with environment(tmp_path) as env:
+            env.upstream.files["i.whl"] = Behaviour(data)
+            await env.fetch(env.target("i.whl"))
+            assert await env.server.read_small(env.target("i.whl", irreplaceable=True)) is not None
+            assert env.store.is_irreplaceable(sha(data))
+
+    run(body)
+
+
 # -- faults ------------------------------------------------------------------------------------
 
 FAULTS = {
@@ -318,6 +355,7 @@ def test_fault_fails_the_client_stores_nothing_and_a_retry_fills(tmp_path: Path,
                 text = result.body.decode()
                 assert text.count("\n") == 1 and "f.whl" in text and "127.0.0.1" in text
                 assert "secret" not in text and "user" not in text
+            await env.server.wait_idle()  # the failed fill deletes its temp file right after
             assert stored_nothing(env)
             assert env.server.counters["fill_failures"] == 1
 
@@ -342,7 +380,7 @@ def test_client_never_gets_a_wrong_body_presented_as_complete(tmp_path: Path) ->
                     async for chunk in response.content.iter_chunked(64 * 1024):
                         received += len(chunk)
                 assert received < len(data)  # the last chunk was held back
-            await env.server.wait_idle()
+            await env.server.wait_idle()  # the failed fill deletes its temp file right after
             assert stored_nothing(env)
 
     run(body)
@@ -420,6 +458,7 @@ def test_concurrent_requests_all_cut_when_the_fill_fails(tmp_path: Path) -> None
             results = await asyncio.gather(*tasks, return_exceptions=True)
             assert all(isinstance(r, aiohttp.ClientPayloadError) for r in results), results
             assert env.upstream.count("GET", "bad.whl") == 1
+            await env.server.wait_idle()  # the failed fill deletes its temp file right after
             assert stored_nothing(env)
 
     run(body)

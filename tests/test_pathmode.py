@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -149,3 +150,33 @@ def test_upstream_down_without_history_is_502_and_with_history_is_served(graph, 
     down = proxy.get("/2023-03-01/simple/beta/")
     assert down.status == 502 and b"503" in down.body
     assert proxy.get("/2023-03-01/simple/alpha/").status == 200  # fixed view, from history
+
+
+def fills(proxy) -> int:
+    metrics = proxy.get("/-/metrics").body.decode().splitlines()
+    return next(int(line.split()[1]) for line in metrics if line.startswith("datepin_files_fills_total"))
+
+
+def test_files_through_the_proxy_fill_once_then_hit_with_the_same_answers(graph, proxy):
+    [f] = json.loads(proxy.get("/2023-03-01/simple/beta/", {"Accept": JSON}).body)["files"]
+    path = f["url"].removeprefix(proxy.url)
+    wheel = graph.file("beta-1.0-py3-none-any.whl")
+    cold = proxy.get(path)
+    assert cold.status == 200 and cold.body == wheel.read()
+    deadline = time.monotonic() + 30
+    while fills(proxy) < 1:  # the commit follows the client's last bytes
+        assert time.monotonic() < deadline, "the fill was never committed"
+    graph.clear_log()
+    hit = proxy.get(path)  # a small stored file: answered by the proxy itself
+    assert hit.status == 200 and hit.body == wheel.read()
+    for name in ("ETag", "Cache-Control", "Content-Type", "Accept-Ranges"):
+        assert hit.header(name) == cold.header(name)
+    assert not graph.requests_for("/files/")
+    tail = proxy.get(path, {"Range": "bytes=-100"})  # ranges still go to the file server
+    assert tail.status == 206 and tail.body == wheel.read()[-100:]
+    assert proxy.get(path, {"If-None-Match": hit.header("ETag")}).status == 304
+    head = proxy.get(path, method="HEAD")
+    assert head.status == 200 and head.header("Content-Length") == str(wheel.size)
+    metadata = proxy.get(path + ".metadata")
+    assert metadata.status == 200 and metadata.body == wheel.metadata
+    assert proxy.get(path + ".metadata").body == wheel.metadata

@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 CACHE_CONTROL = "public, max-age=31536000, immutable"
 _CONTENT_TYPE = "application/octet-stream"
 _CHUNK = 1 << 20
+# Store hits up to this size may be read whole and answered by the proxy itself (`read_small`).
+SMALL_FILE = 256 * 1024
 _TICKET = re.compile(r"/t/([A-Za-z0-9_-]{22})")
 _T = TypeVar("_T")
 
@@ -332,6 +334,41 @@ class FileServer:
             return download.sha256
         raise download.error or FillError(502, "download did not complete")
 
+    # -- small hits, answered by the caller ----------------------------------------------------
+
+    async def read_small(self, target: FileTarget) -> tuple[bytes, dict[str, str]] | None:
+        """A stored file of at most SMALL_FILE bytes, whole, and the headers of its 200.
+
+        For a plain GET (no Range, no conditional headers) of a `.metadata` file or a small
+        wheel, the proxy can answer with these instead of relaying this server's answer: one
+        HTTP exchange instead of two.  None when the file is not stored whole (missing, being
+        filled, or bigger): send the client here.
+        """
+        sha = target.expected_sha256
+        if sha is None or self._key(target) in self._downloads:
+            return None
+        data = await self._call(self._read_small, sha, target.irreplaceable)
+        if data is None:
+            return None
+        self._counters["hits"] += 1
+        self._counters["bytes_served"] += len(data)
+        return data, self._headers(etag_for(sha))
+
+    def _read_small(self, sha256: str, irreplaceable: bool) -> bytes | None:
+        handle = self._store.open(sha256)
+        if handle is None:
+            return None
+        with handle:
+            if handle.size > SMALL_FILE:
+                return None
+            data = os.pread(handle.file.fileno(), handle.size, 0)
+            if len(data) != handle.size:
+                return None  # a short read: let the streaming path deal with it
+        self._store.touch(sha256)
+        if irreplaceable:
+            self._store.mark_irreplaceable(sha256)
+        return data
+
     # -- request handling ----------------------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
@@ -578,10 +615,6 @@ class FileServer:
 
     async def _download(self, download: _Download) -> None:
         target, sha = download.target, download.target.expected_sha256
-        if sha is not None and await self._call(self._store.has, sha):
-            download.already_stored, download.sha256, download.committed = True, sha, True
-            download.started.set()
-            return
         async with self._session.get(
             target.upstream_url,
             headers=self._upstream_headers(target),
@@ -595,8 +628,13 @@ class FileServer:
                 if length is not None and length != target.size:
                     raise FillError(502, f"upstream announced {length} bytes, the index {target.size}")
                 length = target.size
-            fill = download.fill = await self._call(self._store.open_fill, sha)
-            download.fd = await self._call(os.open, fill.path, os.O_RDONLY)
+            begun = await self._call(self._begin_fill, sha)
+            if begun is None:  # stored meanwhile (by another process): nothing to download
+                download.already_stored, download.sha256, download.committed = True, sha, True
+                download.started.set()
+                return
+            fill, download.fd = begun
+            download.fill = fill
             download.length = length
             download.started.set()
             async for chunk in upstream.content.iter_chunked(_CHUNK):
@@ -616,6 +654,21 @@ class FileServer:
         download.committed = True
         self._counters["fills"] += 1
         await self._after_commit(download, digest, fill.size)
+
+    def _begin_fill(self, sha256: str | None) -> tuple[Fill, int] | None:
+        """None if the blob is stored already; else a fill and a reader's fd on its temp file.
+
+        One thread-pool call where there were three: callers have just found the blob
+        missing, so this check only catches another process's commit, and each hop cost a
+        client about a millisecond on a busy proxy (bench/run, cold installs)."""
+        if sha256 is not None and self._store.has(sha256):
+            return None
+        fill = self._store.open_fill(sha256)
+        try:
+            return fill, os.open(fill.path, os.O_RDONLY)
+        except BaseException:
+            fill.abort()
+            raise
 
     async def _after_commit(self, download: _Download, sha256: str, size: int) -> None:
         download.lease = await self._call(self._store.open, sha256)

@@ -16,8 +16,10 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from mitmproxy.addons import block, core, disable_h2c, next_layer, proxyserver, tlsconfig
+from mitmproxy.addons.errorcheck import ErrorCheck
+from mitmproxy.master import Master
 from mitmproxy.options import Options
-from mitmproxy.tools.dump import DumpMaster
 
 from datepin import forward
 from datepin.addon import DatepinAddon, file_target
@@ -113,6 +115,28 @@ def proxy_options(
         "allow_hosts": intercept_patterns(config),
         "ssl_verify_upstream_trusted_ca": ca_file(environ),
     }
+
+
+def make_master(options: Options) -> Master:
+    """mitmproxy with the addons a proxy needs, and none of the interactive ones.
+
+    mitmproxy passes every hook of every request through every addon; DumpMaster's ~35
+    (playback, export, scripts, map-local...) made that over a third of the CPU of a small
+    page (bench/run).  Kept: options and commands, refusing public clients (mitmproxy's
+    default), the proxy server, layer selection (allow_hosts), TLS interception, h2c
+    refusal, and exiting on startup errors.
+    """
+    master = Master(options)
+    master.addons.add(  # type: ignore[no-untyped-call]
+        core.Core(),
+        block.Block(),
+        proxyserver.Proxyserver(),  # type: ignore[no-untyped-call]
+        next_layer.NextLayer(),
+        tlsconfig.TlsConfig(),
+        disable_h2c.DisableH2C(),
+        ErrorCheck(),
+    )
+    return master
 
 
 @dataclass
@@ -228,7 +252,7 @@ async def run(
         options = proxy_options(config, rt.paths.ca)
         # Declared by mitmproxy's proxyserver addon, so settable only once it is loaded.
         late = {"connection_strategy": options.pop("connection_strategy")}
-        master = DumpMaster(Options(**options), with_termlog=False, with_dumper=False)
+        master = make_master(Options(**options))
         addon = DatepinAddon(config, rt.index, rt.files, clock=clock)
         master.addons.add(addon)  # type: ignore[no-untyped-call]
         master.options.update(**late)  # type: ignore[no-untyped-call]

@@ -48,6 +48,11 @@ Clock = Callable[[], datetime]
 # Fetch a file into the blob store (with these upstream headers) and return its path.
 FetchFile = Callable[[DistFile, Registry, Mapping[str, str]], Awaitable[Path]]
 
+# Fixed views kept in memory, counted in files (about 1 KB each).  Their rendered pages are
+# cached by the addon, so this serves other formats and the JSON API; a view of more than a
+# quarter of this (a 20,000-file project) is recomputed instead of crowding out the rest.
+FIXED_VIEW_FILES = 20_000
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -57,6 +62,7 @@ def utcnow() -> datetime:
 class Answer:
     view: View
     warning: str | None = None  # set when upstream failed and history was served instead
+    fixed: bool = False  # observed at or after a dated cutoff: this view never changes
 
 
 class NotObserved(LookupError):
@@ -101,6 +107,7 @@ class Index:
         self._inflight: dict[tuple[str, str], asyncio.Future[Change | None]] = {}
         self._checks: dict[bytes, asyncio.Future[None]] = {}
         self._fixed: OrderedDict[tuple[str, str, datetime], View] = OrderedDict()
+        self._fixed_files = 0
         self.observations = 0
         self.upstream_failures = 0
         self.access_checks = 0
@@ -328,8 +335,10 @@ class Index:
             cached = self._fixed.get((registry.name, name, cutoff))
             if cached is not None:
                 self._fixed.move_to_end((registry.name, name, cutoff))
-                return Answer(cached)
-        last = await asyncio.to_thread(self.history.last_observed, registry.name, name)
+                return Answer(cached, fixed=True)
+        # One indexed read (WAL: readers never wait for writers): made tiny rather than a
+        # thread-pool hop (STYLE.md rule 3), as every cold or live request makes it.
+        last = self.history.last_observed(registry.name, name)
         warning = None
         if self._needs_observation(last, cutoff):
             try:
@@ -344,9 +353,11 @@ class Index:
         if history is None:
             raise NotObserved(name)
         result = view(history, cutoff)
-        if cutoff is not None and is_fixed(history, cutoff):
+        fixed = cutoff is not None and is_fixed(history, cutoff)
+        if fixed:
+            assert cutoff is not None
             self._remember(registry.name, name, cutoff, result)
-        return Answer(result, warning)
+        return Answer(result, warning, fixed)
 
     def _needs_observation(self, last: datetime | None, cutoff: datetime | None) -> bool:
         if last is None:
@@ -358,9 +369,16 @@ class Index:
     def _remember(self, registry: str, name: str, cutoff: datetime, result: View) -> None:
         # A view observed at or after its cutoff never changes (DESIGN.md "Determinism"),
         # so it can be kept as long as memory allows.
-        self._fixed[(registry, name, cutoff)] = result
-        if len(self._fixed) > 4096:
-            self._fixed.popitem(last=False)
+        if len(result.files) > FIXED_VIEW_FILES // 4:
+            return
+        key = (registry, name, cutoff)
+        old = self._fixed.pop(key, None)
+        self._fixed_files -= len(old.files) if old is not None else 0
+        self._fixed[key] = result
+        self._fixed_files += len(result.files)
+        while self._fixed_files > FIXED_VIEW_FILES or len(self._fixed) > 4096:
+            _, evicted = self._fixed.popitem(last=False)
+            self._fixed_files -= len(evicted.files)
 
     async def load(self, registry: str, name: str) -> ProjectHistory | None:
         return await asyncio.to_thread(self.history.load, registry, name)

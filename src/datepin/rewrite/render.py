@@ -8,7 +8,7 @@ give the same bytes, so ETags stay stable and past views stay byte-identical.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC
 from email import policy
 from email.message import Message
@@ -26,6 +26,8 @@ __all__ = [
     "UnknownRelease",
     "choose_release",
     "info_from_metadata",
+    "iter_html",
+    "iter_json",
     "render_html",
     "render_json",
     "render_json_api",
@@ -40,6 +42,9 @@ type LinkFn = Callable[[DistFile], str]
 
 _API_VERSION = "1.1"  # PEP 700: versions, upload-time, size
 _API_VERSION_WITH_STATUS = "1.4"  # PEP 792: project status markers
+# Files per chunk of a streamed page: a 20,000-file page never exists as a list of lines
+# (or of dicts), a string and bytes at once.
+_CHUNK_FILES = 500
 
 
 class UnknownRelease(LookupError):
@@ -50,6 +55,11 @@ class UnknownRelease(LookupError):
 
 
 def render_html(view: View, link: LinkFn) -> bytes:
+    return b"".join(iter_html(view, link))
+
+
+def iter_html(view: View, link: LinkFn) -> Iterator[bytes]:
+    """`render_html`, in chunks of a few hundred files."""
     name = escape(view.name)
     head = [_meta("pypi:repository-version", _api_version(view))]
     if view.status is not None:
@@ -57,9 +67,16 @@ def render_html(view: View, link: LinkFn) -> bytes:
         if view.status_reason is not None:
             head.append(_meta("pypi:project-status-reason", view.status_reason))
     head.append(f"<title>Links for {name}</title>")
-    body = [f"<h1>Links for {name}</h1>"]
-    body += [f"{_html_anchor(f, link)}<br />" for f in view.files]
-    return _html_document(head, body)
+    start, end = _html_frame(head)
+    yield (start + f"    <h1>Links for {name}</h1>\n").encode("utf-8")
+    for chunk in _chunks(view.files):
+        yield "".join(f"    {_html_anchor(f, link)}<br />\n" for f in chunk).encode("utf-8")
+    yield end.encode("utf-8")
+
+
+def _chunks(files: tuple[DistFile, ...]) -> Iterator[tuple[DistFile, ...]]:
+    for i in range(0, len(files), _CHUNK_FILES):
+        yield files[i : i + _CHUNK_FILES]
 
 
 def _html_anchor(f: DistFile, link: LinkFn) -> str:
@@ -106,18 +123,25 @@ def _meta(name: str, content: str) -> str:
 
 
 def _html_document(head: list[str], body: list[str]) -> bytes:
-    lines = ["<!DOCTYPE html>", "<html>", "  <head>"]
-    lines += [f"    {line}" for line in head]
-    lines += ["  </head>", "  <body>"]
-    lines += [f"    {line}" for line in body]
-    lines += ["  </body>", "</html>", ""]
-    return "\n".join(lines).encode("utf-8")
+    start, end = _html_frame(head)
+    return (start + "".join(f"    {line}\n" for line in body) + end).encode("utf-8")
+
+
+def _html_frame(head: list[str]) -> tuple[str, str]:
+    """A document's text before and after the lines of its body."""
+    start = "<!DOCTYPE html>\n<html>\n  <head>\n" + "".join(f"    {line}\n" for line in head)
+    return start + "  </head>\n  <body>\n", "  </body>\n</html>\n"
 
 
 # --- PEP 691 JSON -------------------------------------------------------------------------
 
 
 def render_json(view: View, link: LinkFn) -> bytes:
+    return b"".join(iter_json(view, link))
+
+
+def iter_json(view: View, link: LinkFn) -> Iterator[bytes]:
+    """`render_json`, in chunks of a few hundred files (the same bytes: `files` comes last)."""
     doc: dict[str, object] = {
         "meta": {"api-version": _api_version(view)},
         "name": view.name,
@@ -130,8 +154,14 @@ def render_json(view: View, link: LinkFn) -> bytes:
             status["reason"] = view.status_reason
         doc["project-status"] = status
     doc["versions"] = list(view.versions)
-    doc["files"] = [_json_file(f, link) for f in view.files]
-    return _dump(doc)
+    doc["files"] = []
+    head = _dump(doc)
+    yield head[: -len(b"]}")]
+    separator = b""
+    for chunk in _chunks(view.files):
+        yield separator + _dump([_json_file(f, link) for f in chunk])[1:-1]
+        separator = b","
+    yield b"]}"
 
 
 def _json_file(f: DistFile, link: LinkFn) -> dict[str, object]:

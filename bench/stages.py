@@ -1,0 +1,382 @@
+"""The five measurements of `bench/run`, each next to its baseline from the same run.
+
+Every function takes what it needs (the fixture, the static upstream, a running datepin, the
+scale) and returns a plain dict for results.json.  Nothing here prints tables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import aiohttp
+
+from clients import client_env, make_venv, uv_bin, venv_python
+from clients import run as run_client
+from fixture import JSON_TYPE, PIN, Fixture, write_page
+from procs import Datepin, StaticServer, download, run_load
+from proxyproc import fetch
+
+# What pip 24+ and uv send for index pages.
+PAGE_HEADERS = {
+    "Accept": f"{JSON_TYPE}, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01",
+    "Accept-Encoding": "gzip, deflate",
+}
+MB = 1e6
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How much of each measurement to do (full run or --quick)."""
+
+    repeats: int = 5  # end-to-end installs and single downloads, per mode
+    load_requests: int = 5_000
+    load_seconds: float = 5.0
+    concurrency: tuple[int, ...] = (1, 16, 64)
+    growth_requests: int = 200
+    growth_seconds: float = 4.0
+    days: int = 100  # simulated days of unchanged observations
+    days_largest: int = 10  # ... for the largest growth project (each record reads it all)
+    snapshot_concurrency: int = 8
+
+
+QUICK_SCALE = Scale(
+    repeats=1, load_requests=300, load_seconds=1.0, growth_requests=30, growth_seconds=1.0,
+    days=10, days_largest=3,
+)
+
+
+def timed_fetch(url: str, headers: dict[str, str] | None = None) -> tuple[float, bytes]:
+    t0 = time.perf_counter()
+    r = fetch(url, headers=headers or PAGE_HEADERS)
+    elapsed = time.perf_counter() - t0
+    if r.status != 200:
+        raise RuntimeError(f"{url}: HTTP {r.status}: {r.body[:300]!r}")
+    return elapsed, r.body
+
+
+def page_json(url: str) -> dict[str, object]:
+    r = fetch(url, headers={"Accept": JSON_TYPE})
+    if r.status != 200:
+        raise RuntimeError(f"{url}: HTTP {r.status}: {r.body[:300]!r}")
+    doc: dict[str, object] = json.loads(r.body)
+    return doc
+
+
+# -- 1. index pages --------------------------------------------------------------------------
+
+
+def index_pages(fx: Fixture, static: StaticServer, dp: Datepin, scale: Scale, log: Log) -> dict[str, object]:
+    """Latency and throughput of a pinned page already in history, against the static server
+    sending a file with the very bytes datepin answers (so: the same size)."""
+    project = fx.packages[0]
+    url = f"{dp.index(PIN)}{project}/"
+    fetch(url, headers=PAGE_HEADERS)  # in history (and in datepin's caches) from now on
+    plain = fetch(url, headers={"Accept": PAGE_HEADERS["Accept"]}).body
+    write_page(fx.root / "same" / f"{project}.json", plain)
+    same = f"{static.url}/same/{project}.json"
+    result: dict[str, object] = {"project": project, "page_bytes": len(plain)}
+    for c in scale.concurrency:
+        requests = scale.load_requests if c > 1 else scale.load_requests // 2
+        kw = dict(concurrency=c, requests=requests, seconds=scale.load_seconds, headers=PAGE_HEADERS)
+        ours, base = run_load(url, **kw), run_load(same, **kw)
+        for r in (ours, base):
+            if r["errors"]:
+                raise RuntimeError(f"index page load: {r['errors']} errors, e.g. {r['first_error']}")
+        result[f"c{c}"] = {"datepin": ours, "static": base}
+        log(f"pages c={c}: datepin p50 {ours['p50_ms']} ms {ours['rps']} req/s; "
+            f"static p50 {base['p50_ms']} ms {base['rps']} req/s")
+    return result
+
+
+# -- 2. growth -------------------------------------------------------------------------------
+
+
+def growth(fx: Fixture, static: StaticServer, dp: Datepin, scale: Scale, work: Path, log: Log) -> dict[str, object]:
+    sizes: dict[str, dict[str, object]] = {}
+    for count, project in fx.growth.items():
+        first, _ = timed_fetch(f"{dp.index(PIN)}{project}/")
+        sizes[str(count)] = {"project": project, "first_observe_ms": round(first * 1000, 1)}
+    dp.restart()  # what follows reads history, not datepin's memory
+    for count, project in fx.growth.items():
+        entry = sizes[str(count)]
+        url = f"{dp.index(PIN)}{project}/"
+        t, body = timed_fetch(url)
+        entry["first_from_history_ms"] = round(t * 1000, 1)
+        entry["page_bytes_gz"] = len(body)
+        kw = dict(concurrency=1, requests=scale.growth_requests, seconds=scale.growth_seconds,
+                  headers=PAGE_HEADERS)
+        entry["datepin"] = run_load(url, **kw)
+        entry["static"] = run_load(f"{static.url}/simple/{project}/", **kw)
+        entry.update(history_bytes(fx, project, scale, work, days=scale.days_largest
+                                   if count == max(fx.growth) else scale.days))
+        log(f"growth {count} files: first {entry['first_observe_ms']} ms (observe), "
+            f"{entry['first_from_history_ms']} ms (from history), p50 {entry['datepin']['p50_ms']} ms "
+            f"(static {entry['static']['p50_ms']} ms); history {entry['history_bytes']} B, "
+            f"{entry['bytes_per_day']} B/day")
+    return {"pin": PIN, "sizes": sizes}
+
+
+def history_bytes(fx: Fixture, project: str, scale: Scale, work: Path, *, days: int) -> dict[str, object]:
+    """History bytes of one project, and what a day of unchanged observations adds.
+
+    A scratch HistoryStore of its own, so the bytes are the project's alone; days are
+    simulated by recording the same page with successive dates (what the daily snapshot
+    records).  Bytes are those SQLite uses in its pages (dbstat: page size minus free space),
+    so that a few days' growth shows although the file grows a page at a time."""
+    from datepin.history import HistoryStore
+    from datepin.rewrite.parse import parse_json_page
+
+    page_file = fx.root / "simple" / project / "index.json"
+    page = parse_json_page(page_file.read_bytes(), f"http://upstream.invalid/simple/{project}/")
+    directory = work / f"history-{project}"
+    shutil.rmtree(directory, ignore_errors=True)
+    store = HistoryStore(directory / "history.sqlite3")
+    try:
+        empty = _used_bytes(store)
+        day0 = datetime(2026, 1, 1, tzinfo=UTC)
+        store.record("pypi", project, page, day0)
+        once, file_size = _used_bytes(store), store.size_bytes()
+        t0 = time.perf_counter()
+        for day in range(1, days + 1):
+            store.record("pypi", project, page, day0 + timedelta(days=day))
+        record_s = (time.perf_counter() - t0) / days
+        after = _used_bytes(store)
+    finally:
+        store.close()
+        shutil.rmtree(directory, ignore_errors=True)
+    return {
+        "history_bytes": once - empty,
+        "history_file_bytes": file_size,
+        "days_simulated": days,
+        "bytes_per_day": round((after - once) / days, 1),
+        "record_unchanged_ms": round(record_s * 1000, 2),
+    }
+
+
+def _used_bytes(store: object) -> int:
+    db = store._db()  # type: ignore[attr-defined]
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    (used,) = db.execute("SELECT sum(pgsize - unused) FROM dbstat").fetchone()
+    return int(used)
+
+
+def merge_peaks(into: Datepin, other: Datepin) -> None:
+    for label, kib in other.peaks.items():
+        into.peaks[label] = max(into.peaks.get(label, 0), kib)
+
+
+# -- 3. files --------------------------------------------------------------------------------
+
+
+def _fills(dp: Datepin) -> int:
+    for line in fetch(f"{dp.url}/-/metrics").body.decode().splitlines():
+        if line.startswith("datepin_files_fills_total "):
+            return int(line.split()[1])
+    return 0
+
+
+def _wait_fills(dp: Datepin, at_least: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while _fills(dp) < at_least:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the fill did not commit")
+        time.sleep(0.05)
+
+
+def _huge_link(fx: Fixture, dp: Datepin) -> tuple[str, int]:
+    doc = page_json(f"{dp.index(PIN)}{fx.huge}/")
+    [entry] = doc["files"]  # type: ignore[misc]
+    return entry["url"], entry["size"]
+
+
+def files(fx: Fixture, static: StaticServer, dp: Datepin, scale: Scale, work: Path, log: Log) -> dict[str, object]:
+    """The 1 GiB wheel through the full proxy (`/files/...` from a pinned page) vs static."""
+    link, size = _huge_link(fx, dp)
+    direct = f"{static.url}/packages/{fx.huge}/{fx.huge_filename}"
+    n = scale.repeats
+
+    def rate(seconds: float, parallel: int = 1) -> float:
+        return round(size * parallel / seconds / MB, 1)
+
+    out: dict[str, object] = {"bytes": size}
+    out["static_single"] = max(rate(download(direct)) for _ in range(n))
+    out["static_x4"] = rate(download(direct, 4), 4)
+
+    fills = _fills(dp)
+    dp.phase("files: cold fill")
+    out["cold_single"] = rate(download(link))
+    _wait_fills(dp, fills + 1)
+    out["rss_cold_single_mb"] = dp.peak_mb("files: cold fill")
+
+    dp.phase("files: hit")
+    out["hit_single"] = max(rate(download(link)) for _ in range(n))
+    out["rss_hit_single_mb"] = dp.peak_mb("files: hit")
+    dp.phase("files: hit x4")
+    out["hit_x4"] = rate(download(link, 4), 4)
+    out["rss_hit_x4_mb"] = dp.peak_mb("files: hit x4")
+
+    # Four clients at once on a file nobody has: one upstream download, four tails.
+    cold = Datepin(work / "files-cold", dp.upstream)
+    with cold:
+        link4, _ = _huge_link(fx, cold)
+        cold.phase("files: cold fill x4 (fresh datepin)")
+        out["cold_x4"] = rate(download(link4, 4), 4)
+        _wait_fills(cold, 1)
+        out["rss_cold_x4_mb"] = cold.peak_mb("files: cold fill x4 (fresh datepin)")
+    shutil.rmtree(cold.data_dir, ignore_errors=True)
+    merge_peaks(dp, cold)
+    log(f"files MB/s: static {out['static_single']} (x4 {out['static_x4']}), hit {out['hit_single']} "
+        f"(x4 {out['hit_x4']}), cold {out['cold_single']} (x4 {out['cold_x4']}); RSS MB: "
+        f"cold {out['rss_cold_single_mb']}, hit {out['rss_hit_single_mb']}, hit x4 {out['rss_hit_x4_mb']}, "
+        f"cold x4 {out['rss_cold_x4_mb']}")
+    return out
+
+
+# -- 4. end to end ---------------------------------------------------------------------------
+
+
+def _install(client: str, index: str, packages: list[str], venv: Path) -> float:
+    """A fresh environment, then one timed install with no client cache."""
+    shutil.rmtree(venv, ignore_errors=True)
+    if client == "uv":
+        run_client([uv_bin(), "venv", "-q", "--python", sys.executable, str(venv)])
+        cmd = [uv_bin(), "pip", "install", "-q", "--python", str(venv_python(venv)),
+               "--index-url", index, *packages]
+    else:
+        make_venv(venv)
+        cmd = [sys.executable, "-m", "pip", "--python", str(venv_python(venv)), "install", "-q",
+               "--progress-bar", "off", "--index-url", index, *packages]
+    t0 = time.perf_counter()
+    run_client(cmd, timeout=600)
+    elapsed = time.perf_counter() - t0
+    installed = list(venv.glob("lib/python*/site-packages/*.dist-info"))
+    shutil.rmtree(venv, ignore_errors=True)
+    if len(installed) != len(packages):
+        raise RuntimeError(f"{client} installed {len(installed)} of {len(packages)} projects")
+    return elapsed
+
+
+def end_to_end(fx: Fixture, static: StaticServer, dp: Datepin, scale: Scale, work: Path, log: Log) -> dict[str, object]:
+    """uv and pip installs of every installable project: direct, through datepin warm, and
+    through datepin cold (a fresh data dir each time).  Runs interleaved; median of each."""
+    direct = f"{static.url}/simple/"
+    venv = work / "venv"
+    for client in ("uv", "pip"):  # warm-up: history and blobs for the warm runs
+        _install(client, dp.index(PIN), fx.packages, venv)
+    times: dict[str, dict[str, list[float]]] = {
+        c: {"direct": [], "warm": [], "cold": []} for c in ("uv", "pip")
+    }
+    for rep in range(scale.repeats):
+        for client in ("uv", "pip"):
+            times[client]["direct"].append(_install(client, direct, fx.packages, venv))
+            times[client]["warm"].append(_install(client, dp.index(PIN), fx.packages, venv))
+            cold = Datepin(work / f"cold-{client}-{rep}", static.url)
+            with cold:
+                cold.phase("e2e: cold installs (fresh datepin)")
+                times[client]["cold"].append(_install(client, cold.index(PIN), fx.packages, venv))
+            merge_peaks(dp, cold)
+            shutil.rmtree(cold.data_dir, ignore_errors=True)
+    out: dict[str, object] = {"projects": len(fx.packages), "runs": scale.repeats}
+    for client, modes in times.items():
+        med = {mode: round(statistics.median(ts), 3) for mode, ts in modes.items()}
+        out[client] = {
+            **{f"{mode}_s": v for mode, v in med.items()},
+            "runs": {mode: [round(t, 3) for t in ts] for mode, ts in modes.items()},
+            "warm_ratio": round(med["warm"] / med["direct"], 3),
+            "cold_ratio": round(med["cold"] / med["direct"], 3),
+        }
+        log(f"{client}: direct {med['direct']:.2f} s, warm {med['warm']:.2f} s, cold {med['cold']:.2f} s")
+    return out
+
+
+# -- 5. snapshot -----------------------------------------------------------------------------
+
+
+def snapshot_cli_available() -> bool:
+    proc = subprocess.run([sys.executable, "-m", "datepin", "snapshot", "--help"],
+                          capture_output=True, text=True, env=client_env())
+    return proc.returncode == 0 and "--all" in proc.stdout
+
+
+def snapshot(fx: Fixture, static: StaticServer, scale: Scale, work: Path, log: Log) -> dict[str, object]:
+    """`datepin snapshot --all` over every fixture project, when nothing changed upstream
+    (the second and later runs), against fetching the same pages from the static server."""
+    from datepin.history import HistoryStore
+
+    dp = Datepin(work / "snapshot", static.url)
+    config = dp.config()
+    history = HistoryStore(dp.data_dir / "history.sqlite3")
+    for name in fx.all_projects:
+        history.track("pypi", name)
+    history.close()
+    use_cli = snapshot_cli_available()
+    how = "cli" if use_cli else "service"
+
+    def once() -> float:
+        if use_cli:
+            t0 = time.perf_counter()
+            run_client([sys.executable, "-m", "datepin", "snapshot", "--all", "--config", str(config),
+                        "--data-dir", str(dp.data_dir)], timeout=600)
+            return time.perf_counter() - t0
+        return asyncio.run(_snapshot_service(config, dp.data_dir, scale.snapshot_concurrency))
+
+    once()  # first observation of each project: not measured
+    runs = [once() for _ in range(scale.repeats)]
+    baseline = asyncio.run(_fetch_all(static.url, fx.all_projects, scale.snapshot_concurrency))
+    shutil.rmtree(dp.data_dir, ignore_errors=True)
+    count = len(fx.all_projects)
+    out = {
+        "via": how,
+        "projects": count,
+        "concurrency": scale.snapshot_concurrency,
+        "runs_s": [round(r, 3) for r in runs],
+        "projects_per_s": round(count / statistics.median(runs), 1),
+        "static_pages_per_s": round(count / baseline, 1),
+    }
+    log(f"snapshot ({how}): {out['projects_per_s']} projects/s; static fetch {out['static_pages_per_s']} pages/s")
+    return out
+
+
+async def _snapshot_service(config_path: Path, data_dir: Path, concurrency: int) -> float:
+    """The snapshot through the service layer, timed without process start-up."""
+    from datepin.config import resolve
+    from datepin.server import runtime
+    from datepin.snapshotter import snapshot as run_snapshot
+
+    config = resolve(config_path, data_dir=data_dir)
+    async with runtime(config) as rt:
+        registry = config.pypi
+        projects = [(registry, name) for _, name in rt.history.projects("pypi")]
+        t0 = time.perf_counter()
+        summary = await run_snapshot(rt.index, projects, rescue=rt.rescue, concurrency=concurrency)
+        elapsed = time.perf_counter() - t0
+    if summary.failures:
+        raise RuntimeError(f"snapshot failures: {summary.failures[:3]}")
+    return elapsed
+
+
+async def _fetch_all(base: str, projects: list[str], concurrency: int) -> float:
+    limit = asyncio.Semaphore(concurrency)
+    async with aiohttp.ClientSession(trust_env=False) as session:
+
+        async def one(name: str) -> None:
+            async with limit, session.get(f"{base}/simple/{name}/", headers={"Accept": JSON_TYPE}) as r:
+                await r.read()
+                if r.status != 200:
+                    raise RuntimeError(f"{name}: HTTP {r.status}")
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one(n) for n in projects))
+        return time.perf_counter() - t0

@@ -1,0 +1,31 @@
+"""`bench/run --quick` still runs from end to end, so the benchmark cannot rot.
+
+Not a timing test: the figures depend on the machine and are not checked, only that every
+measurement produced one.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.timeout(180)
+def test_bench_quick_runs_every_measurement(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [str(ROOT / "bench" / "run"), "--quick", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=170,
+    )
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert {"pages", "growth", "files", "e2e", "snapshot", "table"} <= results.keys()
+    figures = {row["figure"] for row in results["table"]}
+    assert {"p50, c=1", "1 GiB store hit", "uv install, warm", "pip install, cold"} <= figures
+    assert all(row["value"] is not None for row in results["table"])
+    assert "p50, c=1" in proc.stdout  # the table was printed
+    assert not (tmp_path / "work").exists()  # data dirs and venvs cleaned up
