@@ -63,13 +63,20 @@ def test_mitmproxy_safety_options_stay_on(tmp_path: Path, monkeypatch: pytest.Mo
     """Run datepin's real startup with a master that records its options instead of serving."""
     seen: dict[str, Any] = {}
 
-    class Recording(server.DumpMaster):  # type: ignore[misc]
-        async def run(self) -> None:
+    make_master = server.make_master
+
+    def recording(options: Any) -> Any:
+        master = make_master(options)
+
+        async def run() -> None:
             for name in ("block_global", "block_private", "ssl_insecure", "proxyauth",
                          "listen_host", "confdir", "mode"):
-                seen[name] = getattr(self.options, name)
+                seen[name] = getattr(master.options, name, None)
 
-    monkeypatch.setattr(server, "DumpMaster", Recording)
+        master.run = run
+        return master
+
+    monkeypatch.setattr(server, "make_master", recording)
     config = Config(data_dir=tmp_path / "data", listen_port=0)
     asyncio.run(server.run(config))
     assert seen["block_global"] is True  # clients from public addresses are refused
