@@ -31,7 +31,6 @@ from datepin.rewrite.render import (
     render_root_html,
     render_root_json,
 )
-from datepin.forward import forward_links
 from datepin.service import Index, NotObserved
 from datepin.upstream import UpstreamError, mask_url, one_line
 
@@ -405,7 +404,7 @@ class DatepinAddon:
             return
         if forward_mode:
             base = "forward"
-            link = forward_links(self.config.files_url)
+            link = forward.forward_links(self.config.files_url)
         else:
             base = f"http://{flow.request.host_header or flow.request.pretty_host}"
             link = path_links(base, registry.name)
