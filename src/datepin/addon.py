@@ -358,28 +358,33 @@ class DatepinAddon:
     def _find_upstream_file(self, path: str) -> tuple[StoredFile | None, bool]:
         """The file a files.pythonhosted.org path stands for, and whether the path asks for
         its PEP 658 `.metadata` file.  Runs in a thread (SQLite)."""
-        history, files_url = self.index.history, self.config.files_url
-        for url in forward.upstream_file_urls(path, files_url):
-            if (stored := history.find_file_by_url(url)) is not None:
-                return stored, False
-        if path.endswith(".metadata"):
-            for url in forward.upstream_file_urls(path.removesuffix(".metadata"), files_url):
-                if (stored := history.find_file_by_url(url)) is not None:
-                    return stored, True
-        return None, False
+        files_url = self.config.files_url
+        return self._find_by_url(
+            lambda p: forward.upstream_file_urls(p, files_url), path, registry=None
+        )
 
     def _find_registry_file(
         self, url: str, registry: Registry | None
     ) -> tuple[StoredFile | None, bool]:
         """A file on an intercepted registry's host, by its URL (or its `.metadata`), only
         if that registry listed it.  Runs in a thread (SQLite)."""
-        candidates = [(url, False)]
-        if url.endswith(".metadata"):
-            candidates.append((url.removesuffix(".metadata"), True))
-        for candidate, metadata in candidates:
-            stored = self.index.history.find_file_by_url(candidate)
-            if stored is not None and registry is not None and stored.registry == registry.name:
-                return stored, metadata
+        if registry is None:
+            return None, False
+        return self._find_by_url(lambda u: [u], url, registry=registry.name)
+
+    def _find_by_url(
+        self, urls: Callable[[str], list[str]], where: str, *, registry: str | None
+    ) -> tuple[StoredFile | None, bool]:
+        """Look a file up by the upstream URLs `where` may stand for, then, for a `.metadata`
+        path, the file it belongs to; with `registry`, only a file that registry listed."""
+        attempts = [(where, False)]
+        if where.endswith(".metadata"):
+            attempts.append((where.removesuffix(".metadata"), True))
+        for candidate, metadata in attempts:
+            for url in urls(candidate):
+                stored = self.index.history.find_file_by_url(url)
+                if stored is not None and registry in (None, stored.registry):
+                    return stored, metadata
         return None, False
 
     # -- pages ---------------------------------------------------------------------------
