@@ -4,6 +4,7 @@ import contextlib
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urljoin
 
 import pytest
 from hypothesis import given
@@ -224,6 +225,65 @@ def test_json_structural_problems_raise_page_error(body: bytes) -> None:
 @given(st.binary(max_size=200))
 def test_json_garbage_raises_only_page_error(body: bytes) -> None:
     with contextlib.suppress(PageError):
+        parse_json_page(body, BASE)
+
+
+def _reference_files(body: bytes) -> list[tuple[str, str]]:
+    """What a page lists, read the plain way (json.loads of the whole page)."""
+    return [(f["filename"], f["url"]) for f in json.loads(body)["files"]]
+
+
+_FILE = st.fixed_dictionaries(
+    {"filename": st.text("abc._-", min_size=1, max_size=8), "url": st.text("abc.", min_size=1, max_size=8)},
+    optional={"size": st.integers(0, 10**12), "yanked": st.booleans() | st.text(max_size=5),
+              "hashes": st.dictionaries(st.sampled_from(["sha256", "md5"]), st.text("0123456789abcdef", max_size=8)),
+              "core-metadata": st.booleans(), "requires-python": st.text(max_size=6)},
+)
+_PAGE = st.fixed_dictionaries(
+    {"name": st.text("abc-", min_size=1, max_size=6), "files": st.lists(_FILE, max_size=6)},
+    optional={"meta": st.just({"api-version": "1.1"}), "versions": st.lists(st.text(max_size=3))},
+)
+
+
+@given(_PAGE, st.sampled_from([None, 0, 2]), st.sampled_from(["", " ", "\n\t "]))
+def test_json_read_file_by_file_agrees_with_json_loads(doc: dict[str, object], indent: int | None, pad: str) -> None:
+    """The page is read one file entry at a time; whatever the layout, it lists what
+    json.loads of the whole page lists, in the same order."""
+    body = (pad + json.dumps(doc, indent=indent, ensure_ascii=indent is None) + pad).encode()
+    page = parse_json_page(body, "https://idx.test/simple/p/")
+    assert [(f.filename, f.url) for f in page.files] == [
+        (name, urljoin("https://idx.test/simple/p/", url)) for name, url in _reference_files(body)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("body", "files"),
+    [
+        (b'{"files": [{"filename": "a", "url": "a"}], "name": "p", "files": []}', []),  # last wins
+        (b'{"files": 3, "name": "p", "files": [{"filename": "b", "url": "b"}]}', ["b"]),
+        (b'\xef\xbb\xbf{"name": "p", "files": []}', []),  # a UTF-8 byte order mark, as json.loads allows
+        ('{"name": "p", "files": []}'.encode("utf-16"), []),
+    ],
+)
+def test_json_page_keys_and_encodings_as_json_loads_reads_them(body: bytes, files: list[str]) -> None:
+    assert [f.filename for f in parse_json_page(body, BASE).files] == files
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"name": "p", "files": [{"filename": "a", "url": "a"},]}',
+        b'{"name": "p", "files": [{"filename": "a", "url": "a"}] "x": 1}',
+        b'{"name": "p", "files": [{"filename": "a", "url": "a"}]} []',
+        b'{"name": "p", "files": [{"filename": "a", "url": "a"}',
+        b'{"name": "p" "files": []}',
+        b'{name: "p", "files": []}',
+        b'{"name": "p", "files": []',
+        b'["name", "files"]',
+    ],
+)
+def test_json_page_not_json_at_all_is_refused(body: bytes) -> None:
+    with pytest.raises(PageError, match="not JSON|not a JSON object"):
         parse_json_page(body, BASE)
 
 

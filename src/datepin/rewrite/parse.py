@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import posixpath
+import re
 from collections.abc import Iterator, Mapping
 from datetime import datetime
 from urllib.parse import unquote, urldefrag, urljoin, urlsplit
@@ -29,6 +30,8 @@ __all__ = [
 ]
 
 _HASH_NAMES = frozenset(hashlib.algorithms_guaranteed | hashlib.algorithms_available)
+# One string per algorithm name for all files, not a copy per file from the JSON decoder.
+_NAME_STRINGS: dict[str, str] = {name: name for name in _HASH_NAMES}
 
 
 class PageError(ValueError):
@@ -40,28 +43,99 @@ class PageError(ValueError):
 
 def parse_json_page(body: bytes, base_url: str) -> ProjectPage:
     """A PEP 691 project page; relative file URLs are resolved against `base_url`."""
-    doc = _load_json_object(body)
+    doc, files = _load_project_json(body, base_url)
     name = doc.get("name")
-    files = doc.get("files")
     if not isinstance(name, str) or not name:
         raise PageError("project page without a name")
-    if not isinstance(files, list):
+    if files is None:
         raise PageError("project page without a files list")
     status, reason = _json_status(doc)
     return ProjectPage(
         name=canonicalize_name(name),
-        files=tuple(_json_files(files, base_url)),
+        files=tuple(files),
         status=status,
         status_reason=reason,
     )
 
 
-def _json_files(entries: list[object], base_url: str) -> Iterator[DistFile]:
-    """Each entry as a file, dropping it from the list once read: a 20,000-file page is
-    30 MB of dicts, so the page and its dicts need not be in memory whole at once."""
-    for i, entry in enumerate(entries):
-        entries[i] = None
-        yield _json_file(entry, base_url, i)
+_DECODER = json.JSONDecoder()
+_WS = re.compile(r"[ \t\n\r]*")
+
+
+def _load_project_json(body: bytes, base_url: str) -> tuple[dict[str, object], list[DistFile] | None]:
+    """The page's top-level object, with `files` read entry by entry into DistFiles.
+
+    json.loads would hold every file's dict at once (a 20,000-file page: about 50 MB, and
+    the memory stays with the process); here each entry is decoded and turned into its
+    DistFile before the next is read.  Each value is still decoded by the json module, so
+    what is accepted is what json.loads accepts (duplicate keys: the last wins)."""
+    try:
+        text = body.decode(json.detect_encoding(body), "surrogatepass")
+    except UnicodeDecodeError as exc:
+        raise PageError(f"not JSON: {exc}") from None
+    doc: dict[str, object] = {}
+    files: list[DistFile] | None = None
+    try:
+        pos = _skip(text, 0)
+        if not text.startswith("{", pos):
+            json.loads(text)  # the json module's own message for what is not JSON at all
+            raise PageError("not a JSON object")
+        pos = _skip(text, pos + 1)
+        if text.startswith("}", pos):
+            pos += 1
+        else:
+            while True:
+                if not text.startswith('"', pos):
+                    raise json.JSONDecodeError("Expecting property name enclosed in double quotes", text, pos)
+                key, pos = _DECODER.raw_decode(text, pos)
+                pos = _skip(text, pos)
+                if not text.startswith(":", pos):
+                    raise json.JSONDecodeError("Expecting ':' delimiter", text, pos)
+                pos = _skip(text, pos + 1)
+                if key == "files" and text.startswith("[", pos):
+                    files, pos = _json_files(text, pos, base_url)
+                    doc.pop(key, None)
+                else:
+                    doc[key], pos = _DECODER.raw_decode(text, pos)
+                    if key == "files":
+                        files = None  # a later non-list `files` replaces an earlier list
+                pos = _skip(text, pos)
+                if text.startswith("}", pos):
+                    pos += 1
+                    break
+                if not text.startswith(",", pos):
+                    raise json.JSONDecodeError("Expecting ',' delimiter", text, pos)
+                pos = _skip(text, pos + 1)
+        if _skip(text, pos) != len(text):
+            raise json.JSONDecodeError("Extra data", text, pos)
+    except PageError:
+        raise
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError
+        raise PageError(f"not JSON: {exc}") from None
+    return doc, files
+
+
+def _skip(text: str, pos: int) -> int:
+    match = _WS.match(text, pos)
+    assert match is not None  # `*` matches the empty string
+    return match.end()
+
+
+def _json_files(text: str, pos: int, base_url: str) -> tuple[list[DistFile], int]:
+    """The array at text[pos] ('['), each entry made a DistFile as soon as it is decoded."""
+    files: list[DistFile] = []
+    pos = _skip(text, pos + 1)
+    if text.startswith("]", pos):
+        return files, pos + 1
+    while True:
+        entry, pos = _DECODER.raw_decode(text, pos)
+        files.append(_json_file(entry, base_url, len(files)))
+        pos = _skip(text, pos)
+        if text.startswith("]", pos):
+            return files, pos + 1
+        if not text.startswith(",", pos):
+            raise json.JSONDecodeError("Expecting ',' delimiter", text, pos)
+        pos = _skip(text, pos + 1)
 
 
 def _json_file(entry: object, base_url: str, index: int) -> DistFile:
@@ -136,7 +210,10 @@ def _hashes(value: object, where: str) -> dict[str, str]:
         isinstance(k, str) and isinstance(v, str) for k, v in value.items()
     ):
         raise PageError(f"{where}: hashes must map names to strings")
-    return {algo: digest.lower() for algo, digest in value.items()}
+    hashes: dict[str, str] = {}
+    for algo, digest in value.items():
+        hashes[_NAME_STRINGS.get(algo) or algo] = digest.lower()
+    return hashes
 
 
 def _size(value: object, where: str) -> int | None:
