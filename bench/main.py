@@ -1,12 +1,14 @@
 """`bench/run`: how fast datepin is, how big its history gets, how it grows.
 
 Builds (or reuses) a fixture registry under OUT/fixture, serves it from a static upstream
-(bench/static.py; also the baseline), runs datepin against it, and measures:
+(bench/static.py; also the baseline), runs datepin against it, and measures (pages, files and
+installs also through mitmproxy alone relaying the upstream, bench/relay.py: the floor any
+mitmproxy addon stands on):
 
 1. index pages: pinned pages already in history, p50/p99 and req/s at concurrency 1, 16, 64;
 2. growth: pinned pages of 100, 1,000 and 20,000 files; history bytes, and per unchanged day;
 3. files: the 1 GiB wheel through the proxy, store hit and cold fill; datepin's peak RSS;
-4. end to end: uv and pip installs of the fixture set, direct / warm / cold;
+4. end to end: uv and pip installs of the fixture set, direct / mitmproxy alone / warm / cold;
 5. snapshot: projects per second for `datepin snapshot --all` with nothing changed.
 
 Prints a table and writes OUT/results.json.  `--quick`: a tiny fixture and few requests, to
@@ -30,7 +32,7 @@ sys.path.insert(0, str(BENCH))
 
 import stages  # noqa: E402
 from fixture import PIN, QUICK, Params, fixture  # noqa: E402
-from procs import Datepin, StaticServer  # noqa: E402
+from procs import Datepin, Relay, StaticServer  # noqa: E402
 from report import rows, table  # noqa: E402
 
 STAGES = ("pages", "growth", "files", "e2e", "snapshot")
@@ -58,20 +60,20 @@ def main() -> int:
     work.mkdir()
     results: dict[str, object] = {"meta": meta(args.quick, params, scale)}
     try:
-        with StaticServer(fx.root) as static:
+        with StaticServer(fx.root) as static, Relay(static.url) as relay:
             dp = Datepin(work / "main", static.url)
             with dp:
                 if "e2e" in only:
                     dp.phase("e2e: warm installs")
-                    results["e2e"] = stages.end_to_end(fx, static, dp, scale, work, log)
+                    results["e2e"] = stages.end_to_end(fx, static, relay, dp, scale, work, log)
                 if "pages" in only:
                     dp.phase("pages")
-                    results["pages"] = stages.index_pages(fx, static, dp, scale, log)
+                    results["pages"] = stages.index_pages(fx, static, relay, dp, scale, log)
                 if "growth" in only:
                     dp.phase("growth")
                     results["growth"] = stages.growth(fx, static, dp, scale, work, log)
                 if "files" in only:
-                    results["files"] = stages.files(fx, static, dp, scale, work, log)
+                    results["files"] = stages.files(fx, static, relay, dp, scale, work, log)
             results["rss_peaks_mb"] = {k: round(v / 1024, 1) for k, v in dp.peaks.items()}
             results["peak_rss_mb"] = dp.peak_mb()
             if "snapshot" in only:

@@ -13,32 +13,33 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 from proxyproc import Proxy, write_config
 
 BENCH = Path(__file__).resolve().parent
 
 
-@dataclass
-class StaticServer:
-    root: Path
+class Listener:
+    """A helper server process that prints "listening on http://127.0.0.1:PORT/" once bound."""
+
     port: int = 0
     process: subprocess.Popen[str] | None = None
+
+    def argv(self) -> list[str]:
+        raise NotImplementedError
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def __enter__(self) -> StaticServer:
-        self.process = subprocess.Popen(
-            [sys.executable, str(BENCH / "static.py"), str(self.root)],
-            stdout=subprocess.PIPE, text=True,
-        )
+    def __enter__(self) -> Self:
+        self.process = subprocess.Popen(self.argv(), stdout=subprocess.PIPE, text=True)
         assert self.process.stdout is not None
         line = self.process.stdout.readline()  # the server prints it once bound
         if not line.startswith("listening on "):
             self.__exit__()
-            raise RuntimeError(f"static server did not start: {line!r}")
+            raise RuntimeError(f"{type(self).__name__} did not start: {line!r}")
         self.port = int(line.rsplit(":", 1)[1].strip("/\n"))
         return self
 
@@ -50,6 +51,26 @@ class StaticServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+class StaticServer(Listener):
+    """The upstream, and the baseline: the fixture served as plain files (bench/static.py)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def argv(self) -> list[str]:
+        return [sys.executable, str(BENCH / "static.py"), str(self.root)]
+
+
+class Relay(Listener):
+    """mitmproxy alone, relaying to `upstream` (bench/relay.py): the floor under datepin."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+
+    def argv(self) -> list[str]:
+        return [sys.executable, str(BENCH / "relay.py"), self.upstream]
 
 
 def status_kib(pid: int) -> dict[str, int]:

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 KB = 1000
+ALONE = "mitmproxy alone"  # bench/relay.py: mitmproxy relaying the upstream, no datepin
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,11 @@ def rows(results: Mapping[str, Any]) -> list[Row]:
                 Row("pages", f"p99, c={c}", ours["p99_ms"], base["p99_ms"], "ms"),
                 Row("pages", f"req/s, c={c}", ours["rps"], base["rps"], "req/s"),
             ]
+            if relay := run.get("relay"):
+                out += [
+                    Row("pages", f"p50, c={c}: {ALONE}", relay["p50_ms"], base["p50_ms"], "ms"),
+                    Row("pages", f"req/s, c={c}: {ALONE}", relay["rps"], base["rps"], "req/s"),
+                ]
     if growth := results.get("growth"):
         sizes = growth["sizes"]
         largest = max(sizes, key=int)
@@ -88,6 +94,10 @@ def rows(results: Mapping[str, Any]) -> list[Row]:
         out += [
             Row("files", "1 GiB store hit", files["hit_single"], base1, "MB/s", ratio_at_least(0.35)),
             Row("files", "1 GiB store hit, 4 parallel", files["hit_x4"], base4, "MB/s", ratio_at_least(0.35)),
+            Row("files", f"1 GiB: {ALONE}", files["relay_single"], base1, "MB/s"),
+            Row("files", f"1 GiB, 4 parallel: {ALONE}", files["relay_x4"], base4, "MB/s"),
+            Row("files", "1 GiB store hit, against mitmproxy alone", files["hit_single"],
+                files["relay_single"], "MB/s"),
             Row("files", "1 GiB cold fill", files["cold_single"], base1, "MB/s"),
             Row("files", "1 GiB cold fill, 4 parallel", files["cold_x4"], base4, "MB/s"),
         ]
@@ -108,6 +118,12 @@ def rows(results: Mapping[str, Any]) -> list[Row]:
                 Row("e2e", f"{client} install, warm", r["warm_s"], r["direct_s"], "s", ratio_at_most(1.10)),
                 Row("e2e", f"{client} install, cold", r["cold_s"], r["direct_s"], "s", ratio_at_most(1.30)),
             ]
+            if "relay_s" in r:
+                out += [
+                    Row("e2e", f"{client} install: {ALONE}", r["relay_s"], r["direct_s"], "s"),
+                    Row("e2e", f"{client} install, warm, against mitmproxy alone", r["warm_s"], r["relay_s"], "s"),
+                    Row("e2e", f"{client} install, cold, against mitmproxy alone", r["cold_s"], r["relay_s"], "s"),
+                ]
     if snap := results.get("snapshot"):
         out.append(Row("snapshot", f"unchanged, via {snap['via']} ({snap['projects']} projects)",
                        snap["projects_per_s"], snap["static_pages_per_s"], "proj/s"))

@@ -23,7 +23,7 @@ import aiohttp
 from clients import client_env, make_venv, uv_bin, venv_python
 from clients import run as run_client
 from fixture import JSON_TYPE, PIN, Fixture, write_page
-from procs import Datepin, StaticServer, download, run_load
+from procs import Datepin, Relay, StaticServer, download, run_load
 from proxyproc import fetch
 
 # What pip 24+ and uv send for index pages.
@@ -77,9 +77,12 @@ def page_json(url: str) -> dict[str, object]:
 # -- 1. index pages --------------------------------------------------------------------------
 
 
-def index_pages(fx: Fixture, static: StaticServer, dp: Datepin, scale: Scale, log: Log) -> dict[str, object]:
+def index_pages(
+    fx: Fixture, static: StaticServer, relay: Relay, dp: Datepin, scale: Scale, log: Log
+) -> dict[str, object]:
     """Latency and throughput of a pinned page already in history, against the static server
-    sending a file with the very bytes datepin answers (so: the same size)."""
+    sending a file with the very bytes datepin answers (so: the same size), and against
+    mitmproxy alone relaying that file."""
     project = fx.packages[0]
     url = f"{dp.index(PIN)}{project}/"
     fetch(url, headers=PAGE_HEADERS)  # in history (and in datepin's caches) from now on
@@ -91,12 +94,14 @@ def index_pages(fx: Fixture, static: StaticServer, dp: Datepin, scale: Scale, lo
         requests = scale.load_requests if c > 1 else scale.load_requests // 2
         kw = dict(concurrency=c, requests=requests, seconds=scale.load_seconds, headers=PAGE_HEADERS)
         ours, base = run_load(url, **kw), run_load(same, **kw)
-        for r in (ours, base):
+        relayed = run_load(f"{relay.url}/same/{project}.json", **kw)
+        for r in (ours, base, relayed):
             if r["errors"]:
                 raise RuntimeError(f"index page load: {r['errors']} errors, e.g. {r['first_error']}")
-        result[f"c{c}"] = {"datepin": ours, "static": base}
+        result[f"c{c}"] = {"datepin": ours, "static": base, "relay": relayed}
         log(f"pages c={c}: datepin p50 {ours['p50_ms']} ms {ours['rps']} req/s; "
-            f"static p50 {base['p50_ms']} ms {base['rps']} req/s")
+            f"static p50 {base['p50_ms']} ms {base['rps']} req/s; "
+            f"mitmproxy alone p50 {relayed['p50_ms']} ms {relayed['rps']} req/s")
     return result
 
 
@@ -201,10 +206,14 @@ def _huge_link(fx: Fixture, dp: Datepin) -> tuple[str, int]:
     return entry["url"], entry["size"]
 
 
-def files(fx: Fixture, static: StaticServer, dp: Datepin, scale: Scale, work: Path, log: Log) -> dict[str, object]:
-    """The 1 GiB wheel through the full proxy (`/files/...` from a pinned page) vs static."""
+def files(
+    fx: Fixture, static: StaticServer, relay: Relay, dp: Datepin, scale: Scale, work: Path, log: Log
+) -> dict[str, object]:
+    """The 1 GiB wheel through the full proxy (`/files/...` from a pinned page) vs static,
+    and vs mitmproxy alone relaying it from static."""
     link, size = _huge_link(fx, dp)
-    direct = f"{static.url}/packages/{fx.huge}/{fx.huge_filename}"
+    path = f"/packages/{fx.huge}/{fx.huge_filename}"
+    direct = f"{static.url}{path}"
     n = scale.repeats
 
     def rate(seconds: float, parallel: int = 1) -> float:
@@ -213,6 +222,8 @@ def files(fx: Fixture, static: StaticServer, dp: Datepin, scale: Scale, work: Pa
     out: dict[str, object] = {"bytes": size}
     out["static_single"] = max(rate(download(direct)) for _ in range(n))
     out["static_x4"] = rate(download(direct, 4), 4)
+    out["relay_single"] = max(rate(download(f"{relay.url}{path}")) for _ in range(n))
+    out["relay_x4"] = rate(download(f"{relay.url}{path}", 4), 4)
 
     fills = _fills(dp)
     dp.phase("files: cold fill")
@@ -237,7 +248,8 @@ def files(fx: Fixture, static: StaticServer, dp: Datepin, scale: Scale, work: Pa
         out["rss_cold_x4_mb"] = cold.peak_mb("files: cold fill x4 (fresh datepin)")
     shutil.rmtree(cold.data_dir, ignore_errors=True)
     merge_peaks(dp, cold)
-    log(f"files MB/s: static {out['static_single']} (x4 {out['static_x4']}), hit {out['hit_single']} "
+    log(f"files MB/s: static {out['static_single']} (x4 {out['static_x4']}), mitmproxy alone "
+        f"{out['relay_single']} (x4 {out['relay_x4']}), hit {out['hit_single']} "
         f"(x4 {out['hit_x4']}), cold {out['cold_single']} (x4 {out['cold_x4']}); RSS MB: "
         f"cold {out['rss_cold_single_mb']}, hit {out['rss_hit_single_mb']}, hit x4 {out['rss_hit_x4_mb']}, "
         f"cold x4 {out['rss_cold_x4_mb']}")
@@ -268,19 +280,23 @@ def _install(client: str, index: str, packages: list[str], venv: Path) -> float:
     return elapsed
 
 
-def end_to_end(fx: Fixture, static: StaticServer, dp: Datepin, scale: Scale, work: Path, log: Log) -> dict[str, object]:
-    """uv and pip installs of every installable project: direct, through datepin warm, and
-    through datepin cold (a fresh data dir each time).  Runs interleaved; median of each."""
+def end_to_end(
+    fx: Fixture, static: StaticServer, relay: Relay, dp: Datepin, scale: Scale, work: Path, log: Log
+) -> dict[str, object]:
+    """uv and pip installs of every installable project: direct, through mitmproxy alone,
+    through datepin warm, and through datepin cold (a fresh data dir each time).  Runs
+    interleaved; median of each."""
     direct = f"{static.url}/simple/"
     venv = work / "venv"
     for client in ("uv", "pip"):  # warm-up: history and blobs for the warm runs
         _install(client, dp.index(PIN), fx.packages, venv)
     times: dict[str, dict[str, list[float]]] = {
-        c: {"direct": [], "warm": [], "cold": []} for c in ("uv", "pip")
+        c: {"direct": [], "relay": [], "warm": [], "cold": []} for c in ("uv", "pip")
     }
     for rep in range(scale.repeats):
         for client in ("uv", "pip"):
             times[client]["direct"].append(_install(client, direct, fx.packages, venv))
+            times[client]["relay"].append(_install(client, f"{relay.url}/simple/", fx.packages, venv))
             times[client]["warm"].append(_install(client, dp.index(PIN), fx.packages, venv))
             cold = Datepin(work / f"cold-{client}-{rep}", static.url)
             with cold:
@@ -294,10 +310,12 @@ def end_to_end(fx: Fixture, static: StaticServer, dp: Datepin, scale: Scale, wor
         out[client] = {
             **{f"{mode}_s": v for mode, v in med.items()},
             "runs": {mode: [round(t, 3) for t in ts] for mode, ts in modes.items()},
+            "relay_ratio": round(med["relay"] / med["direct"], 3),
             "warm_ratio": round(med["warm"] / med["direct"], 3),
             "cold_ratio": round(med["cold"] / med["direct"], 3),
         }
-        log(f"{client}: direct {med['direct']:.2f} s, warm {med['warm']:.2f} s, cold {med['cold']:.2f} s")
+        log(f"{client}: direct {med['direct']:.2f} s, mitmproxy alone {med['relay']:.2f} s, "
+            f"warm {med['warm']:.2f} s, cold {med['cold']:.2f} s")
     return out
 
 
