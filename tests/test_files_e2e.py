@@ -97,6 +97,40 @@ def test_metadata_files_are_advertised_only_when_they_exist(fake_pypi, proxy):
     assert fetch(links[without.filename]["url"] + ".metadata").status == 404
 
 
+def _file_counters(proxy: Proxy) -> dict[str, int]:
+    lines = proxy.get("/-/metrics").body.decode().splitlines()
+    return {
+        line.split()[0].removeprefix("datepin_files_").removesuffix("_total"): int(line.split()[1])
+        for line in lines if line.startswith("datepin_files_")
+    }
+
+
+def test_small_files_missing_from_the_store_are_answered_whole_in_one_exchange(fake_pypi, proxy):
+    """A .metadata file or a wheel the index says is small is fetched, verified and stored
+    before the answer, which the proxy then gives itself: the internal file server sees no
+    request for it.  A bigger file is streamed by the file server as it arrives."""
+    small = fake_pypi.add_wheel("eps", "1.0", upload_time="2023-01-01T00:00:00Z")
+    big = fake_pypi.add_wheel("eps", "2.0", upload_time="2023-01-02T00:00:00Z", payload_size=1 << 20)
+    links = file_links(proxy, "2023-06-01", "eps")
+    before = _file_counters(proxy)
+    md = fetch(links[small.filename]["url"] + ".metadata")
+    assert md.status == 200 and md.body == small.metadata
+    assert fetch(links[small.filename]["url"]).body == small.content
+    after = _file_counters(proxy)
+    assert after["fills"] - before["fills"] == 2
+    assert after["misses"] == before["misses"]  # no ticket was redeemed for them
+    assert fetch(links[big.filename]["url"]).body == big.content
+    assert _file_counters(proxy)["misses"] == after["misses"] + 1
+
+    # Wrong bytes upstream: refused, nothing stored, and the next request gets the file.
+    bad = fake_pypi.add_wheel("zeta", "1.0", upload_time="2023-01-01T00:00:00Z")
+    url = file_links(proxy, "2023-06-01", "zeta")[bad.filename]["url"]
+    fake_pypi.fault("/files/", "wrong_bytes", times=1)
+    refused = fetch(url)
+    assert refused.status == 502 and b"sha256 mismatch" in refused.body
+    assert fetch(url).body == bad.content
+
+
 def test_unknown_files_are_not_fetched(graph, proxy):
     r = proxy.get("/files/pypi/" + "0" * 64 + "/evil.whl")
     assert r.status == 404

@@ -17,7 +17,7 @@ from mitmproxy import connection, ctx, http
 
 from datepin import forward, routes
 from datepin.config import Config, Registry
-from datepin.fileserver import FileServer, FileTarget
+from datepin.fileserver import FileServer, FileTarget, FillError, fill_error_text
 from datepin.history import StoredFile, file_key
 from datepin.model import DistFile, View
 from datepin.pages import Page, PageCache, build_page
@@ -121,6 +121,7 @@ def file_target(
             upstream_url=file.url + ".metadata",
             expected_sha256=(file.core_metadata or {}).get("sha256"),
             filename=file.filename + ".metadata",
+            metadata=True,
             upstream_headers=dict(upstream_headers or {}),
             irreplaceable=irreplaceable,
         )
@@ -614,7 +615,12 @@ class DatepinAddon:
             upstream_headers=self.index.upstream_headers(registry, url, authorization),
         )
         private = registry.auth == "passthrough"
-        if _plain_get(flow.request) and (small := await self.files.read_small(target)) is not None:
+        try:
+            small = await self.files.small(target) if _plain_get(flow.request) else None
+        except FillError as e:
+            flow.response = text_response(e.status, fill_error_text(target, e))
+            return
+        if small is not None:
             data, headers = small
             if private:
                 headers["Cache-Control"] = headers["Cache-Control"].replace("public", "private")

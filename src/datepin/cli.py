@@ -76,12 +76,12 @@ def main() -> None:
 @click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")
 def serve(config_path: Path | None, data_dir: Path | None, listen: str | None, verbose: bool) -> None:
     """Run the proxy (path mode and forward mode on one port)."""
-    from datepin.memory import single_malloc_arena
+    from datepin.memory import tune_malloc
     from datepin.server import Paths, StartupError, run
 
     config = load_config(config_path, listen=listen, data_dir=data_dir)
     setup_logging(verbose)
-    single_malloc_arena()
+    tune_malloc()
 
     def ready(addrs: list[tuple[str, int]], paths: Paths) -> None:
         for host, port in addrs:

@@ -26,6 +26,7 @@ __all__ = [
     "check_html_complete",
     "parse_html_page",
     "parse_json_api_info",
+    "json_text",
     "parse_json_page",
 ]
 
@@ -41,8 +42,11 @@ class PageError(ValueError):
 # --- PEP 691 JSON -------------------------------------------------------------------------
 
 
-def parse_json_page(body: bytes, base_url: str) -> ProjectPage:
-    """A PEP 691 project page; relative file URLs are resolved against `base_url`."""
+def parse_json_page(body: bytes | str, base_url: str) -> ProjectPage:
+    """A PEP 691 project page; relative file URLs are resolved against `base_url`.
+
+    `body` may be the text already decoded (`json_text`), so that a caller can let go of
+    the bytes before the files are read."""
     doc, files = _load_project_json(body, base_url)
     name = doc.get("name")
     if not isinstance(name, str) or not name:
@@ -62,17 +66,22 @@ _DECODER = json.JSONDecoder()
 _WS = re.compile(r"[ \t\n\r]*")
 
 
-def _load_project_json(body: bytes, base_url: str) -> tuple[dict[str, object], list[DistFile] | None]:
+def json_text(body: bytes) -> str:
+    """A JSON document's text, in whichever encoding json.loads would have read it."""
+    try:
+        return body.decode(json.detect_encoding(body), "surrogatepass")
+    except UnicodeDecodeError as exc:
+        raise PageError(f"not JSON: {exc}") from None
+
+
+def _load_project_json(body: bytes | str, base_url: str) -> tuple[dict[str, object], list[DistFile] | None]:
     """The page's top-level object, with `files` read entry by entry into DistFiles.
 
     json.loads would hold every file's dict at once (a 20,000-file page: about 50 MB, and
     the memory stays with the process); here each entry is decoded and turned into its
     DistFile before the next is read.  Each value is still decoded by the json module, so
     what is accepted is what json.loads accepts (duplicate keys: the last wins)."""
-    try:
-        text = body.decode(json.detect_encoding(body), "surrogatepass")
-    except UnicodeDecodeError as exc:
-        raise PageError(f"not JSON: {exc}") from None
+    text = body if isinstance(body, str) else json_text(body)
     doc: dict[str, object] = {}
     files: list[DistFile] | None = None
     try:
