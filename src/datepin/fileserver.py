@@ -368,18 +368,34 @@ class FileServer:
 
     async def small(self, target: FileTarget) -> tuple[bytes, dict[str, str]] | None:
         """`read_small`, and for a file the index says is small (or a `.metadata` file) that is
-        not stored yet, the fill first: the client waits for a few KB to arrive, verified,
-        and gets them in one HTTP exchange instead of two (bench/run, cold installs).
-        Raises FillError."""
+        not stored yet, the download first: the client gets the verified bytes whole, in one
+        HTTP exchange instead of two, and without waiting for the commit (bench/run, cold
+        installs: uv reads every `.metadata` while it resolves).  Raises FillError."""
         found = await self.read_small(target)
         if found is not None or not target.known_small:
             return found
-        sha = await self.fill(target)
-        data = await self._call(self._read_small, sha, target.irreplaceable)
-        if data is None:  # bigger than the index said, or evicted at once: stream it
+        download = self._join(target)
+        download.acquire()
+        try:
+            await download.started.wait()
+            while not download.verified and download.error is None and not download.already_stored:
+                await download.wait_progress(download.visible)
+            if download.error is not None and not download.verified:
+                raise download.error
+            assert download.sha256 is not None
+            if download.already_stored:
+                data = await self._call(self._read_small, download.sha256, target.irreplaceable)
+            else:
+                assert download.fd is not None
+                data = await self._call(os.pread, download.fd, SMALL_FILE + 1, 0)
+                if len(data) != download.visible or len(data) > SMALL_FILE:
+                    data = None  # bigger than the index said: streamed instead
+        finally:
+            download.release()
+        if data is None:
             return None
         self._counters["bytes_served"] += len(data)
-        return data, self._headers(etag_for(sha))
+        return data, self._headers(etag_for(download.sha256))
 
     def _read_small(self, sha256: str, irreplaceable: bool) -> bytes | None:
         handle = self._store.open(sha256)
