@@ -153,6 +153,16 @@ def public_url(url: str) -> str:
         return "<unparsable URL>"
 
 
+async def _read_up_to(content: aiohttp.StreamReader, limit: int) -> bytes:
+    """The body's first `limit` bytes (all of it, if shorter)."""
+    parts: list[bytes] = []
+    size = 0
+    while size < limit and (part := await content.read(limit - size)):
+        parts.append(part)
+        size += len(part)
+    return b"".join(parts)
+
+
 def fill_error_text(target: FileTarget, exc: FillError) -> str:
     """What a client is told when a file cannot be fetched."""
     return f"datepin: cannot fetch {target.filename} from {public_url(target.upstream_url)}: {exc.reason}\n"
@@ -188,6 +198,7 @@ class _Download:
         self.length: int | None = None  # Content-Length for clients; None: unknown (chunked)
         self.visible = 0  # bytes clients may have: all written but the last chunk, until verified
         self.sha256: str | None = None
+        self.body: bytes | None = None  # the whole file, when it was small enough to be read whole
         self.verified = False  # the whole body is visible and its hash is right
         self.committed = False
         self.already_stored = False  # found in the store at the start: no download made
@@ -247,6 +258,10 @@ class FileServer:
         self._max_tickets = max_tickets
         self._clock = clock
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="datepin-files")
+        # Commits (fsync, rename, the blob index) and what follows them wait on the disk and
+        # on the store's lock; in a pool of their own they never hold up the reads and
+        # writes clients are waiting for (bench/run, cold installs).
+        self._committer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="datepin-commit")
         self._tickets: OrderedDict[str, tuple[FileTarget, float]] = OrderedDict()
         self._downloads: dict[str, _Download] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -283,6 +298,7 @@ class FileServer:
             await self._runner.cleanup()
             self._runner = None
         self._executor.shutdown(wait=False)
+        self._committer.shutdown(wait=False)
 
     async def wait_idle(self) -> None:
         """Wait for the downloads in progress to commit or fail.
@@ -385,6 +401,8 @@ class FileServer:
             assert download.sha256 is not None
             if download.already_stored:
                 data = await self._call(self._read_small, download.sha256, target.irreplaceable)
+            elif download.body is not None:
+                data = download.body if len(download.body) <= SMALL_FILE else None
             else:
                 assert download.fd is not None
                 data = await self._call(os.pread, download.fd, SMALL_FILE + 1, 0)
@@ -670,7 +688,10 @@ class FileServer:
                 if length is not None and length != target.size:
                     raise FillError(502, f"upstream announced {length} bytes, the index {target.size}")
                 length = target.size
-            begun = await self._call(self._begin_fill, sha)
+            # A small file is read whole first, so that one thread call both begins the fill
+            # and writes it: a cold `.metadata` file's client waits for each hop.
+            first = await _read_up_to(upstream.content, SMALL_FILE + 1) if target.known_small else b""
+            begun = await self._call(self._begin_fill, sha, first)
             if begun is None:  # stored meanwhile (by another process): nothing to download
                 download.already_stored, download.sha256, download.committed = True, sha, True
                 download.started.set()
@@ -679,6 +700,8 @@ class FileServer:
             download.fill = fill
             download.length = length
             download.started.set()
+            if length is not None and fill.size > length:
+                raise FillError(502, f"upstream sent more than {length} bytes")
             async for chunk in upstream.content.iter_chunked(_CHUNK):
                 await self._call(fill.write, chunk)
                 download.visible = fill.size - len(chunk)
@@ -690,15 +713,18 @@ class FileServer:
         digest = fill.sha256
         if sha is not None and digest != sha:
             raise FillError(502, f"sha256 mismatch: the index says {sha}, upstream sent {digest}")
+        if len(first) == fill.size:
+            download.body = first
         download.sha256, download.visible, download.verified = digest, fill.size, True
         download.notify()
-        await self._call(fill.commit)
+        await self._call(fill.commit, executor=self._committer)
         download.committed = True
         self._counters["fills"] += 1
         await self._after_commit(download, digest, fill.size)
 
-    def _begin_fill(self, sha256: str | None) -> tuple[Fill, int] | None:
-        """None if the blob is stored already; else a fill and a reader's fd on its temp file.
+    def _begin_fill(self, sha256: str | None, first: bytes) -> tuple[Fill, int] | None:
+        """None if the blob is stored already; else a fill (with `first` written) and a
+        reader's fd on its temp file.
 
         One thread-pool call where there were three: callers have just found the blob
         missing, so this check only catches another process's commit, and each hop cost a
@@ -707,22 +733,24 @@ class FileServer:
             return None
         fill = self._store.open_fill(sha256)
         try:
+            if first:
+                fill.write(first)
             return fill, os.open(fill.path, os.O_RDONLY)
         except BaseException:
             fill.abort()
             raise
 
     async def _after_commit(self, download: _Download, sha256: str, size: int) -> None:
-        download.lease = await self._call(self._store.open, sha256)
+        download.lease = await self._call(self._store.open, sha256, executor=self._committer)
         if download.irreplaceable:
-            await self._call(self._store.mark_irreplaceable, sha256)
+            await self._call(self._store.mark_irreplaceable, sha256, executor=self._committer)
         for callback in download.callbacks:
             try:
                 callback(sha256, size)
             except Exception:
                 log.exception("on_commit callback failed for %s", sha256)
         async with self._evict_lock:
-            await self._call(self._store.evict_to_limit)
+            await self._call(self._store.evict_to_limit, executor=self._committer)
 
     # -- misses: HEAD and ranges, passed through without storing -------------------------------
 
@@ -830,7 +858,9 @@ class FileServer:
 
     # -- helpers -------------------------------------------------------------------------------
 
-    async def _call(self, fn: Callable[..., _T], *args: Any) -> _T:
+    async def _call(
+        self, fn: Callable[..., _T], *args: Any, executor: ThreadPoolExecutor | None = None
+    ) -> _T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
+        return await loop.run_in_executor(executor or self._executor, functools.partial(fn, *args))
 

@@ -53,6 +53,13 @@ FetchFile = Callable[[DistFile, Registry, Mapping[str, str]], Awaitable[Path]]
 # cached by the addon, so this serves other formats and the JSON API; a view of more than a
 # quarter of this (a 20,000-file project) is recomputed instead of crowding out the rest.
 FIXED_VIEW_FILES = 20_000
+# Pages up to this size are parsed on the event loop (a few dozen files: well under a
+# millisecond), bigger ones in a thread.
+SMALL_PAGE = 32 * 1024
+
+
+# What an observation changed, and (when asked for) the project's history right after it.
+Observed = tuple[Change, ProjectHistory | None]
 
 
 def utcnow() -> datetime:
@@ -105,7 +112,7 @@ class Index:
         self._rescues: dict[tuple[str, str], asyncio.Task[None]] = {}
         # A project removed upstream may take thousands of files with it: a few at a time.
         self._rescue_slots = asyncio.Semaphore(config.snapshot_concurrency)
-        self._inflight: dict[tuple[str, str], asyncio.Future[Change | None]] = {}
+        self._inflight: dict[tuple[str, str], asyncio.Future[Observed | None]] = {}
         self._checks: dict[bytes, asyncio.Future[None]] = {}
         self._fixed: OrderedDict[tuple[str, str, datetime], View] = OrderedDict()
         self._fixed_files = 0
@@ -148,17 +155,25 @@ class Index:
         if fetched.status != 200:
             raise UpstreamError(f"{mask_url(url)} answered HTTP {fetched.status}")
         base_url = fetched.url
+        # Big pages (thousands of files) take milliseconds to parse: off the event loop.  A
+        # small one is read here: the hop to a thread would cost more than the reading.
+        small = len(fetched.body) <= SMALL_PAGE
         try:
-            # Big pages (thousands of files) take milliseconds to parse: off the event loop.
             if "json" in fetched.content_type:
                 # The bytes go before the files are read: a 20,000-file page is 12 MB of
                 # them, on top of its text and its files (bench/run, growth: peak RSS).
                 text = json_text(fetched.body)
                 del fetched
-                page = await asyncio.to_thread(parse_json_page, text, base_url)
+                if small:
+                    page = parse_json_page(text, base_url)
+                else:
+                    page = await asyncio.to_thread(parse_json_page, text, base_url)
             else:
                 check_html_complete(fetched.body)
-                page = await asyncio.to_thread(parse_html_page, fetched.body, base_url, name)
+                if small:
+                    page = parse_html_page(fetched.body, base_url, name)
+                else:
+                    page = await asyncio.to_thread(parse_html_page, fetched.body, base_url, name)
         except PageError as e:
             reason = one_line(str(e))
             raise UpstreamError(f"{mask_url(url)} sent a page datepin cannot read: {reason}") from None
@@ -181,9 +196,24 @@ class Index:
 
         Returns None when upstream does not know a project history has never seen.
         """
+        observed = await self._observe_shared(registry, name, headers, authorization, load=False)
+        return None if observed is None else observed[0]
+
+    async def _observe_shared(
+        self,
+        registry: Registry,
+        name: str,
+        headers: Mapping[str, str] | None,
+        authorization: str | None,
+        *,
+        load: bool,
+    ) -> Observed | None:
+        """`observe`, and with `load` the project's history as recorded, read in the same
+        thread call (a caller that joins an observation started without `load` gets None
+        for it and reads history itself)."""
         return await _shared(
             self._inflight, (registry.name, name),
-            lambda: self._observe(registry, name, headers, authorization),
+            lambda: self._observe(registry, name, headers, authorization, load=load),
         )
 
     async def _observe(
@@ -192,31 +222,40 @@ class Index:
         name: str,
         headers: Mapping[str, str] | None,
         authorization: str | None,
-    ) -> Change | None:
+        *,
+        load: bool = False,
+    ) -> Observed | None:
         try:
             page = await self.fetch_page(registry, name, headers, authorization=authorization)
         except UpstreamError:
             self.upstream_failures += 1
             raise
-        return await self._record(registry, name, page)
+        return await self._record(registry, name, page, load=load)
 
-    async def _record(self, registry: Registry, name: str, page: ProjectPage | None) -> Change | None:
+    async def _record(
+        self, registry: Registry, name: str, page: ProjectPage | None, *, load: bool = False
+    ) -> Observed | None:
         self.observations += 1
         if page is None and await asyncio.to_thread(self.history.last_observed, registry.name, name) is None:
             return None
+        at = self.clock()
+
+        def fold() -> Observed:
+            _, change = self.history.record(registry.name, name, page, at)
+            # One thread call for both: a cold page's answer waits for each hop.
+            return change, self.history.load(registry.name, name) if load else None
+
         try:
-            _, change = await asyncio.to_thread(
-                self.history.record, registry.name, name, page, self.clock()
-            )
+            observed = await asyncio.to_thread(fold)
         except HistoryWriteError as e:
             # Answered like an upstream failure: from history with a warning where it can.
             raise UpstreamError(f"{name}: datepin {e}", status=503) from None
         # Whoever observed it (a request, live or pinned, or the snapshotter): a file seen
         # going away is kept at once, while upstream may still serve it (DESIGN.md).
         if self._rescue is not None:
-            for file in change.gone:
+            for file in observed[0].gone:
                 self.rescue(registry, file)
-        return change
+        return observed
 
     # -- passthrough access ----------------------------------------------------------------
 
@@ -346,16 +385,20 @@ class Index:
         # thread-pool hop (STYLE.md rule 3), as every cold or live request makes it.
         last = self.history.last_observed(registry.name, name)
         warning = None
+        history = None
         if self._needs_observation(last, cutoff):
             try:
-                if await self.observe(registry, name, headers, authorization=authorization) is None:
+                observed = await self._observe_shared(registry, name, headers, authorization, load=True)
+                if observed is None:
                     raise NotObserved(name)
+                history = observed[1]
             except UpstreamError as e:
                 if last is None or e.status in (401, 403):
                     raise
                 warning = f"upstream unavailable, answered from history: {e}"
                 log.warning("%s: %s", name, warning)
-        history = await asyncio.to_thread(self.history.load, registry.name, name)
+        if history is None:
+            history = await asyncio.to_thread(self.history.load, registry.name, name)
         if history is None:
             raise NotObserved(name)
         result = view(history, cutoff)
