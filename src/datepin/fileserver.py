@@ -33,7 +33,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 import aiohttp
 from aiohttp import web
@@ -521,24 +521,25 @@ class FileServer:
         response.content_length = count
         await response.prepare(request)
         if request.method == "GET" and count:
-            await self._send_file(request, response, handle, start, count)
+            await self._send_file(request, response, handle.file, start, count)
         await response.write_eof()
         return response
 
     async def _send_file(
-        self, request: web.Request, response: web.StreamResponse, handle: BlobHandle, start: int, count: int
+        self, request: web.Request, response: web.StreamResponse, file: IO[bytes], start: int, count: int
     ) -> None:
+        """Bytes [start, start + count) of `file` after the response's headers, which a
+        StreamResponse has sent on prepare: by sendfile(2) where the platform has it."""
         transport = request.transport
         if transport is None:
             raise ConnectionResetError("client gone")
         try:
-            # Headers are already flushed to the transport; sendfile(2) follows them.
-            await asyncio.get_running_loop().sendfile(transport, handle.file, start, count, fallback=False)
+            await asyncio.get_running_loop().sendfile(transport, file, start, count, fallback=False)
             self._counters["bytes_served"] += count
             return
         except NotImplementedError:
             pass
-        fd, end = handle.file.fileno(), start + count
+        fd, end = file.fileno(), start + count
         while start < end:
             data = await self._call(os.pread, fd, min(_CHUNK, end - start), start)
             if not data:
@@ -588,7 +589,7 @@ class FileServer:
             if download.length is not None:
                 response.content_length = download.length
             await response.prepare(request)
-            if await self._tail(response, download):
+            if await self._tail(request, response, download):
                 await response.write_eof()
             else:
                 self._cut(request)
@@ -596,25 +597,38 @@ class FileServer:
         finally:
             download.release()
 
-    async def _tail(self, response: web.StreamResponse, download: _Download) -> bool:
-        """Send the temp file as it grows; False when the download failed (cut the client)."""
-        pos = 0
-        while True:
-            if download.error is not None and not download.verified:
-                return False
-            if pos < download.visible:
-                assert download.fd is not None
-                n = min(_CHUNK, download.visible - pos)
-                data = await self._call(os.pread, download.fd, n, pos)
-                if not data:
+    async def _tail(self, request: web.Request, response: web.StreamResponse, download: _Download) -> bool:
+        """Send the temp file as it grows; False when the download failed (cut the client).
+
+        With a known length the body is sent by sendfile(2) from the temp file, as a stored
+        file is (bench/run, cold installs: the copies through user space were the biggest
+        cost of a cold fill on the event loop); else as chunks read into memory."""
+        assert download.fd is not None
+        file = os.fdopen(os.dup(download.fd), "rb", buffering=0) if download.length is not None else None
+        try:
+            pos = 0
+            while True:
+                if download.error is not None and not download.verified:
                     return False
-                await response.write(data)
-                pos += len(data)
-                self._counters["bytes_served"] += len(data)
-            elif download.verified:
-                return True
-            else:
-                await download.wait_progress(pos)
+                if pos < download.visible:
+                    if file is not None:
+                        count = download.visible - pos
+                        await self._send_file(request, response, file, pos, count)
+                        pos += count
+                        continue
+                    data = await self._call(os.pread, download.fd, min(_CHUNK, download.visible - pos), pos)
+                    if not data:
+                        return False
+                    await response.write(data)
+                    pos += len(data)
+                    self._counters["bytes_served"] += len(data)
+                elif download.verified:
+                    return True
+                else:
+                    await download.wait_progress(pos)
+        finally:
+            if file is not None:
+                file.close()
 
     @staticmethod
     def _cut(request: web.Request) -> None:
