@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 CACHE_CONTROL = "public, max-age=31536000, immutable"
 _CONTENT_TYPE = "application/octet-stream"
 _CHUNK = 1 << 20
+# aiohttp's buffer for a download (it reads ahead up to twice this): bigger than its 64 KiB
+# default so that a fast upstream fills whole writes, small enough for 64 fills at once.
+_READ_BUFFER = 256 * 1024
 # Store hits up to this size may be read whole and answered by the proxy itself (`read_small`).
 SMALL_FILE = 256 * 1024
 _TICKET = re.compile(r"/t/([A-Za-z0-9_-]{22})")
@@ -151,6 +154,11 @@ def public_url(url: str) -> str:
         return str(URL(url).with_user(None).with_query(None).with_fragment(None))
     except (ValueError, TypeError):
         return "<unparsable URL>"
+
+
+def _write_all(fill: Fill, parts: list[bytes]) -> None:
+    for part in parts:
+        fill.write(part)
 
 
 async def _read_up_to(content: aiohttp.StreamReader, limit: int) -> bytes:
@@ -694,6 +702,7 @@ class FileServer:
             headers=self._upstream_headers(target),
             timeout=self._client_timeout(),
             auto_decompress=False,
+            read_bufsize=_READ_BUFFER,
         ) as upstream:
             if upstream.status != 200:
                 raise FillError(502, f"upstream answered HTTP {upstream.status}")
@@ -716,12 +725,15 @@ class FileServer:
             download.started.set()
             if length is not None and fill.size > length:
                 raise FillError(502, f"upstream sent more than {length} bytes")
-            async for chunk in upstream.content.iter_chunked(_CHUNK):
-                await self._call(fill.write, chunk)
-                download.visible = fill.size - len(chunk)
-                download.notify()
-                if length is not None and fill.size > length:
-                    raise FillError(502, f"upstream sent more than {length} bytes")
+            # Each write is a thread hop and a wake-up of every waiting client, so each takes
+            # all that has arrived (up to _CHUNK), not one piece of it; never more, so that
+            # clients get what has arrived.
+            async for chunk in upstream.content.iter_any():
+                batch, batched = [chunk], len(chunk)
+                while batched < _CHUNK and (more := upstream.content.read_nowait(_CHUNK - batched)):
+                    batch.append(more)
+                    batched += len(more)
+                await self._write_batch(download, fill, batch, length)
         if length is not None and fill.size != length:
             raise FillError(502, f"body ended after {fill.size} of {length} bytes")
         digest = fill.sha256
@@ -735,6 +747,16 @@ class FileServer:
         download.committed = True
         self._counters["fills"] += 1
         await self._after_commit(download, digest, fill.size)
+
+    async def _write_batch(
+        self, download: _Download, fill: Fill, batch: list[bytes], length: int | None
+    ) -> None:
+        await self._call(_write_all, fill, batch)
+        # All but this batch may reach clients: it may be the last, held back until verified.
+        download.visible = fill.size - sum(map(len, batch))
+        download.notify()
+        if length is not None and fill.size > length:
+            raise FillError(502, f"upstream sent more than {length} bytes")
 
     def _begin_fill(self, sha256: str | None, first: bytes) -> tuple[Fill, int] | None:
         """None if the blob is stored already; else a fill (with `first` written) and a

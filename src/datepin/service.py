@@ -56,6 +56,7 @@ FIXED_VIEW_FILES = 20_000
 # Pages up to this size are parsed on the event loop (a few dozen files: well under a
 # millisecond), bigger ones in a thread.
 SMALL_PAGE = 32 * 1024
+SMALL_PAGE_FILES = 1000
 
 
 # What an observation changed, and (when asked for) the project's history right after it.
@@ -239,10 +240,13 @@ class Index:
         if page is None and await asyncio.to_thread(self.history.last_observed, registry.name, name) is None:
             return None
         at = self.clock()
+        # One thread call for both: a cold page's answer waits for each hop.  Not for a big
+        # page: its files and its history would be in memory at once (bench/run, growth:
+        # 20,000 files, peak RSS), and one hop more is nothing next to its reading.
+        load = load and (page is None or len(page.files) <= SMALL_PAGE_FILES)
 
         def fold() -> Observed:
             _, change = self.history.record(registry.name, name, page, at)
-            # One thread call for both: a cold page's answer waits for each hop.
             return change, self.history.load(registry.name, name) if load else None
 
         try:
@@ -391,7 +395,9 @@ class Index:
                 observed = await self._observe_shared(registry, name, headers, authorization, load=True)
                 if observed is None:
                     raise NotObserved(name)
-                history = observed[1]
+                # Not kept: a first observation's change lists every file it added (20,000
+                # files: 22 MB), which must be gone before history is read.
+                history, observed = observed[1], None
             except UpstreamError as e:
                 if last is None or e.status in (401, 403):
                     raise

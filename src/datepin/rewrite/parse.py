@@ -66,7 +66,7 @@ _DECODER = json.JSONDecoder()
 _WS = re.compile(r"[ \t\n\r]*")
 
 
-def json_text(body: bytes) -> str:
+def json_text(body: bytes | bytearray) -> str:
     """A JSON document's text, in whichever encoding json.loads would have read it."""
     try:
         return body.decode(json.detect_encoding(body), "surrogatepass")
@@ -250,7 +250,7 @@ def _upload_time(raw: str | None, where: str) -> datetime | None:
         raise PageError(f"{where}: bad upload-time: {exc}") from None
 
 
-def _load_json_object(body: bytes) -> dict[str, object]:
+def _load_json_object(body: bytes | bytearray) -> dict[str, object]:
     try:
         doc = json.loads(body)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError and bad UTF-8
@@ -263,7 +263,7 @@ def _load_json_object(body: bytes) -> dict[str, object]:
 # --- PEP 503 HTML -------------------------------------------------------------------------
 
 
-def parse_html_page(body: bytes, base_url: str, name: str) -> ProjectPage:
+def parse_html_page(body: bytes | bytearray, base_url: str, name: str) -> ProjectPage:
     """A PEP 503 project page (with PEP 592/629/658/700/714/792 attributes)."""
     soup = _soup(body)
     base_tag = soup.find("base", href=True)
@@ -285,7 +285,7 @@ def parse_html_page(body: bytes, base_url: str, name: str) -> ProjectPage:
 _END_TAGS = (b"</html", b"</body")
 
 
-def check_html_complete(body: bytes) -> None:
+def check_html_complete(body: bytes | bytearray) -> None:
     """Raise PageError unless a whole HTML document arrived.
 
     JSON that is cut short does not parse, but HTML does: the first half of a page is a valid
@@ -355,7 +355,7 @@ def _last_segment(url: str) -> str:
     return unquote(posixpath.basename(urlsplit(url).path))
 
 
-def _soup(body: bytes) -> BeautifulSoup:
+def _soup(body: bytes | bytearray) -> BeautifulSoup:
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -369,7 +369,7 @@ def _soup(body: bytes) -> BeautifulSoup:
 # --- PyPI JSON API ------------------------------------------------------------------------
 
 
-def parse_json_api_info(body: bytes) -> dict[str, object]:
+def parse_json_api_info(body: bytes | bytearray) -> dict[str, object]:
     """The `info` object of `/pypi/P/json` or `/pypi/P/V/json`."""
     info = _load_json_object(body).get("info")
     if not isinstance(info, dict):

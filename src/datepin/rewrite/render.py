@@ -355,7 +355,7 @@ _LIST_FIELDS = {
 }
 
 
-def info_from_metadata(metadata: bytes) -> dict[str, object]:
+def info_from_metadata(metadata: bytes | bytearray) -> dict[str, object]:
     """A JSON API `info` dict from a release's core metadata (any Metadata-Version)."""
     message = Parser(policy=policy.compat32).parsestr(metadata.decode("utf-8", "replace"))
     info: dict[str, object] = {key: message.get(field) for field, key in _SINGLE_FIELDS.items()}
