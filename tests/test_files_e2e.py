@@ -106,23 +106,31 @@ def _file_counters(proxy: Proxy) -> dict[str, int]:
 
 
 def test_small_files_missing_from_the_store_are_answered_whole_in_one_exchange(fake_pypi, proxy):
-    """A .metadata file or a wheel the index says is small is fetched, verified and stored
-    before the answer, which the proxy then gives itself: the internal file server sees no
-    request for it.  A bigger file is streamed by the file server as it arrives."""
+    """A .metadata file or a wheel the index says is small is fetched and verified before the
+    answer, which the proxy gives itself (the internal file server's answers, relayed, carry
+    aiohttp's Server header); a bigger file is streamed by the file server as it arrives.
+    Each is one upstream GET and one miss."""
     small = fake_pypi.add_wheel("eps", "1.0", upload_time="2023-01-01T00:00:00Z")
     big = fake_pypi.add_wheel("eps", "2.0", upload_time="2023-01-02T00:00:00Z", payload_size=1 << 20)
     links = file_links(proxy, "2023-06-01", "eps")
     before = _file_counters(proxy)
+    fake_pypi.clear_log()
     md = fetch(links[small.filename]["url"] + ".metadata")
     assert md.status == 200 and md.body == small.metadata
-    assert fetch(links[small.filename]["url"]).body == small.content
+    whl = fetch(links[small.filename]["url"])
+    assert whl.body == small.content
+    assert "aiohttp" not in (md.header("Server") or "") + (whl.header("Server") or "")
+    relayed = fetch(links[big.filename]["url"])
+    assert relayed.body == big.content and "aiohttp" in (relayed.header("Server") or "")
+    assert len(fake_pypi.requests_for("/files/", method="GET")) == 3
     deadline = time.monotonic() + 10  # answered once verified; the commits may come after
-    while (after := _file_counters(proxy))["fills"] - before["fills"] < 2 and time.monotonic() < deadline:
+    while (after := _file_counters(proxy))["fills"] - before["fills"] < 3 and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert after["fills"] - before["fills"] == 2
-    assert after["misses"] == before["misses"]  # no ticket was redeemed for them
-    assert fetch(links[big.filename]["url"]).body == big.content
-    assert _file_counters(proxy)["misses"] == after["misses"] + 1
+    assert (after["fills"] - before["fills"], after["misses"] - before["misses"]) == (3, 3)
+    # Again: from the store, no upstream request.
+    fake_pypi.clear_log()
+    assert fetch(links[small.filename]["url"] + ".metadata").body == small.metadata
+    assert fake_pypi.requests == []
 
     # Wrong bytes upstream: refused, nothing stored, and the next request gets the file.
     bad = fake_pypi.add_wheel("zeta", "1.0", upload_time="2023-01-01T00:00:00Z")

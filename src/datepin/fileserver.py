@@ -419,7 +419,8 @@ class FileServer:
         finally:
             download.release()
         if data is None:
-            return None
+            return None  # the client is sent to this server instead, which counts the miss
+        self._counters["misses"] += 1
         self._counters["bytes_served"] += len(data)
         return data, self._headers(etag_for(download.sha256))
 
