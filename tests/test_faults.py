@@ -339,7 +339,7 @@ def test_wrong_bytes_are_never_served_as_complete_nor_stored(up: Env) -> None:
             bad = get_file(urls[wheel.filename])
             assert not (bad.complete and bad.status == 200), (wheel.filename, kind, bad.status)
             if bad.status == 200:
-                assert len(bad.body) < wheel.size  # the last chunk is held back until verified
+                assert len(bad.body) < wheel.size  # the end is held back until verified
             settle(up.data)
             assert wheel.sha256 not in storecheck.stored(up.data)
         good = get_file(urls[wheel.filename])

@@ -379,9 +379,27 @@ def test_client_never_gets_a_wrong_body_presented_as_complete(tmp_path: Path) ->
                 with pytest.raises(aiohttp.ClientPayloadError):
                     async for chunk in response.content.iter_chunked(64 * 1024):
                         received += len(chunk)
-                assert received < len(data)  # the last chunk was held back
+                assert received < len(data)  # the end was held back
             await env.server.wait_idle()  # the failed fill deletes its temp file right after
             assert stored_nothing(env)
+
+    run(body)
+
+
+def test_a_waiting_client_gets_all_that_arrived_but_the_held_back_end(tmp_path: Path) -> None:
+    """With the length known, a client is never more than the held-back end behind the
+    download: upstream paused half-way, the client has all of the first half already."""
+    data = os.urandom(4 * MIB)
+
+    async def body() -> None:
+        async with environment(tmp_path) as env:
+            gate = asyncio.Event()
+            env.upstream.files["h.whl"] = Behaviour(data, gate=gate)
+            async with env.client.get(env.url(env.target("h.whl"))) as response:
+                half = await asyncio.wait_for(response.content.readexactly(2 * MIB), 10)
+                assert half == data[: 2 * MIB]
+                gate.set()
+                assert half + await response.read() == data
 
     run(body)
 

@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 CACHE_CONTROL = "public, max-age=31536000, immutable"
 _CONTENT_TYPE = "application/octet-stream"
 _CHUNK = 1 << 20
+# The end of a file of known length that no client gets until the whole file's hash is right.
+_HOLD_BACK = 16 * 1024
 # aiohttp's buffer for a download (it reads ahead up to twice this): bigger than its 64 KiB
 # default so that a fast upstream fills whole writes, small enough for 64 fills at once.
 _READ_BUFFER = 256 * 1024
@@ -204,7 +206,7 @@ class _Download:
         self.fill: Fill | None = None
         self.fd: int | None = None  # the temp file, for readers (pread: no shared offset)
         self.length: int | None = None  # Content-Length for clients; None: unknown (chunked)
-        self.visible = 0  # bytes clients may have: all written but the last chunk, until verified
+        self.visible = 0  # bytes clients may have before the hash is checked: never all of them
         self.sha256: str | None = None
         self.body: bytes | None = None  # the whole file, when it was small enough to be read whole
         self.verified = False  # the whole body is visible and its hash is right
@@ -753,11 +755,17 @@ class FileServer:
         self, download: _Download, fill: Fill, batch: list[bytes], length: int | None
     ) -> None:
         await self._call(_write_all, fill, batch)
-        # All but this batch may reach clients: it may be the last, held back until verified.
-        download.visible = fill.size - sum(map(len, batch))
-        download.notify()
         if length is not None and fill.size > length:
             raise FillError(502, f"upstream sent more than {length} bytes")
+        # What clients may have before the hash is checked: never the whole file.  With the
+        # length known, all but its last _HOLD_BACK bytes, so that a client is not kept
+        # waiting for a batch once the download ends (pip fetches one file after another);
+        # else all but this batch, which may be the last.
+        if length is not None:
+            download.visible = max(0, min(fill.size, length - _HOLD_BACK))
+        else:
+            download.visible = fill.size - sum(map(len, batch))
+        download.notify()
 
     def _begin_fill(self, sha256: str | None, first: bytes) -> tuple[Fill, int] | None:
         """None if the blob is stored already; else a fill (with `first` written) and a
