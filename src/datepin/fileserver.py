@@ -23,6 +23,7 @@ a file server for arbitrary paths nor an open proxy.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -41,6 +42,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from datepin.blobs import BlobHandle, BlobStore, Fill, HashMismatch, check_sha256
+from datepin.memory import give_back
 
 log = logging.getLogger(__name__)
 
@@ -581,6 +583,9 @@ class FileServer:
     def _forget_task(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         self._task_downloads.pop(task, None)
+        if not self._tasks:  # the last download of a burst: its buffers' memory goes back
+            with contextlib.suppress(RuntimeError):  # shutting down
+                self._committer.submit(give_back)
 
     async def _stream_miss(self, request: web.Request, target: FileTarget) -> web.StreamResponse:
         download = self._join(target)

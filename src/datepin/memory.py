@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import platform
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -37,3 +38,26 @@ def tune_malloc() -> None:
     for option, value in ((_M_ARENA_MAX, 1), (_M_MMAP_THRESHOLD, MMAP_THRESHOLD)):
         if not mallopt(option, value):
             log.debug("mallopt(%d, %d) was refused", option, value)
+
+
+def _find_trim() -> Callable[[int], int] | None:
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    return trim
+
+
+_TRIM = _find_trim()
+
+
+def give_back() -> None:
+    """Return the free pages inside the C heap to the system (glibc's malloc_trim).
+
+    A burst of downloads leaves holes in the heap where their buffers were (40 parallel
+    fills: about 20 MB that RSS kept for good); the heap gives back only its top by itself.
+    Takes a few milliseconds: call it in a thread, when a burst is over."""
+    if _TRIM is not None:
+        _TRIM(0)
