@@ -126,14 +126,19 @@ def encode_file(file: DistFile) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
 
-def decode_file(text: str) -> DistFile:
+def decode_file(text: str, strings: dict[str, str] | None = None) -> DistFile:
+    """`strings`: one string for equal values across the files decoded with it (hash names,
+    requires-python): 150 bytes a file, 3 MB for a 20,000-file project."""
     d = json.loads(text)
+    share = (lambda v: v) if strings is None else (lambda v: strings.setdefault(v, v))
+    hashes, core_metadata = d.get("hashes", {}), d.get("core_metadata")
+    requires_python = d.get("requires_python")
     return DistFile(
         filename=d["filename"],
         url=d["url"],
-        hashes=d.get("hashes", {}),
-        requires_python=d.get("requires_python"),
-        core_metadata=d.get("core_metadata"),
+        hashes={share(k): v for k, v in hashes.items()},
+        requires_python=None if requires_python is None else share(requires_python),
+        core_metadata=None if core_metadata is None else {share(k): v for k, v in core_metadata.items()},
         yanked=d.get("yanked"),
         upload_time=from_micros(d["upload_time"]) if "upload_time" in d else None,
         upload_time_raw=d.get("upload_time_raw"),
@@ -388,6 +393,7 @@ class HistoryStore:
         # decoded record.  Only the file's previous state is kept for that: keeping every
         # state's text until the end held 12 MB more for a 20,000-file project.
         previous: tuple[str, str, DistFile] | None = None
+        strings: dict[str, str] = {}
         for filename, at, state in db.execute(
             "SELECT f.filename, s.at, s.state FROM file_states s JOIN files f ON f.id = s.file_id"
             " WHERE f.project_id=? ORDER BY f.filename, s.at",
@@ -398,7 +404,7 @@ class HistoryStore:
                 if previous is not None and previous[0] == filename and previous[1] == state:
                     file = previous[2]
                 else:
-                    file = decode_file(state)
+                    file = decode_file(state, strings)
                     previous = (filename, state, file)
             states.setdefault(filename, []).append(FileState(from_micros(at), file))
         statuses = tuple(
