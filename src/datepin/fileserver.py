@@ -9,11 +9,15 @@ a file server for arbitrary paths nor an open proxy.
   sendfile(2) from an open file (an eviction meanwhile does not cut it).
 - Miss, GET: one upstream download per file (`_Download`), written to a temp file of the store
   while hashing.  Every client, the first included, tails that temp file, so a client that goes
-  away does not stop the fill and a late client does not wait for the end.  Clients may read only
-  what is `visible`: the bytes written minus the last chunk received, which is released once the
-  sha256 checks out (the commit, an fsync and a rename, follows; `wait_idle` waits for it).  A
-  download that fails deletes its temp file, then cuts every client's connection, so nobody sees
-  a short or wrong body presented as complete.
+  away does not stop the fill and a late client does not wait for the end (sent by sendfile(2)
+  when the length is known).  Clients may read only what is `visible`: the bytes written but the
+  last 16 KiB of a file of known length (else the last write), released once the sha256 checks
+  out (the commit, an fsync and a rename, follows in a pool of its own; `wait_idle` waits for
+  it).  A download that fails deletes its temp file, then cuts every client's connection, so
+  nobody sees a short or wrong body presented as complete.
+- Miss, plain GET of a small file (a `.metadata` file, or at most SMALL_FILE by the index):
+  the same download, read whole, and handed to the addon once verified (`small`), which
+  answers it itself: one HTTP exchange through mitmproxy instead of two.
 - Miss, HEAD or Range: answered without storing anything.  HEAD from the index's size (or an
   upstream HEAD); a range is fetched from upstream as an explicit `bytes=a-b` (suffix ranges are
   resolved here: files.pythonhosted.org has answered them with 501).  A range never starts a
