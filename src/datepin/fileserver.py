@@ -78,7 +78,6 @@ class FileTarget:
     irreplaceable: bool = False  # mark the blob irreplaceable when committed
     on_commit: Callable[[str, int], None] | None = field(default=None, repr=False)
 
-
     @property
     def known_small(self) -> bool:
         """Small enough to be fetched whole before it is answered (see FileServer.small)."""

@@ -27,9 +27,9 @@ from datepin.rewrite.filenames import version_of
 from datepin.rewrite.parse import (
     PageError,
     check_html_complete,
+    json_text,
     parse_html_page,
     parse_json_api_info,
-    json_text,
     parse_json_page,
 )
 from datepin.rewrite.render import choose_release, info_from_metadata
