@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import platform
-from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -29,28 +29,12 @@ def tune_malloc() -> None:
     one arena, and the parse's own peak 145 -> 126 MB with the fixed threshold.
 
     Call before any thread starts.  Elsewhere than glibc there is nothing to do."""
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
+    libc = _glibc()
+    if libc is None:
         return
     for option, value in ((_M_ARENA_MAX, 1), (_M_MMAP_THRESHOLD, MMAP_THRESHOLD)):
-        if not mallopt(option, value):
+        if not libc.mallopt(option, value):
             log.debug("mallopt(%d, %d) was refused", option, value)
-
-
-def _find_trim() -> Callable[[int], int] | None:
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return None
-    try:
-        trim: Callable[[int], int] = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):
-        return None
-    return trim
-
-
-_TRIM = _find_trim()
 
 
 def give_back() -> None:
@@ -59,5 +43,19 @@ def give_back() -> None:
     A burst of downloads leaves holes in the heap where their buffers were (40 parallel
     fills: about 20 MB that RSS kept for good); the heap gives back only its top by itself.
     Takes a few milliseconds: call it in a thread, when a burst is over."""
-    if _TRIM is not None:
-        _TRIM(0)
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
+@functools.cache
+def _glibc() -> ctypes.CDLL | None:
+    """The process's C library if it is glibc (whose tunables these are), else None.  Looked
+    up on first use: platform.libc_ver reads the interpreter's binary."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        libc = ctypes.CDLL(None)
+    except OSError:
+        return None
+    return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
