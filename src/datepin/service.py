@@ -8,6 +8,7 @@ when the last observation is older than the TTL and falls back to history on fai
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import zipfile
 from collections import OrderedDict
@@ -163,18 +164,12 @@ class Index:
             if "json" in fetched.content_type:
                 # The bytes go before the files are read: a 20,000-file page is 12 MB of
                 # them, on top of its text and its files (bench/run, growth: peak RSS).
-                text = json_text(fetched.body)
+                read = functools.partial(parse_json_page, json_text(fetched.body), base_url)
                 del fetched
-                if small:
-                    page = parse_json_page(text, base_url)
-                else:
-                    page = await asyncio.to_thread(parse_json_page, text, base_url)
             else:
                 check_html_complete(fetched.body)
-                if small:
-                    page = parse_html_page(fetched.body, base_url, name)
-                else:
-                    page = await asyncio.to_thread(parse_html_page, fetched.body, base_url, name)
+                read = functools.partial(parse_html_page, fetched.body, base_url, name)
+            page = read() if small else await asyncio.to_thread(read)
         except PageError as e:
             reason = one_line(str(e))
             raise UpstreamError(f"{mask_url(url)} sent a page datepin cannot read: {reason}") from None
