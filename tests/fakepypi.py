@@ -1389,6 +1389,16 @@ def _digests(chunks: Iterable[bytes]) -> dict[str, str]:
     }
 
 
+def add_alpha_beta(fake: FakePyPI) -> FakePyPI:
+    """The graph most end-to-end tests resolve: alpha 1.0 (Jan 2023) needs beta; alpha 2.0
+    (Jun 2023) needs beta>=2; beta 1.0 (Dec 2022), 2.0 (May 2023)."""
+    fake.add_wheel("beta", "1.0", upload_time="2022-12-01T10:00:00Z")
+    fake.add_wheel("alpha", "1.0", upload_time="2023-01-01T10:00:00Z", requires_dist=["beta"])
+    fake.add_wheel("beta", "2.0", upload_time="2023-05-01T10:00:00Z")
+    fake.add_wheel("alpha", "2.0", upload_time="2023-06-01T10:00:00Z", requires_dist=["beta>=2"])
+    return fake
+
+
 def closed_port() -> int:
     """A port on 127.0.0.1 with nothing listening (connections to it are refused)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

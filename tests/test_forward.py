@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from clients import ClientError, ca_bundle_env, pip_resolve, uv_compile
-from fakepypi import FakePyPI
+from fakepypi import FakePyPI, add_alpha_beta
 from proxyproc import Proxy, Response, write_config
 
 from datepin import forward
@@ -95,15 +95,6 @@ def connect(proxy: Proxy, target: str, credentials: str | None = None) -> tuple[
     return sock, answer
 
 
-def add_graph(fake: FakePyPI) -> FakePyPI:
-    """alpha 1.0 (Jan 2023) needs beta; alpha 2.0 (Jun 2023) needs beta>=2; beta 1.0, 2.0."""
-    fake.add_wheel("beta", "1.0", upload_time="2022-12-01T10:00:00Z")
-    fake.add_wheel("alpha", "1.0", upload_time="2023-01-01T10:00:00Z", requires_dist=["beta"])
-    fake.add_wheel("beta", "2.0", upload_time="2023-05-01T10:00:00Z")
-    fake.add_wheel("alpha", "2.0", upload_time="2023-06-01T10:00:00Z", requires_dist=["beta>=2"])
-    return fake
-
-
 @dataclass
 class Setup:
     fake: FakePyPI
@@ -117,7 +108,7 @@ def shared(tmp_path_factory) -> Iterator[Setup]:
     making its CA costs seconds).  Each test clears the fake's request log first."""
     tmp = tmp_path_factory.mktemp("forward")
     with FakePyPI() as fake:
-        add_graph(fake)
+        add_alpha_beta(fake)
         proxy = start_proxy(tmp, fake, "shared")
         try:
             yield Setup(fake, proxy, make_bundle(proxy, tmp / "bundle.pem"))
@@ -166,7 +157,7 @@ def test_pip_and_uv_resolve_each_pin_named_in_the_proxy_credentials(graph, proxy
 
 
 def test_default_pin_applies_when_the_client_names_none(fake_pypi, tmp_path):
-    proxy = start_proxy(tmp_path, add_graph(fake_pypi), "default", default_pin="2023-03-01")
+    proxy = start_proxy(tmp_path, add_alpha_beta(fake_pypi), "default", default_pin="2023-03-01")
     try:
         env = forward_env(proxy, make_bundle(proxy, tmp_path / "bundle.pem"))
         assert pip_resolve(PYPI, ["alpha"], env_extra=env) == {"alpha": "1.0", "beta": "1.0"}

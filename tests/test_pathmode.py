@@ -8,6 +8,7 @@ import time
 import pytest
 
 from clients import ClientError, pip_resolve, uv_compile
+from fakepypi import add_alpha_beta
 from proxyproc import fetch
 
 JSON = "application/vnd.pypi.simple.v1+json"
@@ -15,14 +16,7 @@ JSON = "application/vnd.pypi.simple.v1+json"
 
 @pytest.fixture
 def graph(fake_pypi):
-    """alpha 1.0 (Jan 2023) needs beta; alpha 2.0 (Jun 2023) needs beta>=2; beta 1.0, 2.0."""
-    fake_pypi.add_wheel("beta", "1.0", upload_time="2022-12-01T10:00:00Z")
-    fake_pypi.add_wheel("alpha", "1.0", upload_time="2023-01-01T10:00:00Z", requires_dist=["beta"])
-    fake_pypi.add_wheel("beta", "2.0", upload_time="2023-05-01T10:00:00Z")
-    fake_pypi.add_wheel(
-        "alpha", "2.0", upload_time="2023-06-01T10:00:00Z", requires_dist=["beta>=2"]
-    )
-    return fake_pypi
+    return add_alpha_beta(fake_pypi)
 
 
 def test_pip_and_uv_pick_the_versions_of_each_pin(graph, proxy):

@@ -40,7 +40,7 @@ from datepin.server import runtime
 from datepin.service import Index, NotObserved
 from datepin.snapshotter import first_delay, tracked
 from datepin.views import is_fixed
-from fakepypi import FakePyPI
+from fakepypi import FakePyPI, add_alpha_beta
 from proxyproc import Proxy, fetch, write_config
 
 JSON = "application/vnd.pypi.simple.v1+json"
@@ -80,12 +80,7 @@ def now_pin() -> str:
 
 @pytest.fixture
 def graph(fake_pypi: FakePyPI) -> FakePyPI:
-    """alpha 1.0 (Jan 2023) needs beta; alpha 2.0 (Jun 2023) needs beta>=2; beta 1.0, 2.0."""
-    fake_pypi.add_wheel("beta", "1.0", upload_time="2022-12-01T10:00:00Z")
-    fake_pypi.add_wheel("alpha", "1.0", upload_time="2023-01-01T10:00:00Z", requires_dist=["beta"])
-    fake_pypi.add_wheel("beta", "2.0", upload_time="2023-05-01T10:00:00Z")
-    fake_pypi.add_wheel("alpha", "2.0", upload_time="2023-06-01T10:00:00Z", requires_dist=["beta>=2"])
-    return fake_pypi
+    return add_alpha_beta(fake_pypi)
 
 
 # -- end to end ---------------------------------------------------------------------------------
