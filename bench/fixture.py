@@ -37,6 +37,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from fakepypi import wheel_metadata, write_wheel  # noqa: E402
+from storecheck import sha256_of  # noqa: E402
 
 FIXTURE_VERSION = 1
 PIN = "2025-01-01"  # after every upload time below, so the views of the pin are complete
@@ -207,19 +208,11 @@ def _real_wheel(
     return Listed(
         filename=path.name,
         url=f"../../packages/{name}/{path.name}",
-        sha256=_file_sha256(path),
+        sha256=sha256_of(path),
         size=path.stat().st_size,
         upload_time=uploaded,
         metadata_sha256=hashlib.sha256(metadata).hexdigest(),
     )
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _listed_only(rng: random.Random, name: str, count: int) -> list[Listed]:
