@@ -54,6 +54,8 @@ _TEMP_GRACE_SECONDS = 5.0
 # A data file in cas/ not known to the index may be a commit between its rename and its index
 # insert in another process; only older ones are orphans.
 _ORPHAN_AGE_SECONDS = 3600.0
+# `evict_if_over` recounts the store at least this often: other processes commit blobs too.
+_RECOUNT_SECONDS = 30.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS blob (
@@ -272,6 +274,9 @@ class BlobStore:
             raise ValueError(f"{self._tmp} and {self._cache.directory} must share a filesystem")
         self._lock = threading.RLock()
         self._leases: Counter[str] = Counter()
+        # Replaceable bytes at the last count, and bytes this process committed since.
+        self._counted: tuple[int, float] | None = None
+        self._added = 0
         self._db = sqlite3.connect(
             self.directory / "meta.sqlite3",
             timeout=60.0,
@@ -296,6 +301,16 @@ class BlobStore:
             check_sha256(expected_sha256)
         return Fill(self, self._tmp / f"{secrets.token_hex(16)}.part", expected_sha256)
 
+    def put(self, sha256: str, data: bytes) -> bool:
+        """Store a whole file held in memory; False when it was stored already (by another
+        process).  Raises HashMismatch, storing nothing, when `data` does not hash to `sha256`."""
+        if self.has(sha256):
+            return False
+        with self.open_fill(sha256) as fill:
+            fill.write(data)
+            fill.commit()
+        return True
+
     def _adopt(self, path: Path, sha256: str, size: int) -> None:
         """Move a verified temp file into the store (Fill.commit's second half)."""
         now = self._clock()
@@ -304,6 +319,7 @@ class BlobStore:
                 path.unlink()  # already stored (by another process): keep the first copy
             else:
                 self._cache.add(sha256, _Staged(path, size), retry=True)
+                self._added += size
             db.execute(
                 "INSERT INTO blob (sha256, size, last_used) VALUES (?, ?, ?)"
                 " ON CONFLICT (sha256) DO UPDATE SET size = excluded.size, last_used = excluded.last_used",
@@ -396,6 +412,22 @@ class BlobStore:
 
     # -- eviction, stats -------------------------------------------------------------------------
 
+    def evict_if_over(self) -> list[str]:
+        """`evict_to_limit`, when the store may be over its limit: the last count plus what
+        this process committed since exceeds it, or the count is older than _RECOUNT_SECONDS.
+
+        Counting sums every blob's size, too much to do after each commit of a big store.
+        Other processes' commits are seen at the next recount, so the store may run over its
+        limit by what they committed in the meantime."""
+        counted = self._counted
+        if (
+            counted is not None
+            and counted[0] + self._added <= self.size_limit
+            and time.monotonic() - counted[1] < _RECOUNT_SECONDS
+        ):
+            return []
+        return self.evict_to_limit()
+
     def evict_to_limit(self) -> list[str]:
         """Evict least recently used replaceable blobs until they fit `size_limit`.
 
@@ -406,6 +438,7 @@ class BlobStore:
             (total,) = db.execute(
                 "SELECT coalesce(sum(size), 0) FROM blob WHERE size IS NOT NULL AND irreplaceable = 0"
             ).fetchone()
+            self._counted, self._added = (total, time.monotonic()), 0
             if total <= self.size_limit:
                 return evicted
             rows = db.execute(
@@ -423,6 +456,7 @@ class BlobStore:
                 db.execute("UPDATE blob SET size = NULL WHERE sha256 = ?", (sha256,))
                 total -= size
                 evicted.append(sha256)
+            self._counted = (total, time.monotonic())
         if evicted:
             log.info("evicted %d blobs; replaceable bytes now %d", len(evicted), total)
         if total > self.size_limit:
