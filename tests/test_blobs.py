@@ -139,6 +139,42 @@ def test_lru_evicts_oldest_replaceable_never_irreplaceable(tmp_path: Path) -> No
     assert store.stats() == BlobStats(3, 4 * KIB, 1, KIB)
 
 
+def test_evict_if_over_counts_its_own_commits_and_recounts_for_other_processes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = Clock()
+    store = BlobStore(tmp_path, size_limit=3 * KIB, clock=clock)
+    other = BlobStore(tmp_path, size_limit=3 * KIB, clock=clock)
+    blobs = []
+    for i in range(3):
+        clock.now += 10
+        blobs.append(put(store, bytes([i]) * KIB))
+        assert store.evict_if_over() == []  # 1, 2, 3 KiB: within the limit
+    clock.now += 10
+    put(store, b"x" * KIB)
+    assert store.evict_if_over() == [blobs[0]]  # its own commit took it over
+    clock.now += 10
+    put(other, b"y" * KIB)  # another process's commit: not seen until a recount
+    assert store.evict_if_over() == []
+    monkeypatch.setattr("datepin.blobs._RECOUNT_SECONDS", 0.0)
+    assert store.evict_if_over() == [blobs[1]]
+    assert store.stats().bytes == 3 * KIB
+
+
+def test_put_stores_a_whole_file_once_and_refuses_a_wrong_one(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path, size_limit=1 << 30)
+    data = os.urandom(3 * KIB)
+    with pytest.raises(HashMismatch):
+        store.put(sha(b"something else"), data)
+    assert store.stats().count == 0 and temp_files(tmp_path) == []
+    assert store.put(sha(data), data) is True
+    assert store.put(sha(data), data) is False  # stored already
+    handle = store.open(sha(data))
+    assert handle is not None
+    with handle:
+        assert handle.file.read() == data
+
+
 def test_irreplaceable_beyond_the_limit_is_kept(tmp_path: Path) -> None:
     store = BlobStore(tmp_path, size_limit=1 * KIB)
     kept = [put(store, bytes([i]) * (4 * KIB)) for i in range(3)]

@@ -367,6 +367,49 @@ def test_fault_fails_the_client_stores_nothing_and_a_retry_fills(tmp_path: Path,
     run(body)
 
 
+SMALL_FAULTS = {"500": 502, "404": 502, "stall_headers": 504, "cut": 502, "wrong": 502, "short": 502}
+
+
+@pytest.mark.parametrize("mode", SMALL_FAULTS)
+def test_a_cold_small_file_is_answered_once_verified_and_faults_store_nothing(
+    tmp_path: Path, mode: str
+) -> None:
+    data = os.urandom(SMALL_FILE // 2)
+
+    async def body() -> None:
+        async with environment(tmp_path, timeout=0.5) as env:
+            env.upstream.files["s.whl"] = Behaviour(data, mode="ok" if mode == "short" else mode, chunk=4096)
+            # "short": the index promises one byte more than upstream sends.
+            target = env.target("s.whl", size=len(data) + 1) if mode == "short" else env.target("s.whl")
+            with pytest.raises(FillError) as failed:
+                await env.server.small(target)
+            assert failed.value.status == SMALL_FAULTS[mode]
+            await env.server.wait_idle()
+            assert stored_nothing(env)
+
+            env.upstream.files["s.whl"].mode = "ok"
+            gate = asyncio.Event()
+            env.upstream.files["s.whl"].gate = gate
+            # Two proxy-side callers and a ticket client share one download.
+            answers = [asyncio.create_task(env.server.small(env.target("s.whl"))) for _ in range(2)]
+            streamed = asyncio.create_task(env.fetch(env.target("s.whl")))
+            await asyncio.sleep(0.05)
+            assert not any(t.done() for t in answers)  # nothing before the whole file is in
+            gate.set()
+            for answer in answers:
+                got = await answer
+                assert got is not None and got[0] == data
+                assert got[1]["ETag"] == etag_for(sha(data))
+            result = await streamed
+            assert (result.status, result.body, result.error) == (200, data, None)
+            await env.server.wait_idle()
+            assert env.store.has(sha(data))
+            assert env.upstream.count("GET", "s.whl") == 2  # the failed one and this one
+            assert env.server.counters["fills"] == 1
+
+    run(body)
+
+
 def test_client_never_gets_a_wrong_body_presented_as_complete(tmp_path: Path) -> None:
     data = os.urandom(MIB)
 

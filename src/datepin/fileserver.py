@@ -228,6 +228,7 @@ class _Download:
         self.started = asyncio.Event()  # length known, or failed, or already stored
         self.done = asyncio.Event()  # committed or failed
         self.lease: BlobHandle | None = None  # keeps our own eviction off the fresh blob
+        self.preparing: asyncio.Future[bool] | None = None  # the fill being begun (`_prepare`)
         self._changed = asyncio.Event()
         self._refs = 1  # the download task's own reference
         self.join(target)
@@ -608,7 +609,7 @@ class FileServer:
             if download.error is not None and not download.verified:
                 return self._error(target, download.error)
             sha = target.expected_sha256
-            if download.body is not None:  # a small file, read whole and verified
+            if download.body is not None and download.sha256 is not None:  # read whole, verified
                 self._counters["bytes_served"] += len(download.body)
                 return web.Response(body=download.body, headers=self._headers(etag_for(download.sha256)))
             response = web.StreamResponse(status=200, headers=self._headers(sha and etag_for(sha)))
@@ -716,25 +717,31 @@ class FileServer:
     async def _download(self, download: _Download) -> None:
         # A file not known to be small gets its temp file while upstream is being asked: its
         # first client waits for both (bench/run, cold installs).
-        target = download.target
-        prepared = None if target.known_small else asyncio.ensure_future(self._prepare(download, b""))
+        if not download.target.known_small:
+            self._prepare(download, b"")
         try:
-            await self._fetch(download, prepared)
+            await self._fetch(download)
         finally:
-            if prepared is not None:
+            if (prepared := download.preparing) is not None:
                 # Landed before a failure is handled, so that its temp file is deleted.
                 await asyncio.wait([prepared])
                 if not prepared.cancelled():
                     prepared.exception()  # seen: a failed GET is the error to report
 
-    async def _prepare(self, download: _Download, first: bytes) -> bool:
-        """Begin the download's fill with `first` written; False if the blob is stored."""
-        begun = await self._call(self._begin_fill, download.target.expected_sha256, first)
-        if begun is not None:
-            download.fill, download.fd = begun
-        return begun is not None
+    def _prepare(self, download: _Download, first: bytes) -> asyncio.Future[bool]:
+        """Begin the download's fill with `first` written: True once it is, False if the
+        blob is stored already."""
 
-    async def _fetch(self, download: _Download, prepared: asyncio.Future[bool] | None) -> None:
+        async def begin() -> bool:
+            begun = await self._call(self._begin_fill, download.target.expected_sha256, first)
+            if begun is not None:
+                download.fill, download.fd = begun
+            return begun is not None
+
+        download.preparing = asyncio.ensure_future(begin())
+        return download.preparing
+
+    async def _fetch(self, download: _Download) -> None:
         target, sha = download.target, download.target.expected_sha256
         async with self._session.get(
             target.upstream_url,
@@ -756,7 +763,8 @@ class FileServer:
             if target.known_small and len(first) <= SMALL_FILE:
                 await self._keep_small(download, first, length)
                 return
-            if not await (prepared or self._prepare(download, first)):
+            # Shielded: a cancelled download still learns of its temp file, to delete it.
+            if not await asyncio.shield(download.preparing or self._prepare(download, first)):
                 # Stored meanwhile (by another process): nothing to download.
                 download.already_stored, download.sha256, download.committed = True, sha, True
                 download.started.set()
