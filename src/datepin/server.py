@@ -30,6 +30,7 @@ from datepin.config import Config, ConfigError, Registry
 from datepin.fileserver import FileServer, FillError
 from datepin.history import HistoryStore, file_key
 from datepin.model import DistFile
+from datepin.reads import read_in_bigger_pieces
 from datepin.service import Index, RescueError
 from datepin.snapshotter import keep_snapshotting
 from datepin.upstream import Upstream, ca_file
@@ -250,6 +251,7 @@ async def run(
             raise StartupError(str(e)) from None
         await rt.files.start()
         options = proxy_options(config, rt.paths.ca)
+        read_in_bigger_pieces()
         # Declared by mitmproxy's proxyserver addon, so settable only once it is loaded.
         late = {"connection_strategy": options.pop("connection_strategy")}
         master = make_master(Options(**options))

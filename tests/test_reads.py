@@ -1,0 +1,57 @@
+"""mitmproxy's connection loop, with datepin's bigger reads (src/datepin/reads.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+
+from mitmproxy.connection import Client
+from mitmproxy.proxy import commands, events
+from mitmproxy.proxy.server import ConnectionHandler, ConnectionIO
+
+from datepin.reads import READ_PIECE, read_in_bigger_pieces
+
+SENT = 4 << 20
+
+
+class Recording(ConnectionHandler):
+    """mitmproxy's own `handle_connection`, with the events it makes recorded, not handled."""
+
+    def __init__(self, connection: Client, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        self.transports = {connection: ConnectionIO(reader=reader, writer=writer)}
+        self._drain_lock = asyncio.Lock()
+        self.pieces: list[int] = []
+
+    async def server_event(self, event: events.Event) -> None:
+        if isinstance(event, events.DataReceived):
+            self.pieces.append(len(event.data))
+
+    async def handle_hook(self, hook: commands.StartHook) -> None:
+        pass
+
+
+async def pieces_read() -> list[int]:
+    ours, theirs = socket.socketpair()
+    reader, writer = await asyncio.open_connection(sock=ours)
+    sending = asyncio.create_task(asyncio.to_thread(theirs.sendall, b"x" * SENT))
+    await asyncio.sleep(0.1)  # let asyncio buffer what it will before the first read
+    connection = Client(peername=("127.0.0.1", 1), sockname=("127.0.0.1", 2), timestamp_start=time.time())
+    handler = Recording(connection, reader, writer)
+    reading = asyncio.create_task(handler.handle_connection(connection))
+    await sending
+    theirs.close()
+    while sum(handler.pieces) < SENT:
+        await asyncio.sleep(0.01)
+    reading.cancel()  # a half-closed connection waits to be cancelled
+    await asyncio.gather(reading, return_exceptions=True)
+    return handler.pieces
+
+
+def test_mitmproxy_reads_a_connection_in_pieces_bigger_than_its_64_kib() -> None:
+    read_in_bigger_pieces()
+    read_in_bigger_pieces()  # once is enough: a second call changes nothing
+    pieces = asyncio.run(asyncio.wait_for(pieces_read(), 30))
+    assert sum(pieces) == SENT
+    assert 65535 < max(pieces) <= READ_PIECE
+    assert len(pieces) < SENT // 65535
