@@ -3,11 +3,12 @@
 mitmproxy reads each connection at most 64 KiB at a time, and every read is one event through
 its protocol layers.  Relaying a file, those events are most of the work: a store hit of the
 1 GiB wheel ran at about 530 MB/s through datepin, about 800 MB/s when mitmproxy may take up to
-READ_PIECE per read (bench/run, files).  A read returns what the connection has buffered, and
-asyncio buffers a few hundred KiB per connection at most, so memory stays as it was.
+READ_PIECE per read and asyncio may buffer that much of a connection before it stops reading it
+(bench/run, files).  A connection holds that buffer only while mitmproxy is behind with it.
 
-This wraps one method of mitmproxy's (pinned to 12.x in pyproject.toml);
-tests/test_reads.py fails if a new mitmproxy stops taking the bigger reads.
+This wraps one method of mitmproxy's (pinned to 12.x in pyproject.toml) and sets a private
+attribute of asyncio's StreamReader; tests/test_reads.py fails if a new mitmproxy or Python
+stops taking the bigger reads.
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ def read_in_bigger_pieces() -> None:
     async def handle_connection(self: ConnectionHandler, connection: Connection) -> None:
         io = self.transports.get(connection)
         if io is not None and isinstance(io.reader, asyncio.StreamReader):
+            # asyncio stops reading a connection once twice its limit (64 KiB) is buffered.
+            limit = getattr(io.reader, "_limit", None)
+            if isinstance(limit, int) and limit < READ_PIECE // 2:
+                setattr(io.reader, "_limit", READ_PIECE // 2)
             read = io.reader.read
 
             async def read_piece(n: int = -1) -> bytes:
