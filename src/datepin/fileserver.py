@@ -15,9 +15,10 @@ a file server for arbitrary paths nor an open proxy.
   out (the commit, an fsync and a rename, follows in a pool of its own; `wait_idle` waits for
   it).  A download that fails deletes its temp file, then cuts every client's connection, so
   nobody sees a short or wrong body presented as complete.
-- Miss, plain GET of a small file (a `.metadata` file, or at most SMALL_FILE by the index):
-  the same download, read whole, and handed to the addon once verified (`small`), which
-  answers it itself: one HTTP exchange through mitmproxy instead of two.
+- Miss of a small file (a `.metadata` file, or at most SMALL_FILE by the index): the download
+  reads it whole into memory and verifies it; the addon then answers a plain GET itself
+  (`small`: one HTTP exchange through mitmproxy instead of two), any client here gets it
+  whole, and one thread call stores it afterwards.
 - Miss, HEAD or Range: answered without storing anything.  HEAD from the index's size (or an
   upstream HEAD); a range is fetched from upstream as an explicit `bytes=a-b` (suffix ranges are
   resolved here: files.pythonhosted.org has answered them with 501).  A range never starts a
