@@ -298,17 +298,24 @@ def end_to_end(
     times: dict[str, dict[str, list[float]]] = {
         c: {"direct": [], "relay": [], "warm": [], "cold": []} for c in ("uv", "pip")
     }
+    modes = ["direct", "relay", "warm", "cold"]
     for rep in range(scale.repeats):
+        # Installs here get slower run after run within a stage (pip direct 1.19 -> 1.43 s over
+        # ten runs, with a sync before each): each rep starts at another mode, so that no mode
+        # is always measured last.
+        order = modes[rep % len(modes):] + modes[: rep % len(modes)]
         for client in ("uv", "pip"):
-            times[client]["direct"].append(_install(client, direct, fx.packages, venv))
-            times[client]["relay"].append(_install(client, f"{relay.url}/simple/", fx.packages, venv))
-            times[client]["warm"].append(_install(client, dp.index(PIN), fx.packages, venv))
-            cold = Datepin(work / f"cold-{client}-{rep}", static.url)
-            with cold:
-                cold.phase("e2e: cold installs (fresh datepin)")
-                times[client]["cold"].append(_install(client, cold.index(PIN), fx.packages, venv))
-            merge_peaks(dp, cold)
-            shutil.rmtree(cold.data_dir, ignore_errors=True)
+            for mode in order:
+                if mode == "cold":
+                    cold = Datepin(work / f"cold-{client}-{rep}", static.url)
+                    with cold:
+                        cold.phase("e2e: cold installs (fresh datepin)")
+                        times[client]["cold"].append(_install(client, cold.index(PIN), fx.packages, venv))
+                    merge_peaks(dp, cold)
+                    shutil.rmtree(cold.data_dir, ignore_errors=True)
+                    continue
+                index = {"direct": direct, "relay": f"{relay.url}/simple/", "warm": dp.index(PIN)}[mode]
+                times[client][mode].append(_install(client, index, fx.packages, venv))
     out: dict[str, object] = {"projects": len(fx.packages), "runs": scale.repeats}
     for client, modes in times.items():
         med = {mode: round(statistics.median(ts), 3) for mode, ts in modes.items()}
