@@ -107,17 +107,24 @@ def get_file(url: str, timeout: float = 30.0) -> FileResult:
         conn.close()
 
 
-def settle(data: Path, timeout: float = 10.0) -> None:
-    """Wait until no fill is in progress (temp files are gone), so the store can be judged."""
+def settle(env: Env, timeout: float = 10.0) -> None:
+    """Wait until no download is in progress and its temp file is gone, so the store can be
+    judged (a small file's client is answered before it is stored)."""
     deadline = time.monotonic() + timeout
-    while storecheck.temp_files(data) and time.monotonic() < deadline:
+    while (downloading(env) or storecheck.temp_files(env.data)) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert storecheck.temp_files(data) == []
+    assert downloading(env) == 0 and storecheck.temp_files(env.data) == []
 
 
-def assert_store_sound(data: Path) -> None:
-    settle(data)
-    assert storecheck.stored_contents_match(data) == []
+def downloading(env: Env) -> int:
+    [line] = [x for x in env.proxy.get("/-/metrics").body.decode().splitlines()
+              if x.startswith("datepin_files_in_progress ")]
+    return int(line.split()[1])
+
+
+def assert_store_sound(env: Env) -> None:
+    settle(env)
+    assert storecheck.stored_contents_match(env.data) == []
 
 
 # -- upstream unreachable ------------------------------------------------------------------------
@@ -131,7 +138,7 @@ def test_upstream_down_serves_history_and_fails_the_rest_clearly(up: Env) -> Non
     assert names(pinned) == sorted([a1.filename, "down_a-1.1-py2-none-any.whl"])
     urls = {f["filename"]: f["url"] for f in json.loads(pinned.body)["files"]}
     assert hashlib.sha256(get_file(urls[a1.filename]).body).hexdigest() == a1.sha256
-    settle(up.data)
+    settle(up)
     fake.clear_log()
     assert proxy.get(f"/{PIN}/simple/down-a/", {"Accept": JSON}).body == pinned.body
     assert fake.requests_for("/simple/") == []  # fixed view: no upstream request at all
@@ -159,7 +166,7 @@ def test_upstream_down_serves_history_and_fails_the_rest_clearly(up: Env) -> Non
 
     assert storecheck.observations(up.data, "down-a") == before
     assert storecheck.observations(up.data, "down-never") == 0
-    assert_store_sound(up.data)
+    assert_store_sound(up)
 
 
 @pytest.mark.parametrize(
@@ -202,7 +209,7 @@ def test_5xx_pages_and_files(up: Env, status: int) -> None:
     assert wheel.sha256 not in storecheck.stored(up.data)
     ok = get_file(url)
     assert ok.status == 200 and hashlib.sha256(ok.body).hexdigest() == wheel.sha256
-    assert_store_sound(up.data)
+    assert_store_sound(up)
 
 
 def test_stalls_past_the_timeout(up: Env) -> None:
@@ -237,12 +244,12 @@ def test_stalls_past_the_timeout(up: Env) -> None:
     assert not half.complete and len(half.body) < wheel.size
     assert time.monotonic() - t0 < TIMEOUT + 3
     assert wheel.sha256 not in storecheck.stored(up.data)
-    settle(up.data)
+    settle(up)
 
     whole = get_file(url)
     assert whole.complete and hashlib.sha256(whole.body).hexdigest() == wheel.sha256
     assert storecheck.observations(up.data, "stall-b") == 0
-    assert_store_sound(up.data)
+    assert_store_sound(up)
 
 
 def test_flapping_upstream(up: Env) -> None:
@@ -340,11 +347,11 @@ def test_wrong_bytes_are_never_served_as_complete_nor_stored(up: Env) -> None:
             assert not (bad.complete and bad.status == 200), (wheel.filename, kind, bad.status)
             if bad.status == 200:
                 assert len(bad.body) < wheel.size  # the end is held back until verified
-            settle(up.data)
+            settle(up)
             assert wheel.sha256 not in storecheck.stored(up.data)
         good = get_file(urls[wheel.filename])
         assert good.complete and hashlib.sha256(good.body).hexdigest() == wheel.sha256
-    assert_store_sound(up.data)
+    assert_store_sound(up)
 
 
 # -- pages no real index sends -------------------------------------------------------------------
@@ -409,7 +416,7 @@ def test_file_longer_than_the_index_says(up: Env) -> None:
     up.scripted.route("/files/liar-1.0.tar.gz", 200, content[500:])
     wrong = get_file(url)
     assert not (wrong.complete and wrong.status == 200)
-    settle(up.data)
+    settle(up)
     assert listed["hashes"]["sha256"] not in storecheck.stored(up.data)  # type: ignore[index]
 
 

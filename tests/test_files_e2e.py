@@ -16,6 +16,7 @@ from fakepypi import closed_port
 from proxyproc import Proxy, fetch, write_config
 
 from datepin.blobs import BlobStore
+from datepin.fileserver import DIRECT_FILE
 
 JSON = "application/vnd.pypi.simple.v1+json"
 
@@ -139,6 +140,48 @@ def test_small_files_missing_from_the_store_are_answered_whole_in_one_exchange(f
     refused = fetch(url)
     assert refused.status == 502 and b"sha256 mismatch" in refused.body
     assert fetch(url).body == bad.content
+
+
+def test_big_stored_files_go_straight_to_the_client(fake_pypi, proxy, tmp_path):
+    """A stored file of DIRECT_FILE bytes or more is written by datepin to a plain-HTTP
+    client's own connection (sendfile), which is then closed: no relay through mitmproxy, whose
+    relayed answers carry aiohttp's Server header.  Ranges, HEAD and smaller files are
+    relayed as before, and pip and uv install from it."""
+    big = fake_pypi.add_wheel("omega", "1.0", upload_time="2023-01-01T00:00:00Z", payload_size=DIRECT_FILE)
+    index = proxy.index("2023-06-01")
+    url = file_links(proxy, "2023-06-01", "omega")[big.filename]["url"]
+    cold = fetch(url)  # a miss: streamed by the file server as it arrives
+    assert cold.body == big.content and "aiohttp" in (cold.header("Server") or "")
+    deadline = time.monotonic() + 10
+    while _file_counters(proxy)["fills"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    before = _file_counters(proxy)
+    fake_pypi.clear_log()
+
+    direct = fetch(url)
+    assert direct.status == 200 and direct.body == big.content
+    assert direct.header("Server") is None and direct.header("Connection") == "close"
+    assert int(direct.header("Content-Length")) == big.size
+    assert direct.header("ETag") == f'"sha256-{big.sha256}"'
+    assert direct.header("Cache-Control") == "public, max-age=31536000, immutable"
+    after = _file_counters(proxy)
+    assert after["hits"] - before["hits"] == 1
+    assert after["bytes_served"] - before["bytes_served"] == big.size
+    # Several in a row on one keep-alive client: each gets a new connection, whole bodies.
+    with ThreadPoolExecutor(4) as pool:
+        assert {hashlib.sha256(b).hexdigest() for b in pool.map(lambda _: fetch(url).body, range(8))} == {big.sha256}
+    part = fetch(url, headers={"Range": "bytes=0-99"})
+    assert part.status == 206 and part.body == big.content[:100]
+    assert "aiohttp" in (part.header("Server") or "")
+    assert fetch(url, method="HEAD").header("Content-Length") == str(big.size)
+    assert fake_pypi.requests == []
+
+    assert pip_install(index, ["omega"], target_venv=tmp_path / "pip") == {"omega": "1.0"}
+    assert uv_install(index, ["omega"], target_venv=tmp_path / "uv") == {"omega": "1.0"}
+    # Only the .metadata file, never fetched before, came from upstream.
+    assert [r.path.rsplit("/", 1)[1] for r in fake_pypi.requests_for("/files/", method="GET")] == [
+        big.filename + ".metadata"
+    ]
 
 
 def test_unknown_files_are_not_fetched(graph, proxy):

@@ -20,6 +20,7 @@ from aiohttp import web
 from datepin.blobs import BlobStore
 from datepin.fileserver import (
     CACHE_CONTROL,
+    DIRECT_FILE,
     ByteRange,
     FileServer,
     FileTarget,
@@ -316,6 +317,50 @@ def test_read_small_marks_an_irreplaceable_file(tmp_path: Path) -> None:
             assert env.store.is_irreplaceable(sha(data))
 
     run(body)
+
+
+def test_send_stored_writes_a_big_hit_to_the_socket_and_declines_the_rest(tmp_path: Path) -> None:
+    big, small = os.urandom(DIRECT_FILE), os.urandom(1000)
+
+    async def body() -> None:
+        async with environment(tmp_path) as env:
+            env.upstream.files["b.whl"] = Behaviour(big)
+            env.upstream.files["s.whl"] = Behaviour(small)
+            ours, theirs = socket.socketpair()
+            _, writer = await asyncio.open_connection(sock=ours)
+            transport = writer.transport
+            assert not await env.server.send_stored(env.target("b.whl"), transport, private=True)  # not stored
+            await env.fetch(env.target("b.whl"))
+            await env.fetch(env.target("s.whl"))
+            assert not await env.server.send_stored(env.target("s.whl"), transport, private=False)  # small
+            assert not await env.server.send_stored(env.target("b.whl", size=None), transport, private=False)
+            reading = asyncio.create_task(asyncio.to_thread(_read_response, theirs))
+            assert await env.server.send_stored(env.target("b.whl"), transport, private=True)
+            writer.close()
+            head, got = await reading
+            assert got == big
+            assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+            assert b"\r\nConnection: close\r\n" in head and f"Content-Length: {len(big)}".encode() in head
+            assert b"Cache-Control: private, max-age=31536000, immutable" in head
+
+            # A client that goes away mid-body: the response is over, nothing raised.
+            ours, theirs = socket.socketpair()
+            theirs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            _, writer = await asyncio.open_connection(sock=ours)
+            asyncio.get_running_loop().call_later(0.05, theirs.close)
+            assert await env.server.send_stored(env.target("b.whl"), writer.transport, private=False)
+            writer.close()
+
+    run(body)
+
+
+def _read_response(sock: socket.socket) -> tuple[bytes, bytes]:
+    data = b""
+    while chunk := sock.recv(1 << 20):
+        data += chunk
+    sock.close()
+    head, _, rest = data.partition(b"\r\n\r\n")
+    return head + b"\r\n", rest
 
 
 # -- faults ------------------------------------------------------------------------------------

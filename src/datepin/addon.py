@@ -17,6 +17,7 @@ from mitmproxy import connection, ctx, http
 
 from datepin import forward, routes
 from datepin.config import Config, Registry
+from datepin.connections import client_transport
 from datepin.fileserver import FileServer, FileTarget, FillError, fill_error_text
 from datepin.history import StoredFile, file_key
 from datepin.model import DistFile, View
@@ -204,7 +205,7 @@ class DatepinAddon:
             # on to its target: pypi.org, or for a path-mode request this proxy itself.
             log.exception("%s %s failed", flow.request.method, mask_url(flow.request.pretty_url))
             flow.response = text_response(500, "datepin: internal error (details in its log)")
-        if flow.response is None and not flow.metadata.get(STREAM_FLAG):
+        if flow.response is None and not flow.metadata.get(STREAM_FLAG) and flow.killable:
             # Never let mitmproxy connect onward for a request that is ours.
             flow.response = text_response(500, "datepin could not answer this request")
         if flow.response is not None and flow.request.method == "HEAD":
@@ -562,6 +563,7 @@ class DatepinAddon:
             lines.append(f'datepin_requests_total{{route="{name}"}} {value}')
         for name, value in sorted(self.files.counters.items()):
             lines.append(f"datepin_files_{name}_total {value}")
+        lines.append(f"datepin_files_in_progress {self.files.in_progress}")
         return ("\n".join(lines) + "\n").encode()
 
     # -- files ---------------------------------------------------------------------------
@@ -615,6 +617,10 @@ class DatepinAddon:
             upstream_headers=self.index.upstream_headers(registry, url, authorization),
         )
         private = registry.auth == "passthrough"
+        if _plain_get(flow.request) and (transport := client_transport(flow)) is not None:
+            if await self.files.send_stored(target, transport, private=private):
+                flow.kill()  # type: ignore[no-untyped-call]  # mitmproxy closes the connection, adds nothing
+                return
         try:
             small = await self.files.small(target) if _plain_get(flow.request) else None
         except FillError as e:

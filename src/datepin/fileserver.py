@@ -40,6 +40,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from email.utils import formatdate
 from typing import IO, Any, TypeVar
 
 import aiohttp
@@ -62,6 +63,10 @@ _HOLD_BACK = 16 * 1024
 _READ_BUFFER = 256 * 1024
 # Store hits up to this size may be read whole and answered by the proxy itself (`read_small`).
 SMALL_FILE = 256 * 1024
+# Store hits at least this big (by the index) are sent straight to a plain-HTTP client's socket
+# (`send_stored`).  Smaller ones are relayed: the client then keeps its connection, and opening
+# another costs it more than mitmproxy's relaying of a few MiB.
+DIRECT_FILE = 4 << 20
 _TICKET = re.compile(r"/t/([A-Za-z0-9_-]{22})")
 _T = TypeVar("_T")
 
@@ -338,6 +343,11 @@ class FileServer:
     def counters(self) -> dict[str, int]:
         return dict(self._counters)
 
+    @property
+    def in_progress(self) -> int:
+        """Downloads not yet committed or failed (a small file's client has it before this)."""
+        return sum(1 for task in self._tasks if not task.done())
+
     # -- tickets -------------------------------------------------------------------------------
 
     def ticket(self, target: FileTarget) -> str:
@@ -450,6 +460,48 @@ class FileServer:
         if irreplaceable:
             self._store.mark_irreplaceable(sha256)
         return data
+
+    # -- big hits, sent straight to the client ------------------------------------------------
+
+    async def send_stored(
+        self, target: FileTarget, transport: asyncio.WriteTransport, *, private: bool
+    ) -> bool:
+        """Send a stored file the index says is at least DIRECT_FILE bytes, as a whole HTTP/1.1
+        200 with `Connection: close`, to `transport`: a plain-HTTP client's own connection,
+        which the caller closes afterwards.  The body goes by sendfile(2), at the speed a static
+        file server has, instead of through mitmproxy's event loop in copies.
+
+        False, having sent nothing, when the file is smaller, unknown or not stored: relay it.
+        True once the response is sent, or cut short because the client went away.
+        """
+        sha = target.expected_sha256
+        if (
+            sha is None
+            or target.size is None
+            or target.size < DIRECT_FILE
+            or self._key(target) in self._downloads
+            or not self._store.has(sha)
+        ):
+            return False
+        handle = await self._call(self._open_hit, sha, target.irreplaceable)
+        if handle is None:
+            return False
+        with handle:
+            headers = self._headers(etag_for(sha))
+            if private:
+                headers["Cache-Control"] = headers["Cache-Control"].replace("public", "private")
+            lines = ["HTTP/1.1 200 OK", f"Content-Length: {handle.size}", f"Date: {formatdate(usegmt=True)}"]
+            lines += [f"{name}: {value}" for name, value in headers.items()]
+            lines += ["Connection: close", "", ""]
+            self._counters["hits"] += 1
+            try:
+                transport.write("\r\n".join(lines).encode("latin-1"))
+                await asyncio.get_running_loop().sendfile(transport, handle.file, 0, handle.size)
+            except (ConnectionError, RuntimeError) as e:  # RuntimeError: transport closing
+                log.debug("client went away during %s: %s", target.filename, e)
+                return True
+            self._counters["bytes_served"] += handle.size
+        return True
 
     # -- request handling ----------------------------------------------------------------------
 

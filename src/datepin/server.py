@@ -30,7 +30,7 @@ from datepin.config import Config, ConfigError, Registry
 from datepin.fileserver import FileServer, FillError
 from datepin.history import HistoryStore, file_key
 from datepin.model import DistFile
-from datepin.reads import read_in_bigger_pieces
+from datepin.connections import read_in_bigger_pieces
 from datepin.service import Index, RescueError
 from datepin.snapshotter import keep_snapshotting
 from datepin.upstream import Upstream, ca_file

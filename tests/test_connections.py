@@ -1,4 +1,4 @@
-"""mitmproxy's connection loop, with datepin's bigger reads (src/datepin/reads.py)."""
+"""mitmproxy's connection loop, with datepin's bigger reads (src/datepin/connections.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from mitmproxy.connection import Client
 from mitmproxy.proxy import commands, events
 from mitmproxy.proxy.server import ConnectionHandler, ConnectionIO
 
-from datepin.reads import READ_PIECE, read_in_bigger_pieces
+from datepin.connections import READ_PIECE, read_in_bigger_pieces
 
 SENT = 4 << 20
 
