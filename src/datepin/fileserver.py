@@ -6,7 +6,9 @@ server answers only paths carrying a ticket the addon issued for one `FileTarget
 a file server for arbitrary paths nor an open proxy.
 
 - Store hit: the blob, with GET/HEAD, single byte ranges, If-Range, ETag/304, sent with
-  sendfile(2) from an open file (an eviction meanwhile does not cut it).
+  sendfile(2) from an open file (an eviction meanwhile does not cut it).  A plain GET over plain
+  HTTP of a file over SMALL_FILE does not come here: the addon hands `send_stored` the client's
+  own connection, and the blob goes out on it by sendfile(2), not relayed by mitmproxy.
 - Miss, GET: one upstream download per file (`_Download`), written to a temp file of the store
   while hashing.  Every client, the first included, tails that temp file, so a client that goes
   away does not stop the fill and a late client does not wait for the end (sent by sendfile(2)
