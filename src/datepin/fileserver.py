@@ -409,10 +409,8 @@ class FileServer:
         HTTP exchange instead of two.  None when the file is not stored whole (missing, being
         filled, or bigger): send the client here.
         """
-        sha = target.expected_sha256
-        # The presence check is one indexed read, made here (STYLE.md rule 3): a miss, the
-        # first request for every file of a cold install, then costs no thread hop.
-        if sha is None or self._key(target) in self._downloads or not self._store.has(sha):
+        sha = self._stored_sha(target)
+        if sha is None:
             return None
         data = await self._call(self._read_small, sha, target.irreplaceable)
         if data is None:
@@ -450,6 +448,15 @@ class FileServer:
         self._counters["bytes_served"] += len(data)
         return data, self._headers(etag_for(download.sha256))
 
+    def _stored_sha(self, target: FileTarget) -> str | None:
+        """The target's sha256 if its blob is stored and no download of it is running.  One
+        indexed read, made on the loop (STYLE.md rule 3): a miss, the first request for every
+        file of a cold install, then costs no thread hop."""
+        sha = target.expected_sha256
+        if sha is None or self._key(target) in self._downloads or not self._store.has(sha):
+            return None
+        return sha
+
     def _read_small(self, sha256: str, irreplaceable: bool) -> bytes | None:
         handle = self._store.open(sha256)
         if handle is None:
@@ -478,14 +485,10 @@ class FileServer:
         False, having sent nothing, when the file is smaller, unknown or not stored: relay it.
         True once the response is sent, or cut short because the client went away.
         """
-        sha = target.expected_sha256
-        if (
-            sha is None
-            or target.size is None
-            or target.size < DIRECT_FILE
-            or self._key(target) in self._downloads
-            or not self._store.has(sha)
-        ):
+        if target.size is None or target.size < DIRECT_FILE:
+            return False
+        sha = self._stored_sha(target)
+        if sha is None:
             return False
         handle = await self._call(self._open_hit, sha, target.irreplaceable)
         if handle is None:
@@ -531,9 +534,8 @@ class FileServer:
             # got the whole file may come straight back for a range: serve it from the store.
             await download.done.wait()
             download = self._downloads.get(self._key(target))
-        # One indexed read here saves a miss its thread hop (see read_small).
-        if sha is not None and download is None and self._store.has(sha):
-            handle = await self._call(self._open_hit, sha, target.irreplaceable)
+        if download is None and (stored := self._stored_sha(target)) is not None:
+            handle = await self._call(self._open_hit, stored, target.irreplaceable)
             if handle is not None:
                 with handle:
                     return await self._serve_blob(request, handle)
