@@ -617,11 +617,11 @@ class DatepinAddon:
             upstream_headers=self.index.upstream_headers(registry, url, authorization),
         )
         private = registry.auth == "passthrough"
-        if _plain_get(flow.request) and (transport := client_transport(flow)) is not None:
-            if await self.files.send_stored(target, transport, private=private):
-                flow.kill()  # type: ignore[no-untyped-call]  # mitmproxy closes the connection, adds nothing
-                return
         try:
+            if _plain_get(flow.request) and (transport := client_transport(flow)) is not None:
+                if await self.files.send_direct(target, transport, private=private):
+                    flow.kill()  # type: ignore[no-untyped-call]  # mitmproxy closes the connection, adds nothing
+                    return
             small = await self.files.small(target) if _plain_get(flow.request) else None
         except FillError as e:
             flow.response = text_response(e.status, fill_error_text(target, e))

@@ -7,8 +7,8 @@ take up to READ_PIECE per read and asyncio may buffer that much of a connection 
 reading it (bench/run, files).  A connection holds that buffer only while mitmproxy is behind.
 
 A client's socket.  Even so, every byte relayed is copied several times on mitmproxy's one
-event loop; a big stored file sent to a plain-HTTP client goes out by sendfile(2) on the
-client's own connection instead (`client_transport`, FileServer.send_stored).
+event loop; a big file sent to a plain-HTTP client goes out by sendfile(2) on the client's own
+connection instead (`client_transport`, FileServer.send_direct).
 
 Both use parts of mitmproxy that are not its addon API (pinned to 12.x in pyproject.toml) and a
 private attribute of asyncio's StreamReader; tests/test_connections.py and the file tests fail

@@ -6,9 +6,11 @@ server answers only paths carrying a ticket the addon issued for one `FileTarget
 a file server for arbitrary paths nor an open proxy.
 
 - Store hit: the blob, with GET/HEAD, single byte ranges, If-Range, ETag/304, sent with
-  sendfile(2) from an open file (an eviction meanwhile does not cut it).  A plain GET over plain
-  HTTP of a file over SMALL_FILE does not come here: the addon hands `send_stored` the client's
-  own connection, and the blob goes out on it by sendfile(2), not relayed by mitmproxy.
+  sendfile(2) from an open file (an eviction meanwhile does not cut it).
+- A plain GET over plain HTTP of a file over SMALL_FILE, stored or not, does not come here: the
+  addon hands `send_direct` the client's own connection, and the blob, or the download's temp
+  file as it grows (as for any client, below), goes out on it by sendfile(2), not relayed by
+  mitmproxy.
 - Miss, GET: one upstream download per file (`_Download`), written to a temp file of the store
   while hashing.  Every client, the first included, tails that temp file, so a client that goes
   away does not stop the fill and a late client does not wait for the end (sent by sendfile(2)
@@ -39,7 +41,7 @@ import re
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from email.utils import formatdate
@@ -65,11 +67,12 @@ _HOLD_BACK = 16 * 1024
 _READ_BUFFER = 256 * 1024
 # Store hits up to this size may be read whole and answered by the proxy itself (`read_small`).
 SMALL_FILE = 256 * 1024
-# Store hits at least this big (by the index) are sent straight to a plain-HTTP client's socket
-# (`send_stored`), which the client must then open anew; smaller ones are answered whole by the
-# proxy (`read_small`) and keep it.  Relaying even a few hundred KiB through mitmproxy cost uv
-# more than the new connection (bench fixture, warm installs: 0.67 -> 0.60 s with this at
-# 256 KiB rather than 4 MiB).
+# Files at least this big (by the index) are sent straight to a plain-HTTP client's socket
+# (`send_direct`), which the client must then open anew; smaller ones are answered whole by the
+# proxy (`read_small`, `small`) and keep it.  Relaying even a few hundred KiB through mitmproxy
+# cost uv more than the new connection (bench fixture, warm installs: 0.67 -> 0.60 s with this
+# at 256 KiB rather than 4 MiB; cold installs: datepin's CPU 0.71 -> 0.63 s for uv, 0.71 ->
+# 0.62 s for pip).
 DIRECT_FILE = SMALL_FILE + 1
 _TICKET = re.compile(r"/t/([A-Za-z0-9_-]{22})")
 _T = TypeVar("_T")
@@ -472,42 +475,84 @@ class FileServer:
             self._store.mark_irreplaceable(sha256)
         return data
 
-    # -- big hits, sent straight to the client ------------------------------------------------
+    # -- big files, sent straight to the client ------------------------------------------------
 
-    async def send_stored(
+    async def send_direct(
         self, target: FileTarget, transport: asyncio.WriteTransport, *, private: bool
     ) -> bool:
-        """Send a stored file the index says is at least DIRECT_FILE bytes, as a whole HTTP/1.1
-        200 with `Connection: close`, to `transport`: a plain-HTTP client's own connection,
-        which the caller closes afterwards.  The body goes by sendfile(2), at the speed a static
-        file server has, instead of through mitmproxy's event loop in copies.
+        """Send a file the index says is at least DIRECT_FILE bytes, as a whole HTTP/1.1 200
+        with `Connection: close`, to `transport`: a plain-HTTP client's own connection, which
+        the caller closes afterwards.  A stored file goes by sendfile(2) from the blob; a
+        missing one joins its download and goes by sendfile(2) from the temp file as it grows,
+        under the same hold-back as every client of a download (a failed download cuts the
+        connection).  Either way at the speed a static file server has, instead of through
+        mitmproxy's event loop in copies and, for a miss, through this server as well.
 
-        False, having sent nothing, when the file is smaller, unknown or not stored: relay it.
+        False, having sent nothing, when the file is smaller or of unknown size: relay it.
+        Raises FillError, having sent nothing, when upstream cannot supply a missing file.
         True once the response is sent, or cut short because the client went away.
         """
         if target.size is None or target.size < DIRECT_FILE:
             return False
         sha = self._stored_sha(target)
-        if sha is None:
-            return False
-        handle = await self._call(self._open_hit, sha, target.irreplaceable)
-        if handle is None:
-            return False
+        if sha is not None and (handle := await self._call(self._open_hit, sha, target.irreplaceable)):
+            return await self._send_hit(transport, handle, private)
+        download = self._join(target)
+        download.acquire()
+        try:
+            await download.started.wait()
+            if download.already_stored and download.sha256 is not None:
+                handle = await self._call(self._open_hit, download.sha256, download.irreplaceable)
+                if handle is None:
+                    raise FillError(502, "evicted while being requested; retry")
+                return await self._send_hit(transport, handle, private)
+            if download.error is not None and not download.verified:
+                raise download.error
+            assert download.fd is not None and download.length is not None
+            self._counters["misses"] += 1
+            with os.fdopen(os.dup(download.fd), "rb", buffering=0) as file:
+                return await self._send_whole(
+                    transport, target.expected_sha256, download.length, private, file, download
+                )
+        finally:
+            download.release()
+
+    async def _send_hit(self, transport: asyncio.WriteTransport, handle: BlobHandle, private: bool) -> bool:
+        self._counters["hits"] += 1
         with handle:
-            headers = self._headers(etag_for(sha))
-            if private:
-                headers["Cache-Control"] = headers["Cache-Control"].replace("public", "private")
-            lines = ["HTTP/1.1 200 OK", f"Content-Length: {handle.size}", f"Date: {formatdate(usegmt=True)}"]
-            lines += [f"{name}: {value}" for name, value in headers.items()]
-            lines += ["Connection: close", "", ""]
-            self._counters["hits"] += 1
-            try:
-                transport.write("\r\n".join(lines).encode("latin-1"))
-                await asyncio.get_running_loop().sendfile(transport, handle.file, 0, handle.size)
-            except (ConnectionError, RuntimeError) as e:  # RuntimeError: transport closing
-                log.debug("client went away during %s: %s", target.filename, e)
-                return True
-            self._counters["bytes_served"] += handle.size
+            return await self._send_whole(transport, handle.sha256, handle.size, private, handle.file)
+
+    async def _send_whole(
+        self,
+        transport: asyncio.WriteTransport,
+        sha256: str | None,
+        size: int,
+        private: bool,
+        file: IO[bytes],
+        download: _Download | None = None,
+    ) -> bool:
+        """The head of a 200 with `Connection: close`, then `size` bytes of `file`: all of
+        them (a blob), or those of `download` as they become visible."""
+        headers = self._headers(sha256 and etag_for(sha256))
+        if private:
+            headers["Cache-Control"] = headers["Cache-Control"].replace("public", "private")
+        lines = ["HTTP/1.1 200 OK", f"Content-Length: {size}", f"Date: {formatdate(usegmt=True)}"]
+        lines += [f"{name}: {value}" for name, value in headers.items()]
+        lines += ["Connection: close", "", ""]
+        loop = asyncio.get_running_loop()
+
+        async def send(start: int, count: int) -> None:
+            await loop.sendfile(transport, file, start, count)
+            self._counters["bytes_served"] += count
+
+        try:
+            transport.write("\r\n".join(lines).encode("latin-1"))
+            if download is None:
+                await send(0, size)
+            elif not await self._tail(download, send):
+                transport.abort()
+        except (ConnectionError, RuntimeError) as e:  # RuntimeError: transport closing
+            log.debug("client went away mid-body: %s", e)
         return True
 
     # -- request handling ----------------------------------------------------------------------
@@ -606,24 +651,33 @@ class FileServer:
         return response
 
     async def _send_file(
-        self, request: web.Request, response: web.StreamResponse, file: IO[bytes], start: int, count: int
+        self,
+        request: web.Request,
+        response: web.StreamResponse,
+        file: IO[bytes],
+        start: int,
+        count: int,
+        *,
+        raw: bool = True,
     ) -> None:
         """Bytes [start, start + count) of `file` after the response's headers, which a
-        StreamResponse has sent on prepare: by sendfile(2) where the platform has it."""
+        StreamResponse has sent on prepare: by sendfile(2) where the platform has it, unless
+        not `raw` (a chunked response), then as chunks read into memory."""
         transport = request.transport
         if transport is None:
             raise ConnectionResetError("client gone")
-        try:
-            await asyncio.get_running_loop().sendfile(transport, file, start, count, fallback=False)
-            self._counters["bytes_served"] += count
-            return
-        except NotImplementedError:
-            pass
+        if raw:
+            try:
+                await asyncio.get_running_loop().sendfile(transport, file, start, count, fallback=False)
+                self._counters["bytes_served"] += count
+                return
+            except NotImplementedError:
+                pass
         fd, end = file.fileno(), start + count
         while start < end:
             data = await self._call(os.pread, fd, min(_CHUNK, end - start), start)
             if not data:
-                raise ConnectionResetError("blob shorter than its size")
+                raise ConnectionResetError("file shorter than its size")
             await response.write(data)
             start += len(data)
             self._counters["bytes_served"] += len(data)
@@ -675,46 +729,36 @@ class FileServer:
             if download.length is not None:
                 response.content_length = download.length
             await response.prepare(request)
-            if await self._tail(request, response, download):
-                await response.write_eof()
-            else:
-                self._cut(request)
+            # A known length: sent by sendfile(2), as a stored file is (bench/run, cold
+            # installs: the copies through user space were the biggest cost of a cold fill on
+            # the event loop); else as chunks read into memory, the response being chunked.
+            assert download.fd is not None
+            with os.fdopen(os.dup(download.fd), "rb", buffering=0) as file:
+                raw = download.length is not None
+                send = functools.partial(self._send_file, request, response, file, raw=raw)
+                if await self._tail(download, send):
+                    await response.write_eof()
+                else:
+                    self._cut(request)
             return response
         finally:
             download.release()
 
-    async def _tail(self, request: web.Request, response: web.StreamResponse, download: _Download) -> bool:
-        """Send the temp file as it grows; False when the download failed (cut the client).
-
-        With a known length the body is sent by sendfile(2) from the temp file, as a stored
-        file is (bench/run, cold installs: the copies through user space were the biggest
-        cost of a cold fill on the event loop); else as chunks read into memory."""
-        assert download.fd is not None
-        file = os.fdopen(os.dup(download.fd), "rb", buffering=0) if download.length is not None else None
-        try:
-            pos = 0
-            while True:
-                if download.error is not None and not download.verified:
-                    return False
-                if pos < download.visible:
-                    if file is not None:
-                        count = download.visible - pos
-                        await self._send_file(request, response, file, pos, count)
-                        pos += count
-                        continue
-                    data = await self._call(os.pread, download.fd, min(_CHUNK, download.visible - pos), pos)
-                    if not data:
-                        return False
-                    await response.write(data)
-                    pos += len(data)
-                    self._counters["bytes_served"] += len(data)
-                elif download.verified:
-                    return True
-                else:
-                    await download.wait_progress(pos)
-        finally:
-            if file is not None:
-                file.close()
+    async def _tail(self, download: _Download, send: Callable[[int, int], Awaitable[None]]) -> bool:
+        """Send the temp file as it grows, by `send(start, count)`; False when the download
+        failed (cut the client)."""
+        pos = 0
+        while True:
+            if download.error is not None and not download.verified:
+                return False
+            if pos < download.visible:
+                count = download.visible - pos
+                await send(pos, count)
+                pos += count
+            elif download.verified:
+                return True
+            else:
+                await download.wait_progress(pos)
 
     @staticmethod
     def _cut(request: web.Request) -> None:
