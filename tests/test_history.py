@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
+import struct
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from packaging.utils import canonicalize_name
 
-from datepin.history import HistoryStore
+from datepin.config import Config
+from datepin.history import CHECKPOINT_EVERY, HistoryBusy, HistoryStore
 from datepin.model import DistFile, ProjectPage
+from datepin.pins import Pin
 from datepin.rewrite.render import render_html, render_json
+from datepin.service import Index
+from datepin.upstream import Upstream
 from datepin.views import view
+from fakepypi import FakePyPI
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -170,3 +185,92 @@ def test_snapshot_runs_and_removals_are_recorded(tmp_path: Path) -> None:
     store.record("pypi", "demo", page(), T0 + timedelta(days=2))
     history = store.load("pypi", "demo")
     assert history is not None and history.not_found == (T0 + timedelta(days=1),)
+
+
+def test_a_write_without_waiting_gives_way_to_other_writers_and_records_nothing(tmp_path: Path) -> None:
+    store = HistoryStore(tmp_path / "h.sqlite3")
+    a = dist("1.0", uploaded=T0 - timedelta(days=1))
+    # Another process writing: SQLite's lock.
+    other = sqlite3.connect(tmp_path / "h.sqlite3", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    started = time.monotonic()
+    with pytest.raises(HistoryBusy):
+        store.record("pypi", "demo", page(a), T0, wait=False)
+    assert time.monotonic() - started < 1  # at once, not after SQLite's busy timeout
+    other.execute("ROLLBACK")
+    # Another thread of this process writing: its lock.
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with store._tx():
+            holding.set()
+            release.wait(10)
+
+    with ThreadPoolExecutor(1) as pool:
+        held = pool.submit(hold)
+        assert holding.wait(10)
+        with pytest.raises(HistoryBusy):
+            store.record("pypi", "demo", page(a), T0, wait=False)
+        release.set()
+        held.result()
+    assert store.load("pypi", "demo") is None  # nothing recorded by either refusal
+    _, change = store.record("pypi", "demo", page(a), T0, wait=False)
+    assert [f.filename for f in change.added] == [a.filename]
+    history = store.load("pypi", "demo")
+    assert history is not None and len(history.observations) == 1
+
+
+def test_writes_without_waiting_ask_for_a_checkpoint_that_empties_the_wal(tmp_path: Path) -> None:
+    path = tmp_path / "h.sqlite3"
+    store = HistoryStore(path)
+    store.record("pypi", "first", page(dist("1.0", uploaded=T0)), T0)  # a waiting write
+    store.checkpoint()
+    assert _wal_frames_not_in_database(path) == 0
+    for i in range(CHECKPOINT_EVERY):
+        assert not store.needs_checkpoint
+        store.record("pypi", f"p{i}", page(dist("1.0", uploaded=T0)), T0, wait=False)
+    assert store.needs_checkpoint
+    assert _wal_frames_not_in_database(path) > 0  # no commit made without waiting checkpointed
+    store.checkpoint()
+    assert not store.needs_checkpoint
+    assert _wal_frames_not_in_database(path) == 0
+    assert store.load("pypi", f"p{CHECKPOINT_EVERY - 1}") is not None
+
+
+def _wal_frames_not_in_database(path: Path) -> int:
+    """mxFrame - nBackfill of the WAL index (https://www.sqlite.org/walformat.html): frames
+    committed to the WAL and not yet copied into the database."""
+    shm = path.with_name(path.name + "-shm").read_bytes()
+    max_frame, backfilled = struct.unpack_from("=I", shm, 16)[0], struct.unpack_from("=I", shm, 96)[0]
+    return int(max_frame - backfilled)
+
+
+def test_cold_pages_recorded_on_the_loop_are_checkpointed_in_a_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Index records small pages without waiting (no checkpoint), then has one made."""
+    monkeypatch.setattr("datepin.history.CHECKPOINT_EVERY", 3)
+    path = tmp_path / "h.sqlite3"
+
+    async def go(fake: FakePyPI) -> None:
+        upstream = Upstream(timeout=5)
+        history = HistoryStore(path)
+        index = Index(Config(), history, upstream)
+        pypi = Config().registry("pypi")
+        assert pypi is not None
+        pypi = replace(pypi, url=fake.simple_url)
+        try:
+            for name in ("a1", "a2"):
+                await index.answer(pypi, canonicalize_name(name), Pin("live", None))
+            assert not history.needs_checkpoint and _wal_frames_not_in_database(path) > 0
+            await index.answer(pypi, canonicalize_name("a3"), Pin("live", None))
+            await index.close()  # waits for the checkpoint it started
+            assert not history.needs_checkpoint and _wal_frames_not_in_database(path) == 0
+        finally:
+            await upstream.close()
+            history.close()
+
+    with FakePyPI() as fake:
+        for name in ("a1", "a2", "a3"):
+            fake.add_wheel(name, "1.0", upload_time="2023-01-01T00:00:00Z")
+        asyncio.run(asyncio.wait_for(go(fake), 30))

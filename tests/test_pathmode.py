@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -174,3 +176,24 @@ def test_files_through_the_proxy_fill_once_then_hit_with_the_same_answers(graph,
     metadata = proxy.get(path + ".metadata")
     assert metadata.status == 200 and metadata.body == wheel.metadata
     assert proxy.get(path + ".metadata").body == wheel.metadata
+
+
+def test_a_cold_page_waits_for_another_process_writing_history_and_the_loop_does_not(graph, proxy):
+    """A small page's observation is recorded on the event loop unless history is busy; then
+    it waits in a thread, and meanwhile the proxy goes on answering from history."""
+    assert proxy.get("/2023-03-01/simple/beta/").status == 200  # observed: fixed from now on
+    other = sqlite3.connect(proxy.data_dir / "history.sqlite3", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process writing history, e.g. `datepin snapshot`
+    with ThreadPoolExecutor(1) as pool:
+        cold = pool.submit(proxy.get, "/2023-03-01/simple/alpha/")
+        time.sleep(0.5)
+        assert not cold.done()  # waiting for the lock, not failed
+        started = time.monotonic()
+        assert proxy.get("/2023-03-01/simple/beta/").status == 200
+        assert proxy.get("/-/health").status == 200
+        assert time.monotonic() - started < 0.5
+        other.execute("COMMIT")
+        other.close()
+        r = cold.result(timeout=30)
+    assert r.status == 200 and b"alpha-1.0" in r.body
+    assert proxy.get("/2023-03-01/simple/alpha/").body == r.body

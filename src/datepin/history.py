@@ -93,6 +93,10 @@ class HistoryWriteError(OSError):
     """History could not be written (disk full, database locked); nothing was recorded."""
 
 
+class HistoryBusy(BlockingIOError):
+    """A write made without waiting found another writer at work; nothing was recorded."""
+
+
 def to_micros(dt: datetime) -> int:
     delta = dt.astimezone(UTC) - datetime(1970, 1, 1, tzinfo=UTC)
     return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
@@ -146,6 +150,9 @@ def decode_file(text: str, strings: dict[str, str] | None = None) -> DistFile:
     )
 
 
+# Commits made without waiting (`HistoryStore.record(wait=False)`) before a checkpoint is
+# due: a small page's record writes a few pages, SQLite checkpoints by itself every 1,000.
+CHECKPOINT_EVERY = 200
 _RUN_COUNTS = ("observed", "changed", "files_gone", "files_rescued", "failures")
 
 
@@ -180,6 +187,11 @@ class HistoryStore:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
+        # Writers of this process take turns here rather than in SQLite's busy handler, which
+        # sleeps 1, 2, 5, 10, ... ms between tries (40 cold pages at once, bench/run: records
+        # waited up to 108 ms).  Other processes still meet the busy handler.
+        self._write_lock = threading.Lock()
+        self._unsynced_commits = 0  # made without waiting, so without a checkpoint
         # Owner only, and before SQLite opens it: SQLite gives the -wal and -shm files it
         # creates the mode of the database file.
         path.touch(mode=0o600)
@@ -189,22 +201,39 @@ class HistoryStore:
                 extra.chmod(0o600)
         self._db().executescript(SCHEMA)
 
-    def _db(self) -> sqlite3.Connection:
-        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+    def _db(self, *, wait: bool = True) -> sqlite3.Connection:
+        """This thread's connection; with `wait` False, its second one, which never waits for
+        a lock and never checkpoints (see `_tx`)."""
+        name = "db" if wait else "quick_db"
+        db: sqlite3.Connection | None = getattr(self._local, name, None)
         if db is None:
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
+            db = sqlite3.connect(self.path, timeout=30 if wait else 0, isolation_level=None)
+            if wait:
+                db.execute("PRAGMA journal_mode=WAL")  # kept in the file: __init__ has set it
+            else:
+                db.execute("PRAGMA wal_autocheckpoint=0")
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA foreign_keys=ON")
-            self._local.db = db
+            setattr(self._local, name, db)
         return db
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction; HistoryWriteError (nothing written) when SQLite cannot write."""
-        db = self._db()
+    def _tx(self, *, wait: bool = True) -> Iterator[sqlite3.Connection]:
+        """One write transaction; HistoryWriteError (nothing written) when SQLite cannot write.
+
+        With `wait` False, for a caller that must not block (the event loop): HistoryBusy at
+        once if another writer holds the lock, in this process or another; and no WAL
+        checkpoint, whose fsyncs may take long (see `needs_checkpoint`)."""
+        db = self._db(wait=wait)
+        if not self._write_lock.acquire(blocking=wait):
+            raise HistoryBusy("history is being written")
         try:
-            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as e:
+                if not wait and e.sqlite_errorcode == sqlite3.SQLITE_BUSY:
+                    raise HistoryBusy("history is being written by another process") from e
+                raise
             try:
                 yield db
             except BaseException:
@@ -212,16 +241,33 @@ class HistoryStore:
                     db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
+            if not wait:
+                self._unsynced_commits += 1
         except sqlite3.OperationalError as e:  # disk full, database locked, read-only
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise HistoryWriteError(f"cannot write history: {e}") from e
+        finally:
+            self._write_lock.release()
+
+    @property
+    def needs_checkpoint(self) -> bool:
+        """Whether so many commits were made without waiting that `checkpoint` should follow
+        in a thread, lest the WAL file grow without end (other commits checkpoint by
+        themselves, as SQLite does every 1,000 pages)."""
+        return self._unsynced_commits >= CHECKPOINT_EVERY
+
+    def checkpoint(self) -> None:
+        """Copy what the WAL holds into the database, as far as readers allow."""
+        self._unsynced_commits = 0
+        self._db().execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def close(self) -> None:
-        db = getattr(self._local, "db", None)
-        if db is not None:
-            db.close()
-            self._local.db = None
+        for name in ("db", "quick_db"):
+            db = getattr(self._local, name, None)
+            if db is not None:
+                db.close()
+                setattr(self._local, name, None)
 
     # -- writing -------------------------------------------------------------------------
 
@@ -241,14 +287,15 @@ class HistoryStore:
             self._project_id(db, registry, canonicalize_name(name))
 
     def record(
-        self, registry: str, name: str, page: ProjectPage | None, at: datetime
+        self, registry: str, name: str, page: ProjectPage | None, at: datetime, *, wait: bool = True
     ) -> tuple[datetime, Change]:
         """Fold one observation into history (page None: upstream said 404).
 
         Returns the time recorded (kept strictly increasing per project) and what changed.
+        `wait` False: raise HistoryBusy rather than wait for another writer (see `_tx`).
         """
         project = canonicalize_name(name)
-        with self._tx() as db:
+        with self._tx(wait=wait) as db:
             pid = self._project_id(db, registry, project)
             last = db.execute(
                 "SELECT max(at) FROM observations WHERE project_id=?", (pid,)
