@@ -340,14 +340,14 @@ def test_send_direct_writes_a_big_file_to_the_socket_and_declines_the_rest(tmp_p
             env.upstream.files["b.whl"] = Behaviour(big)
             env.upstream.files["s.whl"] = Behaviour(small)
             async with socket_client() as (transport, reading):
-                assert not await env.server.send_direct(env.target("s.whl"), transport, private=False)
-                assert not await env.server.send_direct(env.target("b.whl", size=None), transport, private=False)
+                assert not await env.server.send_direct(env.target("s.whl"), transport)
+                assert not await env.server.send_direct(env.target("b.whl", size=None), transport)
                 assert env.upstream.requests == []
             assert await reading == (b"\r\n", b"")  # nothing sent
 
             for private, counter in ((True, "misses"), (False, "hits")):
                 async with socket_client() as (transport, reading):
-                    assert await env.server.send_direct(env.target("b.whl"), transport, private=private)
+                    assert await env.server.send_direct(env.target("b.whl", private=private), transport)
                 head, got = await reading
                 assert got == big
                 assert head.startswith(b"HTTP/1.1 200 OK\r\n")
@@ -365,7 +365,7 @@ def test_send_direct_writes_a_big_file_to_the_socket_and_declines_the_rest(tmp_p
             theirs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             _, writer = await asyncio.open_connection(sock=ours)
             asyncio.get_running_loop().call_later(0.05, theirs.close)
-            assert await env.server.send_direct(env.target("b.whl"), writer.transport, private=False)
+            assert await env.server.send_direct(env.target("b.whl"), writer.transport)
             writer.close()
 
     run(body)
@@ -379,7 +379,7 @@ def test_send_direct_of_a_miss_sends_what_arrived_and_shares_the_download(tmp_pa
             gate = asyncio.Event()
             env.upstream.files["g.whl"] = Behaviour(data, gate=gate)
             async with socket_client() as (transport, reading):
-                sending = asyncio.create_task(env.server.send_direct(env.target("g.whl"), transport, private=False))
+                sending = asyncio.create_task(env.server.send_direct(env.target("g.whl"), transport))
                 ticket = asyncio.create_task(env.fetch(env.target("g.whl")))
                 # Upstream pauses at half the file: that half is on its way already.
                 while env.server.counters["bytes_served"] < len(data) // 2 - 16 * 1024:
@@ -409,10 +409,10 @@ def test_send_direct_of_a_failing_miss_never_completes_a_body_and_stores_nothing
             async with socket_client() as (transport, reading):
                 if FAULTS[mode] is not None:
                     with pytest.raises(FillError) as failed:
-                        await env.server.send_direct(env.target("f.whl"), transport, private=False)
+                        await env.server.send_direct(env.target("f.whl"), transport)
                     assert failed.value.status == FAULTS[mode]
                 else:
-                    assert await env.server.send_direct(env.target("f.whl"), transport, private=False)
+                    assert await env.server.send_direct(env.target("f.whl"), transport)
             head, got = await reading
             if FAULTS[mode] is not None:
                 assert (head, got) == (b"\r\n", b"")  # nothing sent: the caller answers the error
@@ -914,3 +914,30 @@ def test_large_file_fill_and_hit_keep_memory_flat(tmp_path: Path) -> None:
             assert growth < 64 * 1024, f"peak RSS grew by {growth} KiB"
 
     run(body, timeout=120)
+
+
+def test_a_private_target_is_answered_as_no_shared_cache_may_keep(tmp_path: Path) -> None:
+    big, small = os.urandom(DIRECT_FILE), os.urandom(1000)
+
+    async def body() -> None:
+        async with environment(tmp_path) as env:
+            env.upstream.files["b.whl"] = Behaviour(big)
+            env.upstream.files["s.whl"] = Behaviour(small)
+            private = "private, max-age=31536000, immutable"
+            for name in ("b.whl", "s.whl"):
+                target = env.target(name, private=True)
+                answers = [
+                    await env.fetch(target, "HEAD"),  # a miss: from the index's size
+                    await env.fetch(target, Range="bytes=0-9"),  # a miss: relayed
+                    await env.fetch(target),  # the fill
+                    await env.fetch(target),  # a hit
+                    await env.fetch(target, Range="bytes=0-9"),
+                    await env.fetch(target, **{"If-None-Match": etag_for(sha(env.upstream.files[name].body))}),
+                ]
+                assert [a.status for a in answers] == [200, 206, 200, 200, 206, 304]
+                assert {a.headers["Cache-Control"] for a in answers} == {private}
+                assert (await env.fetch(env.target(name))).headers["Cache-Control"].startswith("public")
+            small_answer = await env.server.read_small(env.target("s.whl", private=True))
+            assert small_answer is not None and small_answer[1]["Cache-Control"] == private
+
+    run(body)

@@ -39,7 +39,6 @@ log = logging.getLogger(__name__)
 
 PAGE_VARY = "Accept, Accept-Encoding"
 STREAM_FLAG = "datepin-stream"
-PRIVATE_FLAG = "datepin-private"
 # pip and uv answer a 401 with this challenge by retrying with the credentials of the index
 # URL (or their keyring).
 CHALLENGE = 'Basic realm="datepin"'
@@ -114,9 +113,11 @@ def file_target(
     irreplaceable: bool = False,
     on_commit: Callable[[str, int], None] | None = None,
     upstream_headers: Mapping[str, str] | None = None,
+    private: bool = False,
 ) -> FileTarget:
     """What the file server needs to serve or fetch a file (or its PEP 658 `.metadata`).
-    `upstream_headers`: credentials for a private registry (never logged)."""
+    `upstream_headers`: credentials for a private registry (never logged); `private`: a
+    passthrough registry's file, answered as no shared cache may keep."""
     if metadata:
         return FileTarget(
             upstream_url=file.url + ".metadata",
@@ -125,6 +126,7 @@ def file_target(
             metadata=True,
             upstream_headers=dict(upstream_headers or {}),
             irreplaceable=irreplaceable,
+            private=private,
         )
     return FileTarget(
         upstream_url=file.url,
@@ -134,6 +136,7 @@ def file_target(
         upstream_headers=dict(upstream_headers or {}),
         irreplaceable=irreplaceable,
         on_commit=on_commit,
+        private=private,
     )
 
 
@@ -214,10 +217,6 @@ class DatepinAddon:
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         if flow.metadata.get(STREAM_FLAG) and flow.response is not None:
             flow.response.stream = True
-            if flow.metadata.get(PRIVATE_FLAG) and "Cache-Control" in flow.response.headers:
-                # A private registry's file: no shared cache may keep it for others.
-                cache_control = flow.response.headers["Cache-Control"]
-                flow.response.headers["Cache-Control"] = cache_control.replace("public", "private")
 
     # -- classification ------------------------------------------------------------------
 
@@ -615,11 +614,11 @@ class DatepinAddon:
             irreplaceable=not stored.present,
             on_commit=on_commit,
             upstream_headers=self.index.upstream_headers(registry, url, authorization),
+            private=registry.auth == "passthrough",
         )
-        private = registry.auth == "passthrough"
         try:
             if _plain_get(flow.request) and (transport := client_transport(flow)) is not None:
-                if await self.files.send_direct(target, transport, private=private):
+                if await self.files.send_direct(target, transport):
                     flow.kill()  # type: ignore[no-untyped-call]  # mitmproxy closes the connection, adds nothing
                     return
             small = await self.files.small(target) if _plain_get(flow.request) else None
@@ -628,11 +627,8 @@ class DatepinAddon:
             return
         if small is not None:
             data, headers = small
-            if private:
-                headers["Cache-Control"] = headers["Cache-Control"].replace("public", "private")
             flow.response = http.Response.make(200, data, headers)
             return
-        flow.metadata[PRIVATE_FLAG] = private
         self._send_to_file_server(flow, target)
 
     def _send_to_file_server(self, flow: http.HTTPFlow, target: FileTarget) -> None:

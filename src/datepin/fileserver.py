@@ -96,6 +96,7 @@ class FileTarget:
     upstream_headers: Mapping[str, str] = field(default_factory=dict, repr=False)
     irreplaceable: bool = False  # mark the blob irreplaceable when committed
     on_commit: Callable[[str, int], None] | None = field(default=None, repr=False)
+    private: bool = False  # a passthrough registry's file: no shared cache may keep it
 
     @property
     def known_small(self) -> bool:
@@ -425,7 +426,7 @@ class FileServer:
             return None
         self._counters["hits"] += 1
         self._counters["bytes_served"] += len(data)
-        return data, self._headers(etag_for(sha))
+        return data, self._headers(etag_for(sha), target.private)
 
     async def small(self, target: FileTarget) -> tuple[bytes, dict[str, str]] | None:
         """`read_small`, and for a file the index says is small (or a `.metadata` file) that is
@@ -454,7 +455,7 @@ class FileServer:
             return None  # the client is sent to this server instead, which counts the miss
         self._counters["misses"] += 1
         self._counters["bytes_served"] += len(data)
-        return data, self._headers(etag_for(download.sha256))
+        return data, self._headers(etag_for(download.sha256), target.private)
 
     def _stored_sha(self, target: FileTarget) -> str | None:
         """The target's sha256 if its blob is stored and no download of it is running.  One
@@ -482,9 +483,7 @@ class FileServer:
 
     # -- big files, sent straight to the client ------------------------------------------------
 
-    async def send_direct(
-        self, target: FileTarget, transport: asyncio.WriteTransport, *, private: bool
-    ) -> bool:
+    async def send_direct(self, target: FileTarget, transport: asyncio.WriteTransport) -> bool:
         """Send a file the index says is at least DIRECT_FILE bytes, as a whole HTTP/1.1 200
         with `Connection: close`, to `transport`: a plain-HTTP client's own connection, which
         the caller closes afterwards.  A stored file goes by sendfile(2) from the blob; a
@@ -501,7 +500,7 @@ class FileServer:
             return False
         sha = self._stored_sha(target)
         if sha is not None and (handle := await self._call(self._open_hit, sha, target.irreplaceable)):
-            return await self._send_hit(transport, handle, private)
+            return await self._send_hit(transport, handle, target.private)
         download = self._join(target)
         download.acquire()
         try:
@@ -510,14 +509,14 @@ class FileServer:
                 handle = await self._call(self._open_hit, download.sha256, download.irreplaceable)
                 if handle is None:
                     raise FillError(502, "evicted while being requested; retry")
-                return await self._send_hit(transport, handle, private)
+                return await self._send_hit(transport, handle, target.private)
             if download.error is not None and not download.verified:
                 raise download.error
             assert download.fd is not None and download.length is not None
             self._counters["misses"] += 1
             with os.fdopen(os.dup(download.fd), "rb", buffering=0) as file:
                 return await self._send_whole(
-                    transport, target.expected_sha256, download.length, private, file, download
+                    transport, target.expected_sha256, download.length, target.private, file, download
                 )
         finally:
             download.release()
@@ -538,9 +537,7 @@ class FileServer:
     ) -> bool:
         """The head of a 200 with `Connection: close`, then `size` bytes of `file`: all of
         them (a blob), or those of `download` as they become visible."""
-        headers = self._headers(sha256 and etag_for(sha256))
-        if private:
-            headers["Cache-Control"] = headers["Cache-Control"].replace("public", "private")
+        headers = self._headers(sha256 and etag_for(sha256), private)
         lines = ["HTTP/1.1 200 OK", f"Content-Length: {size}", f"Date: {formatdate(usegmt=True)}"]
         lines += [f"{name}: {value}" for name, value in headers.items()]
         lines += ["Connection: close", "", ""]
@@ -588,13 +585,13 @@ class FileServer:
             handle = await self._call(self._open_hit, stored, target.irreplaceable)
             if handle is not None:
                 with handle:
-                    return await self._serve_blob(request, handle)
+                    return await self._serve_blob(request, handle, target.private)
         self._counters["misses"] += 1
         etag = etag_for(sha) if sha is not None else None
         inm = request.headers.get("If-None-Match")
         if etag is not None and inm is not None and etag_matches(inm, etag, weak=True):
             # The client holds these bytes already: the ETag is their hash.
-            return web.Response(status=304, headers=self._headers(etag))
+            return web.Response(status=304, headers=self._headers(etag, target.private))
         if request.method == "HEAD":
             return await self._head_miss(request, target, download)
         if "Range" in request.headers and self._if_range_holds(request, etag):
@@ -616,8 +613,9 @@ class FileServer:
         return if_range is None or (etag is not None and if_range.strip() == etag)
 
     @staticmethod
-    def _headers(etag: str | None) -> dict[str, str]:
-        headers = {"Accept-Ranges": "bytes", "Cache-Control": CACHE_CONTROL, "Content-Type": _CONTENT_TYPE}
+    def _headers(etag: str | None, private: bool) -> dict[str, str]:
+        cache_control = CACHE_CONTROL.replace("public", "private") if private else CACHE_CONTROL
+        headers = {"Accept-Ranges": "bytes", "Cache-Control": cache_control, "Content-Type": _CONTENT_TYPE}
         if etag is not None:
             headers["ETag"] = etag
         return headers
@@ -627,10 +625,12 @@ class FileServer:
 
     # -- store hits ----------------------------------------------------------------------------
 
-    async def _serve_blob(self, request: web.Request, handle: BlobHandle) -> web.StreamResponse:
+    async def _serve_blob(
+        self, request: web.Request, handle: BlobHandle, private: bool
+    ) -> web.StreamResponse:
         self._counters["hits"] += 1
         etag, size = etag_for(handle.sha256), handle.size
-        headers = self._headers(etag)
+        headers = self._headers(etag, private)
         inm = request.headers.get("If-None-Match")
         if inm is not None and etag_matches(inm, etag, weak=True):
             return web.Response(status=304, headers=headers)
@@ -723,14 +723,15 @@ class FileServer:
                 if handle is None:
                     return self._error(target, FillError(502, "evicted while being requested; retry"))
                 with handle:
-                    return await self._serve_blob(request, handle)
+                    return await self._serve_blob(request, handle, target.private)
             if download.error is not None and not download.verified:
                 return self._error(target, download.error)
             sha = target.expected_sha256
             if download.body is not None and download.sha256 is not None:  # read whole, verified
                 self._counters["bytes_served"] += len(download.body)
-                return web.Response(body=download.body, headers=self._headers(etag_for(download.sha256)))
-            response = web.StreamResponse(status=200, headers=self._headers(sha and etag_for(sha)))
+                headers = self._headers(etag_for(download.sha256), target.private)
+                return web.Response(body=download.body, headers=headers)
+            response = web.StreamResponse(status=200, headers=self._headers(sha and etag_for(sha), target.private))
             if download.length is not None:
                 response.content_length = download.length
             await response.prepare(request)
@@ -1012,7 +1013,7 @@ class FileServer:
         except FillError as exc:
             return self._error(target, exc)
         sha = target.expected_sha256
-        response = web.StreamResponse(status=200, headers=self._headers(sha and etag_for(sha)))
+        response = web.StreamResponse(status=200, headers=self._headers(sha and etag_for(sha), target.private))
         response.content_length = length
         await response.prepare(request)
         await response.write_eof()
@@ -1026,7 +1027,7 @@ class FileServer:
         except FillError as exc:
             return self._error(target, exc)
         sha = target.expected_sha256
-        headers = self._headers(sha and etag_for(sha))
+        headers = self._headers(sha and etag_for(sha), target.private)
         try:
             wanted = parse_range(request.headers["Range"], size) if size is not None else None
         except RangeNotSatisfiable:
