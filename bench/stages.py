@@ -41,7 +41,7 @@ Log = Callable[[str], None]
 class Scale:
     """How much of each measurement to do (full run or --quick)."""
 
-    repeats: int = 5  # end-to-end installs and single downloads, per mode
+    repeats: int = 7  # end-to-end installs and single downloads, per mode
     load_requests: int = 5_000
     load_seconds: float = 5.0
     concurrency: tuple[int, ...] = (1, 16, 64)
@@ -319,12 +319,16 @@ def end_to_end(
     out: dict[str, object] = {"projects": len(fx.packages), "runs": scale.repeats}
     for client, modes in times.items():
         med = {mode: round(statistics.median(ts), 3) for mode, ts in modes.items()}
+        # Ratios within each repetition, whose installs ran minutes apart at most: the machine
+        # drifts over a stage (every kind of install here got slower rep after rep).
+        pairs = [("relay", "direct"), ("warm", "direct"), ("cold", "direct"), ("warm", "relay"), ("cold", "relay")]
         out[client] = {
             **{f"{mode}_s": v for mode, v in med.items()},
             "runs": {mode: [round(t, 3) for t in ts] for mode, ts in modes.items()},
-            "relay_ratio": round(med["relay"] / med["direct"], 3),
-            "warm_ratio": round(med["warm"] / med["direct"], 3),
-            "cold_ratio": round(med["cold"] / med["direct"], 3),
+            "paired_ratios": {
+                f"{a}/{b}": round(statistics.median(x / y for x, y in zip(modes[a], modes[b])), 3)
+                for a, b in pairs
+            },
         }
         log(f"{client}: direct {med['direct']:.2f} s, mitmproxy alone {med['relay']:.2f} s, "
             f"warm {med['warm']:.2f} s, cold {med['cold']:.2f} s")
