@@ -231,7 +231,7 @@ class HistoryStore:
             try:
                 db.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as e:
-                if not wait and e.sqlite_errorcode == sqlite3.SQLITE_BUSY:
+                if not wait and e.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY:  # or extended
                     raise HistoryBusy("history is being written by another process") from e
                 raise
             try:
