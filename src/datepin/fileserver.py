@@ -41,7 +41,7 @@ import re
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from email.utils import formatdate
@@ -498,28 +498,17 @@ class FileServer:
         """
         if target.size is None or target.size < DIRECT_FILE:
             return False
-        sha = self._stored_sha(target)
-        if sha is not None and (handle := await self._call(self._open_hit, sha, target.irreplaceable)):
+        if (handle := await self._open_stored(target)) is not None:
             return await self._send_hit(transport, handle, target.private)
-        download = self._join(target)
-        download.acquire()
-        try:
-            await download.started.wait()
-            if download.already_stored and download.sha256 is not None:
-                handle = await self._call(self._open_hit, download.sha256, download.irreplaceable)
-                if handle is None:
-                    raise FillError(502, "evicted while being requested; retry")
+        async with self._started(target) as (download, handle):
+            if handle is not None:
                 return await self._send_hit(transport, handle, target.private)
-            if download.error is not None and not download.verified:
-                raise download.error
             assert download.fd is not None and download.length is not None
             self._counters["misses"] += 1
             with os.fdopen(os.dup(download.fd), "rb", buffering=0) as file:
                 return await self._send_whole(
                     transport, target.expected_sha256, download.length, target.private, file, download
                 )
-        finally:
-            download.release()
 
     async def _send_hit(self, transport: asyncio.WriteTransport, handle: BlobHandle, private: bool) -> bool:
         self._counters["hits"] += 1
@@ -581,11 +570,9 @@ class FileServer:
             # got the whole file may come straight back for a range: serve it from the store.
             await download.done.wait()
             download = self._downloads.get(self._key(target))
-        if download is None and (stored := self._stored_sha(target)) is not None:
-            handle = await self._call(self._open_hit, stored, target.irreplaceable)
-            if handle is not None:
-                with handle:
-                    return await self._serve_blob(request, handle, target.private)
+        if download is None and (handle := await self._open_stored(target)) is not None:
+            with handle:
+                return await self._serve_blob(request, handle, target.private)
         self._counters["misses"] += 1
         etag = etag_for(sha) if sha is not None else None
         inm = request.headers.get("If-None-Match")
@@ -597,6 +584,11 @@ class FileServer:
         if "Range" in request.headers and self._if_range_holds(request, etag):
             return await self._range_miss(request, target, download)
         return await self._stream_miss(request, target)
+
+    async def _open_stored(self, target: FileTarget) -> BlobHandle | None:
+        """A handle on the target's blob if it is stored and no download of it is running."""
+        sha = self._stored_sha(target)
+        return None if sha is None else await self._call(self._open_hit, sha, target.irreplaceable)
 
     def _open_hit(self, sha256: str, irreplaceable: bool) -> BlobHandle | None:
         handle = self._store.open(sha256)
@@ -713,42 +705,61 @@ class FileServer:
             with contextlib.suppress(RuntimeError):  # shutting down
                 self._committer.submit(give_back)
 
-    async def _stream_miss(self, request: web.Request, target: FileTarget) -> web.StreamResponse:
+    @contextlib.asynccontextmanager
+    async def _started(self, target: FileTarget) -> AsyncIterator[tuple[_Download, BlobHandle | None]]:
+        """The target's download, joined and started, held for as long as the block runs; with
+        a handle on the blob when it turned out to be stored already (another process).
+        Raises FillError when the download failed, or that blob was evicted meanwhile."""
         download = self._join(target)
         download.acquire()
         try:
             await download.started.wait()
+            handle = None
             if download.already_stored and download.sha256 is not None:
                 handle = await self._call(self._open_hit, download.sha256, download.irreplaceable)
                 if handle is None:
-                    return self._error(target, FillError(502, "evicted while being requested; retry"))
-                with handle:
-                    return await self._serve_blob(request, handle, target.private)
-            if download.error is not None and not download.verified:
-                return self._error(target, download.error)
-            sha = target.expected_sha256
-            if download.body is not None and download.sha256 is not None:  # read whole, verified
-                self._counters["bytes_served"] += len(download.body)
-                headers = self._headers(etag_for(download.sha256), target.private)
-                return web.Response(body=download.body, headers=headers)
-            response = web.StreamResponse(status=200, headers=self._headers(sha and etag_for(sha), target.private))
-            if download.length is not None:
-                response.content_length = download.length
-            await response.prepare(request)
-            # A known length: sent by sendfile(2), as a stored file is (bench/run, cold
-            # installs: the copies through user space were the biggest cost of a cold fill on
-            # the event loop); else as chunks read into memory, the response being chunked.
-            assert download.fd is not None
-            with os.fdopen(os.dup(download.fd), "rb", buffering=0) as file:
-                raw = download.length is not None
-                send = functools.partial(self._send_file, request, response, file, raw=raw)
-                if await self._tail(download, send):
-                    await response.write_eof()
-                else:
-                    self._cut(request)
-            return response
+                    raise FillError(502, "evicted while being requested; retry")
+            if handle is None and download.error is not None and not download.verified:
+                raise download.error
+            yield download, handle
         finally:
             download.release()
+
+    async def _stream_miss(self, request: web.Request, target: FileTarget) -> web.StreamResponse:
+        try:
+            # Only the download raises FillError: answering from it does not.
+            async with self._started(target) as (download, handle):
+                return await self._stream_started(request, target, download, handle)
+        except FillError as e:
+            return self._error(target, e)
+
+    async def _stream_started(
+        self, request: web.Request, target: FileTarget, download: _Download, handle: BlobHandle | None
+    ) -> web.StreamResponse:
+        if handle is not None:
+            with handle:
+                return await self._serve_blob(request, handle, target.private)
+        sha = target.expected_sha256
+        if download.body is not None and download.sha256 is not None:  # read whole, verified
+            self._counters["bytes_served"] += len(download.body)
+            headers = self._headers(etag_for(download.sha256), target.private)
+            return web.Response(body=download.body, headers=headers)
+        response = web.StreamResponse(status=200, headers=self._headers(sha and etag_for(sha), target.private))
+        if download.length is not None:
+            response.content_length = download.length
+        await response.prepare(request)
+        # A known length: sent by sendfile(2), as a stored file is (bench/run, cold
+        # installs: the copies through user space were the biggest cost of a cold fill on
+        # the event loop); else as chunks read into memory, the response being chunked.
+        assert download.fd is not None
+        with os.fdopen(os.dup(download.fd), "rb", buffering=0) as file:
+            raw = download.length is not None
+            send = functools.partial(self._send_file, request, response, file, raw=raw)
+            if await self._tail(download, send):
+                await response.write_eof()
+            else:
+                self._cut(request)
+        return response
 
     async def _tail(self, download: _Download, send: Callable[[int, int], Awaitable[None]]) -> bool:
         """Send the temp file as it grows, by `send(start, count)`; False when the download
