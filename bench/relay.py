@@ -3,9 +3,10 @@
     .venv/bin/python bench/relay.py UPSTREAM_URL    # prints "listening on http://127.0.0.1:PORT/"
 
 The same slim mitmproxy master datepin runs (datepin.server.make_master), reading its
-connections in the same 1 MiB pieces (datepin.connections), in reverse-proxy mode, with no datepin
-addon: every response is streamed through, nothing is looked at or stored.  What it costs a client is what any mitmproxy addon costs at least, so bench/run
-shows each of datepin's figures against it as well as against the upstream itself.
+connections in the same 1 MiB pieces (datepin.connections), in reverse-proxy mode, with no
+datepin addon: every response is streamed through, nothing is looked at or stored.  What it
+costs a client is what any mitmproxy addon costs at least, so bench/run shows each of
+datepin's figures against it as well as against the upstream itself.
 Runs until SIGTERM or SIGINT.
 """
 
