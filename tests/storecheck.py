@@ -68,7 +68,9 @@ def stored(data_dir: Path) -> set[str]:
 
 
 def blob_files(data_dir: Path) -> list[Path]:
-    return sorted((data_dir / "blobs" / "cas").glob("*/*/*.val"))
+    """Every blob file in cas/ (one level of directories; two for blobs of older stores)."""
+    cas = data_dir / "blobs" / "cas"
+    return sorted([*cas.glob("*/*.val"), *cas.glob("*/*/*.val")])
 
 
 def temp_files(data_dir: Path) -> list[Path]:

@@ -114,7 +114,51 @@ def test_same_blob_twice_keeps_one_copy(tmp_path: Path) -> None:
     put(store, data)
     put(store, data)
     assert store.stats() == BlobStats(1, len(data), 0, 0)
-    assert len(list((tmp_path / "cas").glob("*/*/*.val"))) == 1
+    assert len(list((tmp_path / "cas").glob("*/*.val"))) == 1
+
+
+def test_blob_files_go_in_directories_made_with_the_store_and_kept(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path, size_limit=1 << 30)
+    cas = tmp_path / "cas"
+    made = sorted(p.name for p in cas.iterdir() if p.is_dir())
+    assert made == [f"{i:02x}" for i in range(256)]
+    blobs = [put(store, os.urandom(KIB)) for _ in range(20)]
+    paths = [store.path(b) for b in blobs]
+    assert all(p is not None and p.parent.parent == cas for p in paths)
+    store.size_limit = 0
+    assert sorted(store.evict_to_limit()) == sorted(blobs)
+    assert not any(p is not None and p.exists() for p in paths)
+    assert sorted(p.name for p in cas.iterdir() if p.is_dir()) == made  # none removed
+    # A directory removed behind the store's back is made again by the next commit there.
+    for sub in made:
+        os.rmdir(cas / sub)
+    data = b"after the directories went"
+    put(store, data)
+    with store.open(sha(data)) as handle:  # type: ignore[union-attr]
+        assert handle.file.read() == data
+
+
+def test_blobs_of_the_two_level_layout_are_read_evicted_and_swept(tmp_path: Path) -> None:
+    import diskcache  # type: ignore[import-untyped]
+
+    # A store whose files diskcache named itself, in two levels of directories.
+    old = b"stored in two levels"
+    with diskcache.Cache(str(tmp_path / "cas"), disk_min_file_size=0) as cache:
+        cache.set(sha(old), old)
+        (old_path,) = (tmp_path / "cas").glob("*/*/*.val")
+    stray = old_path.with_name("stray.val")
+    stray.write_bytes(b"not in the index")
+    long_ago = time.time() - 2 * 3600
+    os.utime(stray, (long_ago, long_ago))
+
+    store = BlobStore(tmp_path, size_limit=1 << 30)
+    with store.open(sha(old)) as handle:  # type: ignore[union-attr]
+        assert handle.file.read() == old
+    (problem,) = store.verify()
+    assert problem.kind == "orphan" and problem.moved_to is not None
+    assert problem.moved_to.read_bytes() == b"not in the index"
+    store.size_limit = 0
+    assert store.evict_to_limit() == [sha(old)] and not old_path.exists()
 
 
 def test_lru_evicts_oldest_replaceable_never_irreplaceable(tmp_path: Path) -> None:
@@ -285,7 +329,7 @@ def test_crash_between_rename_and_index_leaves_nothing_visible(tmp_path: Path) -
     )
     store = BlobStore(tmp_path, size_limit=1 << 30)
     assert not store.has(sha(data)) and store.stats().count == 0
-    (orphan,) = (tmp_path / "cas").glob("*/*/*.val")
+    (orphan,) = (tmp_path / "cas").glob("*/*.val")
     old = time.time() - 2 * 3600
     os.utime(orphan, (old, old))
     (problem,) = store.verify()

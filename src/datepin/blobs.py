@@ -2,7 +2,8 @@
 
 Layout of the store directory (all on one filesystem, so that a commit is a rename):
 
-    cas/          diskcache Cache: key = sha256 hex, value = the file (MODE_BINARY)
+    cas/          diskcache Cache: key = sha256 hex, value = the file (MODE_BINARY), in
+                  cas/<2 hex digits>/<random>.val (all 256 directories made with the store)
     tmp/          fills in progress: <random>.part, each flock()ed by its writer (.new: being created)
     quarantine/   blobs that failed `verify`, and orphan files
     meta.sqlite3  per-blob metadata: size, last use (LRU), irreplaceable flag
@@ -28,6 +29,7 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import itertools
 import logging
 import os
 import re
@@ -56,6 +58,8 @@ _TEMP_GRACE_SECONDS = 5.0
 _ORPHAN_AGE_SECONDS = 3600.0
 # `evict_if_over` recounts the store at least this often: other processes commit blobs too.
 _RECOUNT_SECONDS = 30.0
+# The directories of cas/ that blob files go in, by the first two hex digits of their names.
+_SUBDIRS = tuple(f"{i:02x}" for i in range(256))
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS blob (
@@ -104,22 +108,35 @@ class _Staged:
 
 
 class _RenamingDisk(diskcache.Disk):  # type: ignore[misc]
-    """diskcache's Disk, except that a `_Staged` value is moved into place with one rename."""
+    """diskcache's Disk, except that a `_Staged` value is moved into place with one rename, and
+    files go in one level of `_SUBDIRS` directories that stay (`BlobStore` makes them all)."""
+
+    def filename(self, key: Any = UNKNOWN, value: Any = UNKNOWN) -> tuple[str, str]:
+        # diskcache's own names take two levels of directories, made on demand and removed
+        # when empty: a fresh store made two directories a blob, and a directory's inode
+        # search made up most of a commit's CPU on ext4 (bench/run, cold uv install: commit
+        # threads 0.09 -> 0.04 s, wall 0.78 -> 0.68 s).
+        name = secrets.token_hex(16)
+        filename = os.path.join(name[:2], f"{name[2:]}.val")
+        return filename, os.path.join(self._directory, filename)
+
+    def remove(self, file_path: str) -> None:
+        # Another process may remove the same file at the same time (diskcache's reason, too).
+        with contextlib.suppress(OSError):
+            os.remove(os.path.join(self._directory, file_path))
 
     def store(self, value: Any, read: bool, key: Any = UNKNOWN) -> tuple[int, int, str | None, Any]:
         if not isinstance(value, _Staged):
             return super().store(value, read, key=key)  # type: ignore[no-any-return]
         filename, full_path = self.filename(key, value)
-        # Another process's Disk.remove() may delete an empty sub-directory between our makedirs
-        # and our rename (diskcache's own _write retries for the same reason).
-        for attempt in range(10):
+        try:
+            os.rename(value.path, full_path)
+        except FileNotFoundError:
+            if not value.path.exists():
+                raise
+            # Its directory was removed behind the store's back: made again.
             os.makedirs(os.path.dirname(full_path), exist_ok=True)
-            try:
-                os.rename(value.path, full_path)
-                break
-            except FileNotFoundError:
-                if attempt == 9 or not value.path.exists():
-                    raise
+            os.rename(value.path, full_path)
         return value.size, MODE_BINARY, filename, None
 
 
@@ -272,6 +289,7 @@ class BlobStore:
         )
         if os.stat(self._tmp).st_dev != os.stat(self._cache.directory).st_dev:
             raise ValueError(f"{self._tmp} and {self._cache.directory} must share a filesystem")
+        self._make_subdirs()
         self._lock = threading.RLock()
         self._leases: Counter[str] = Counter()
         # Replaceable bytes at the last count, and bytes this process committed since.
@@ -288,6 +306,14 @@ class BlobStore:
         self._db.executescript(_SCHEMA)
         self._remove_stale_temps()
         self._reconcile()
+
+    def _make_subdirs(self) -> None:
+        cas = self._cache.directory
+        present = set(os.listdir(cas))
+        for name in _SUBDIRS:
+            if name not in present:
+                with contextlib.suppress(FileExistsError):  # another process made it
+                    os.mkdir(os.path.join(cas, name))
 
     def close(self) -> None:
         with self._lock:
@@ -514,7 +540,9 @@ class BlobStore:
 
     def _sweep_orphans(self, referenced: set[Path], quarantine: bool) -> Iterator[VerifyProblem]:
         cutoff = time.time() - _ORPHAN_AGE_SECONDS
-        for path in Path(self._cache.directory).glob("*/*/*.val"):
+        cas = Path(self._cache.directory)
+        # Two levels: blobs stored by a datepin before the store's directories were fixed.
+        for path in itertools.chain(cas.glob("*/*.val"), cas.glob("*/*/*.val")):
             if path in referenced:
                 continue
             try:
