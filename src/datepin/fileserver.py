@@ -570,7 +570,7 @@ class FileServer:
             # got the whole file may come straight back for a range: serve it from the store.
             await download.done.wait()
             download = self._downloads.get(self._key(target))
-        if download is None and (handle := await self._open_stored(target)) is not None:
+        if (handle := await self._open_stored(target)) is not None:  # none while downloading
             with handle:
                 return await self._serve_blob(request, handle, target.private)
         self._counters["misses"] += 1
