@@ -20,7 +20,6 @@ from aiohttp import web
 from datepin.blobs import BlobStore
 from datepin.fileserver import (
     CACHE_CONTROL,
-    DIRECT_FILE,
     ByteRange,
     FileServer,
     FileTarget,
@@ -317,121 +316,6 @@ def test_read_small_marks_an_irreplaceable_file(tmp_path: Path) -> None:
             assert env.store.is_irreplaceable(sha(data))
 
     run(body)
-
-
-@contextlib.asynccontextmanager
-async def socket_client() -> AsyncIterator[tuple[asyncio.WriteTransport, asyncio.Task[tuple[bytes, bytes]]]]:
-    """A transport as the proxy holds a client's connection, and the client's reading of
-    everything sent on it until it is closed (head, body)."""
-    ours, theirs = socket.socketpair()
-    _, writer = await asyncio.open_connection(sock=ours)
-    reading = asyncio.create_task(asyncio.to_thread(_read_response, theirs))
-    try:
-        yield writer.transport, reading
-    finally:
-        writer.close()
-
-
-def test_send_direct_writes_a_big_file_to_the_socket_and_declines_the_rest(tmp_path: Path) -> None:
-    big, small = os.urandom(DIRECT_FILE), os.urandom(1000)
-
-    async def body() -> None:
-        async with environment(tmp_path) as env:
-            env.upstream.files["b.whl"] = Behaviour(big)
-            env.upstream.files["s.whl"] = Behaviour(small)
-            async with socket_client() as (transport, reading):
-                assert not await env.server.send_direct(env.target("s.whl"), transport)
-                assert not await env.server.send_direct(env.target("b.whl", size=None), transport)
-                assert env.upstream.requests == []
-            assert await reading == (b"\r\n", b"")  # nothing sent
-
-            for private, counter in ((True, "misses"), (False, "hits")):
-                async with socket_client() as (transport, reading):
-                    assert await env.server.send_direct(env.target("b.whl", private=private), transport)
-                head, got = await reading
-                assert got == big
-                assert head.startswith(b"HTTP/1.1 200 OK\r\n")
-                assert b"\r\nConnection: close\r\n" in head and f"Content-Length: {len(big)}".encode() in head
-                assert f"ETag: {etag_for(sha(big))}".encode() in head
-                cache = b"private" if private else b"public"
-                assert b"Cache-Control: " + cache + b", max-age=31536000, immutable" in head
-                assert env.server.counters[counter] == 1
-                await env.server.wait_idle()
-                assert env.store.has(sha(big))
-            assert env.upstream.count("GET", "b.whl") == 1
-
-            # A client that goes away mid-body: the response is over, nothing raised.
-            ours, theirs = socket.socketpair()
-            theirs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            _, writer = await asyncio.open_connection(sock=ours)
-            asyncio.get_running_loop().call_later(0.05, theirs.close)
-            assert await env.server.send_direct(env.target("b.whl"), writer.transport)
-            writer.close()
-
-    run(body)
-
-
-def test_send_direct_of_a_miss_sends_what_arrived_and_shares_the_download(tmp_path: Path) -> None:
-    data = os.urandom(4 * MIB)
-
-    async def body() -> None:
-        async with environment(tmp_path) as env:
-            gate = asyncio.Event()
-            env.upstream.files["g.whl"] = Behaviour(data, gate=gate)
-            async with socket_client() as (transport, reading):
-                sending = asyncio.create_task(env.server.send_direct(env.target("g.whl"), transport))
-                ticket = asyncio.create_task(env.fetch(env.target("g.whl")))
-                # Upstream pauses at half the file: that half is on its way already.
-                while env.server.counters["bytes_served"] < len(data) // 2 - 16 * 1024:
-                    await asyncio.sleep(0.01)
-                assert not sending.done()
-                gate.set()
-                assert await sending
-            head, got = await reading
-            assert got == data and f"Content-Length: {len(data)}".encode() in head
-            result = await ticket
-            assert (result.status, result.body, result.error) == (200, data, None)
-            assert env.upstream.count("GET", "g.whl") == 1
-            assert env.store.has(sha(data))
-
-    run(body)
-
-
-@pytest.mark.parametrize("mode", ["500", "404", "stall_headers", "stall_body", "cut", "wrong"])
-def test_send_direct_of_a_failing_miss_never_completes_a_body_and_stores_nothing(
-    tmp_path: Path, mode: str
-) -> None:
-    data = os.urandom(2 * MIB)
-
-    async def body() -> None:
-        async with environment(tmp_path, timeout=0.5) as env:
-            env.upstream.files["f.whl"] = Behaviour(data, mode=mode)
-            async with socket_client() as (transport, reading):
-                if FAULTS[mode] is not None:
-                    with pytest.raises(FillError) as failed:
-                        await env.server.send_direct(env.target("f.whl"), transport)
-                    assert failed.value.status == FAULTS[mode]
-                else:
-                    assert await env.server.send_direct(env.target("f.whl"), transport)
-            head, got = await reading
-            if FAULTS[mode] is not None:
-                assert (head, got) == (b"\r\n", b"")  # nothing sent: the caller answers the error
-            else:
-                assert f"Content-Length: {len(data)}".encode() in head
-                assert len(got) < len(data)  # cut: never the whole length
-            await env.server.wait_idle()
-            assert stored_nothing(env)
-
-    run(body)
-
-
-def _read_response(sock: socket.socket) -> tuple[bytes, bytes]:
-    data = b""
-    while chunk := sock.recv(1 << 20):
-        data += chunk
-    sock.close()
-    head, _, rest = data.partition(b"\r\n\r\n")
-    return head + b"\r\n", rest
 
 
 # -- faults ------------------------------------------------------------------------------------
@@ -917,7 +801,7 @@ def test_large_file_fill_and_hit_keep_memory_flat(tmp_path: Path) -> None:
 
 
 def test_a_private_target_is_answered_as_no_shared_cache_may_keep(tmp_path: Path) -> None:
-    big, small = os.urandom(DIRECT_FILE), os.urandom(1000)
+    big, small = os.urandom(SMALL_FILE + 1), os.urandom(1000)
 
     async def body() -> None:
         async with environment(tmp_path) as env:

@@ -248,7 +248,8 @@ def test_malformed_requests_on_raw_sockets(env: Env) -> None:
         answers[name] = status_of(answer)
         assert answers[name] is None or answers[name] < 500, (name, answer[:300])
         assert env.proxy.process is not None and env.proxy.process.poll() is None, name
-    assert answers["no Host"] == 400 and answers["unknown method"] == 405
+    # An unknown method: 405 from datepin, or 400 from a parser that knows only standard ones.
+    assert answers["no Host"] == 400 and answers["unknown method"] in (400, 405)
     assert status_of(raw(port, b"GET /-/health HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % port)) == 200
     assert env.attacker.requests == []
 

@@ -17,7 +17,6 @@ from mitmproxy import connection, ctx, http
 
 from datepin import forward, routes
 from datepin.config import Config, Registry
-from datepin.connections import client_transport
 from datepin.fileserver import FileServer, FileTarget, FillError, fill_error_text
 from datepin.history import StoredFile, file_key
 from datepin.model import DistFile, View
@@ -617,10 +616,6 @@ class DatepinAddon:
             private=registry.auth == "passthrough",
         )
         try:
-            if _plain_get(flow.request) and (transport := client_transport(flow)) is not None:
-                if await self.files.send_direct(target, transport):
-                    flow.kill()  # type: ignore[no-untyped-call]  # mitmproxy closes the connection, adds nothing
-                    return
             small = await self.files.small(target) if _plain_get(flow.request) else None
         except FillError as e:
             flow.response = text_response(e.status, fill_error_text(target, e))

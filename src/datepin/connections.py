@@ -6,21 +6,22 @@ hit of the 1 GiB wheel ran at about 530 MB/s through datepin, about 800 MB/s whe
 take up to READ_PIECE per read and asyncio may buffer that much of a connection before it stops
 reading it (bench/run, files).  A connection holds that buffer only while mitmproxy is behind.
 
-A client's socket.  Even so, every byte relayed is copied several times on mitmproxy's one
-event loop; a big file sent to a plain-HTTP client goes out by sendfile(2) on the client's own
-connection instead (`client_transport`, FileServer.send_direct).
+Path-mode connections.  A connection whose first request is origin-form (a client using
+datepin as its index) is handed, before mitmproxy sees it, to datepin's own HTTP/1.1 server
+(`hand_over_origin_form`, datepin.front); mitmproxy keeps CONNECT and absolute-form requests.
 
 Both use parts of mitmproxy that are not its addon API (pinned to 12.x in pyproject.toml) and a
-private attribute of asyncio's StreamReader; tests/test_connections.py and the file tests fail
-if a new mitmproxy or Python changes them.
+private attribute of asyncio's StreamReader; tests/test_connections.py, tests/test_front.py
+and the file tests fail if a new mitmproxy or Python changes them.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
-from mitmproxy import ctx, http
 from mitmproxy.connection import Connection
+from mitmproxy.proxy.mode_servers import RegularInstance
 from mitmproxy.proxy.server import ConnectionHandler
 
 READ_PIECE = 1 << 20
@@ -52,17 +53,31 @@ def read_in_bigger_pieces() -> None:
     ConnectionHandler.handle_connection = handle_connection  # type: ignore[method-assign]
 
 
-def client_transport(flow: http.HTTPFlow) -> asyncio.WriteTransport | None:
-    """The socket of a plain-HTTP (no TLS) client's connection, for a response written
-    straight to it; None where there is none to take.  The flow must then be killed: mitmproxy
-    sends nothing more on a killed flow's connection and closes it."""
-    if flow.client_conn.tls:
-        return None
-    proxyserver = ctx.master.addons.get("proxyserver")  # type: ignore[no-untyped-call]
-    handler = getattr(proxyserver, "connections", {}).get(flow.client_conn.id)
-    io = getattr(handler, "transports", {}).get(flow.client_conn)
-    writer = getattr(io, "writer", None)
-    if not isinstance(writer, asyncio.StreamWriter) or writer.is_closing():
-        return None
-    transport = writer.transport
-    return transport if isinstance(transport, asyncio.WriteTransport) else None
+def hand_over_origin_form(adopt: Callable[[asyncio.StreamWriter, bytes], bool | None]) -> None:
+    """Offer each new connection on a regular-mode port to `adopt` before mitmproxy sees it.
+
+    `adopt(writer, first)` gets the bytes read so far: True if it has taken the connection
+    (the writer's transport is then its own), False to leave it to mitmproxy (which reads those bytes
+    first), None to see more of them."""
+    original = getattr(RegularInstance.handle_stream, "__wrapped__", RegularInstance.handle_stream)
+
+    async def handle_stream(self: RegularInstance, reader: object, writer: object = None) -> None:
+        if isinstance(reader, asyncio.StreamReader) and isinstance(writer, asyncio.StreamWriter):
+            first = b""
+            taken: bool | None = None
+            while taken is None and isinstance(writer.transport, asyncio.Transport):
+                piece = await reader.read(READ_PIECE)
+                if not piece:  # closed before saying anything useful
+                    writer.close()
+                    return
+                first += piece
+                taken = adopt(writer, first)
+                if taken is None and len(first) >= 64:
+                    taken = False
+            if taken:
+                return
+            reader.feed_data(first)
+        await original(self, reader, writer)  # type: ignore[arg-type]
+
+    setattr(handle_stream, "__wrapped__", original)
+    RegularInstance.handle_stream = handle_stream  # type: ignore[method-assign, assignment]

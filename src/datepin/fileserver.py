@@ -7,10 +7,6 @@ a file server for arbitrary paths nor an open proxy.
 
 - Store hit: the blob, with GET/HEAD, single byte ranges, If-Range, ETag/304, sent with
   sendfile(2) from an open file (an eviction meanwhile does not cut it).
-- A plain GET over plain HTTP of a file over SMALL_FILE, stored or not, does not come here: the
-  addon hands `send_direct` the client's own connection, and the blob, or the download's temp
-  file as it grows (as for any client, below), goes out on it by sendfile(2), not relayed by
-  mitmproxy.
 - Miss, GET: one upstream download per file (`_Download`), written to a temp file of the store
   while hashing.  Every client, the first included, tails that temp file, so a client that goes
   away does not stop the fill and a late client does not wait for the end (sent by sendfile(2)
@@ -44,7 +40,6 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from email.utils import formatdate
 from typing import IO, Any, TypeVar
 
 import aiohttp
@@ -72,13 +67,6 @@ _READ_BUFFER = 256 * 1024
 _LOOP_WRITE = 256 * 1024
 # Store hits up to this size may be read whole and answered by the proxy itself (`read_small`).
 SMALL_FILE = 256 * 1024
-# Files at least this big (by the index) are sent straight to a plain-HTTP client's socket
-# (`send_direct`), which the client must then open anew; smaller ones are answered whole by the
-# proxy (`read_small`, `small`) and keep it.  Relaying even a few hundred KiB through mitmproxy
-# cost uv more than the new connection (bench fixture, warm installs: 0.67 -> 0.60 s with this
-# at 256 KiB rather than 4 MiB; cold installs: datepin's CPU 0.71 -> 0.63 s for uv, 0.71 ->
-# 0.62 s for pip).
-DIRECT_FILE = SMALL_FILE + 1
 _TICKET = re.compile(r"/t/([A-Za-z0-9_-]{22})")
 _T = TypeVar("_T")
 
@@ -481,77 +469,16 @@ class FileServer:
             self._store.mark_irreplaceable(sha256)
         return data
 
-    # -- big files, sent straight to the client ------------------------------------------------
-
-    async def send_direct(self, target: FileTarget, transport: asyncio.WriteTransport) -> bool:
-        """Send a file the index says is at least DIRECT_FILE bytes, as a whole HTTP/1.1 200
-        with `Connection: close`, to `transport`: a plain-HTTP client's own connection, which
-        the caller closes afterwards.  A stored file goes by sendfile(2) from the blob; a
-        missing one joins its download and goes by sendfile(2) from the temp file as it grows,
-        under the same hold-back as every client of a download (a failed download cuts the
-        connection).  Either way at the speed a static file server has, instead of through
-        mitmproxy's event loop in copies and, for a miss, through this server as well.
-
-        False, having sent nothing, when the file is smaller or of unknown size: relay it.
-        Raises FillError, having sent nothing, when upstream cannot supply a missing file.
-        True once the response is sent, or cut short because the client went away.
-        """
-        if target.size is None or target.size < DIRECT_FILE:
-            return False
-        if (handle := await self._open_stored(target)) is not None:
-            return await self._send_hit(transport, handle, target.private)
-        async with self._started(target) as (download, handle):
-            if handle is not None:
-                return await self._send_hit(transport, handle, target.private)
-            assert download.fd is not None and download.length is not None
-            self._counters["misses"] += 1
-            with os.fdopen(os.dup(download.fd), "rb", buffering=0) as file:
-                return await self._send_whole(
-                    transport, target.expected_sha256, download.length, target.private, file, download
-                )
-
-    async def _send_hit(self, transport: asyncio.WriteTransport, handle: BlobHandle, private: bool) -> bool:
-        self._counters["hits"] += 1
-        with handle:
-            return await self._send_whole(transport, handle.sha256, handle.size, private, handle.file)
-
-    async def _send_whole(
-        self,
-        transport: asyncio.WriteTransport,
-        sha256: str | None,
-        size: int,
-        private: bool,
-        file: IO[bytes],
-        download: _Download | None = None,
-    ) -> bool:
-        """The head of a 200 with `Connection: close`, then `size` bytes of `file`: all of
-        them (a blob), or those of `download` as they become visible."""
-        headers = self._headers(sha256 and etag_for(sha256), private)
-        lines = ["HTTP/1.1 200 OK", f"Content-Length: {size}", f"Date: {formatdate(usegmt=True)}"]
-        lines += [f"{name}: {value}" for name, value in headers.items()]
-        lines += ["Connection: close", "", ""]
-        loop = asyncio.get_running_loop()
-
-        async def send(start: int, count: int) -> None:
-            await loop.sendfile(transport, file, start, count)
-            self._counters["bytes_served"] += count
-
-        try:
-            transport.write("\r\n".join(lines).encode("latin-1"))
-            if download is None:
-                await send(0, size)
-            elif not await self._tail(download, send):
-                transport.abort()
-        except (ConnectionError, RuntimeError) as e:  # RuntimeError: transport closing
-            log.debug("client went away mid-body: %s", e)
-        return True
-
     # -- request handling ----------------------------------------------------------------------
 
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         if not request.raw_path.startswith("/t/"):
             return web.Response(status=404, text="not found\n")
-        target = self._redeem(request.raw_path)
+        return await self.answer_ticket(request, request.raw_path)
+
+    async def answer_ticket(self, request: web.BaseRequest, ticket: str) -> web.StreamResponse:
+        """Answer `request` with the file a ticket names (the path-mode front's requests)."""
+        target = self._redeem(ticket)
         if target is None:
             return web.Response(status=403, text="unknown or expired ticket\n")
         if request.method not in ("GET", "HEAD"):
@@ -562,7 +489,7 @@ class FileServer:
             # The client went away (a download it started goes on).
             return web.Response(status=499)
 
-    async def _answer(self, request: web.Request, target: FileTarget) -> web.StreamResponse:
+    async def _answer(self, request: web.BaseRequest, target: FileTarget) -> web.StreamResponse:
         sha = target.expected_sha256
         download = self._downloads.get(self._key(target))
         if download is not None and download.verified:
@@ -599,7 +526,7 @@ class FileServer:
         return handle
 
     @staticmethod
-    def _if_range_holds(request: web.Request, etag: str | None) -> bool:
+    def _if_range_holds(request: web.BaseRequest, etag: str | None) -> bool:
         # Strong comparison; a date never matches, as we send no Last-Modified (RFC 9110 13.1.5).
         if_range = request.headers.get("If-Range")
         return if_range is None or (etag is not None and if_range.strip() == etag)
@@ -618,7 +545,7 @@ class FileServer:
     # -- store hits ----------------------------------------------------------------------------
 
     async def _serve_blob(
-        self, request: web.Request, handle: BlobHandle, private: bool
+        self, request: web.BaseRequest, handle: BlobHandle, private: bool
     ) -> web.StreamResponse:
         self._counters["hits"] += 1
         etag, size = etag_for(handle.sha256), handle.size
@@ -649,7 +576,7 @@ class FileServer:
 
     async def _send_file(
         self,
-        request: web.Request,
+        request: web.BaseRequest,
         response: web.StreamResponse,
         file: IO[bytes],
         start: int,
@@ -725,7 +652,7 @@ class FileServer:
         finally:
             download.release()
 
-    async def _stream_miss(self, request: web.Request, target: FileTarget) -> web.StreamResponse:
+    async def _stream_miss(self, request: web.BaseRequest, target: FileTarget) -> web.StreamResponse:
         try:
             # Only the download raises FillError: answering from it does not.
             async with self._started(target) as (download, handle):
@@ -734,7 +661,7 @@ class FileServer:
             return self._error(target, e)
 
     async def _stream_started(
-        self, request: web.Request, target: FileTarget, download: _Download, handle: BlobHandle | None
+        self, request: web.BaseRequest, target: FileTarget, download: _Download, handle: BlobHandle | None
     ) -> web.StreamResponse:
         if handle is not None:
             with handle:
@@ -778,7 +705,7 @@ class FileServer:
                 await download.wait_progress(pos)
 
     @staticmethod
-    def _cut(request: web.Request) -> None:
+    def _cut(request: web.BaseRequest) -> None:
         # abort(), not close(): nothing more may reach the client, not even a chunked terminator.
         if request.transport is not None:
             request.transport.abort()
@@ -1017,7 +944,7 @@ class FileServer:
             raise _as_fill_error(exc, self._timeout) from exc
 
     async def _head_miss(
-        self, request: web.Request, target: FileTarget, download: _Download | None
+        self, request: web.BaseRequest, target: FileTarget, download: _Download | None
     ) -> web.StreamResponse:
         try:
             length = await self._known_length(target, download)
@@ -1031,7 +958,7 @@ class FileServer:
         return response
 
     async def _range_miss(
-        self, request: web.Request, target: FileTarget, download: _Download | None
+        self, request: web.BaseRequest, target: FileTarget, download: _Download | None
     ) -> web.StreamResponse:
         try:
             size = await self._known_length(target, download)
@@ -1050,7 +977,7 @@ class FileServer:
         return await self._relay_range(request, target, wanted, size, headers)
 
     async def _relay_range(
-        self, request: web.Request, target: FileTarget, wanted: ByteRange, size: int, headers: dict[str, str]
+        self, request: web.BaseRequest, target: FileTarget, wanted: ByteRange, size: int, headers: dict[str, str]
     ) -> web.StreamResponse:
         spec = f"bytes {wanted.start}-{wanted.end}/{size}"
         response: web.StreamResponse | None = None

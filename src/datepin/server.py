@@ -30,7 +30,8 @@ from datepin.config import Config, ConfigError, Registry
 from datepin.fileserver import FileServer, FillError
 from datepin.history import HistoryStore, file_key
 from datepin.model import DistFile
-from datepin.connections import read_in_bigger_pieces
+from datepin.connections import hand_over_origin_form, read_in_bigger_pieces
+from datepin.front import PathFront
 from datepin.service import Index, RescueError
 from datepin.snapshotter import keep_snapshotting
 from datepin.upstream import Upstream, ca_file
@@ -257,6 +258,8 @@ async def run(
         master = make_master(Options(**options))
         addon = DatepinAddon(config, rt.index, rt.files, clock=clock)
         master.addons.add(addon)  # type: ignore[no-untyped-call]
+        front = PathFront(addon, rt.files)
+        hand_over_origin_form(front.adopt)
         master.options.update(**late)  # type: ignore[no-untyped-call]
 
         loop = asyncio.get_running_loop()
@@ -278,5 +281,6 @@ async def run(
             snapshots.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await snapshots
+            await front.shutdown()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)

@@ -1,0 +1,146 @@
+"""Path-mode connections, served by datepin's own HTTP/1.1 server on mitmproxy's port.
+
+mitmproxy still accepts every connection on the listening port.  A connection whose first
+request is origin-form (`GET /2023-11-18/simple/numpy/`: a client using datepin as its index,
+never as a proxy) is handed to an aiohttp server in the same event loop; CONNECT and
+absolute-form requests (forward mode, everything tunnelled) stay with mitmproxy.  The request
+is answered by the same addon code either way: the front builds the mitmproxy flow the addon
+expects, and sends the response it leaves.
+
+Why: mitmproxy's connection handling, protocol layers and hook dispatch cost about 1 ms of
+the event loop per request, more than datepin's own work on a warm page, and relaying the
+fixture set through mitmproxy alone cost uv more than the whole budget for a cold install
+(bench/run).  aiohttp answers such a request in about a tenth of that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import time
+from typing import Any
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+from mitmproxy import connection, ctx, http
+from multidict import CIMultiDict
+
+from datepin.addon import STREAM_FLAG, DatepinAddon, text_response
+from datepin.fileserver import FileServer
+
+
+
+class _Server(web.Server):
+    """aiohttp's low-level server, holding each adopted connection's StreamWriter while the
+    connection lasts: a StreamWriter collected by the garbage collector closes its socket."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.writers: dict[object, asyncio.StreamWriter] = {}
+
+    def connection_lost(self, handler: RequestHandler, exc: BaseException | None = None) -> None:
+        super().connection_lost(handler, exc)
+        self.writers.pop(handler, None)
+
+
+class PathFront:
+    """aiohttp's low-level server, answering path-mode requests through the addon."""
+
+    def __init__(self, addon: DatepinAddon, files: FileServer) -> None:
+        self._addon = addon
+        self._files = files
+        self._server = _Server(self._handle, access_log=None)
+
+    def adopt(self, writer: asyncio.StreamWriter, first: bytes) -> bool | None:
+        """Take a new connection whose first bytes are `first` if it is a path-mode one and
+        mitmproxy would let its client in (connections.hand_over_origin_form)."""
+        taken = takes(first)
+        if not taken:
+            return taken
+        options = ctx.options
+        if not accepted(writer.get_extra_info("peername"), options.block_global, options.block_private):
+            return False  # mitmproxy refuses it, and logs why
+        transport = writer.transport
+        assert isinstance(transport, asyncio.Transport)
+        protocol = self._server()
+        self._server.writers[protocol] = writer
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        protocol.data_received(first)
+        return True
+
+    async def shutdown(self, timeout: float = 2.0) -> None:
+        await self._server.shutdown(timeout)
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        if not request.raw_path.startswith("/"):
+            # A proxy request after path-mode ones on the same connection.
+            return web.Response(
+                status=400, text="datepin: send proxy requests on a connection of their own\n"
+            )
+        flow = self._flow(request, await request.read() if request.body_exists else b"")
+        await self._addon.request(flow)
+        if flow.metadata.get(STREAM_FLAG):  # pointed at the file server
+            return await self._files.answer_ticket(request, flow.request.path)
+        response = flow.response or text_response(500, "datepin could not answer this request")
+        headers = CIMultiDict(
+            (name.decode("latin-1"), value.decode("latin-1"))
+            for name, value in response.headers.fields
+            if name.lower() != b"content-length"  # aiohttp counts the body itself
+        )
+        return web.Response(
+            status=response.status_code, reason=response.reason or None, body=response.raw_content, headers=headers
+        )
+
+    @staticmethod
+    def _flow(request: web.BaseRequest, content: bytes) -> http.HTTPFlow:
+        transport = request.transport
+        peername = transport.get_extra_info("peername") if transport else None
+        sockname = transport.get_extra_info("sockname") if transport else None
+        client = connection.Client(
+            peername=peername[:2] if peername else ("127.0.0.1", 0),
+            sockname=sockname[:2] if sockname else ("127.0.0.1", 0),
+        )
+        flow = http.HTTPFlow(client, connection.Server(address=None))
+        now = time.time()
+        flow.request = http.Request(
+            host=client.sockname[0],
+            port=client.sockname[1],
+            method=request.method.encode(),
+            scheme=b"http",
+            authority=b"",
+            path=request.raw_path.encode(),
+            http_version=f"HTTP/{request.version.major}.{request.version.minor}".encode(),
+            headers=http.Headers(list(request.raw_headers)),
+            content=content,
+            trailers=None,
+            timestamp_start=now,
+            timestamp_end=now,
+        )
+        flow.live = True
+        return flow
+
+
+def takes(first: bytes) -> bool | None:
+    """Whether a connection starting with `first` is a path-mode one (origin-form request
+    line); None until enough has arrived to tell."""
+    space = first.find(b" ")
+    if space < 0:
+        return None if len(first) < 32 and first.isalpha() else False
+    if len(first) <= space + 1:
+        return None
+    return first[space + 1 : space + 2] == b"/" and first[:space].isalpha()
+
+
+def accepted(peername: object, block_global: bool, block_private: bool) -> bool:
+    """Whether mitmproxy's own rules (its `block` addon) would let this client in."""
+    try:
+        host = str(peername[0]).rsplit("%", 1)[0]  # type: ignore[index]
+        address = ipaddress.ip_address(host)
+    except (TypeError, IndexError, ValueError):
+        return False
+    if isinstance(address, ipaddress.IPv6Address):
+        address = address.ipv4_mapped or address
+    if address.is_loopback:
+        return True
+    return not (block_private and address.is_private) and not (block_global and address.is_global)
