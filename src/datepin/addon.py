@@ -1,7 +1,8 @@
 """mitmproxy glue: sort each request, call the index and the file server, build responses.
 
 No business logic here: routing is `routes`, semantics are `service`/`views`, bytes are
-`rewrite`, files are `fileserver`.
+`rewrite`, files are `fileserver`.  Path-mode requests come from datepin's own HTTP server
+(`front`) as flows it builds; everything else from mitmproxy.
 """
 
 from __future__ import annotations

@@ -1,9 +1,11 @@
 """The internal file server behind `/files/...` (DESIGN.md, "Blobs").
 
-mitmproxy holds a whole body in memory when an addon answers a request itself, so the addon
-points a file request at this aiohttp server on 127.0.0.1 instead and streams its answer.  The
-server answers only paths carrying a ticket the addon issued for one `FileTarget`: it is neither
-a file server for arbitrary paths nor an open proxy.
+mitmproxy holds a whole body in memory when an addon answers a request itself, so in forward
+mode the addon points a file request at this aiohttp server on 127.0.0.1 instead and mitmproxy
+streams its answer; path-mode requests, which datepin's own HTTP server answers (`front`), are
+answered by `answer_ticket` on the client's own connection.  The server answers only tickets
+the addon issued for one `FileTarget`: it is neither a file server for arbitrary paths nor an
+open proxy.
 
 - Store hit: the blob, with GET/HEAD, single byte ranges, If-Range, ETag/304, sent with
   sendfile(2) from an open file (an eviction meanwhile does not cut it).
@@ -17,8 +19,8 @@ a file server for arbitrary paths nor an open proxy.
   nobody sees a short or wrong body presented as complete.
 - Miss of a small file (a `.metadata` file, or at most SMALL_FILE by the index): the download
   reads it whole into memory and verifies it; the addon then answers a plain GET itself
-  (`small`: one HTTP exchange through mitmproxy instead of two), any client here gets it
-  whole, and one thread call stores it afterwards.
+  (`small`: in forward mode one HTTP exchange through mitmproxy instead of two), any client
+  here gets it whole, and one thread call stores it afterwards.
 - Miss, HEAD or Range: answered without storing anything.  HEAD from the index's size (or an
   upstream HEAD); a range is fetched from upstream as an explicit `bytes=a-b` (suffix ranges are
   resolved here: files.pythonhosted.org has answered them with 501).  A range never starts a

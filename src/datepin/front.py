@@ -7,10 +7,11 @@ absolute-form requests (forward mode, everything tunnelled) stay with mitmproxy.
 is answered by the same addon code either way: the front builds the mitmproxy flow the addon
 expects, and sends the response it leaves.
 
-Why: mitmproxy's connection handling, protocol layers and hook dispatch cost about 1 ms of
-the event loop per request, more than datepin's own work on a warm page, and relaying the
-fixture set through mitmproxy alone cost uv more than the whole budget for a cold install
-(bench/run).  aiohttp answers such a request in about a tenth of that.
+Why: mitmproxy's connection handling, protocol layers and hook dispatch cost more of the
+event loop per request than datepin's own work on a warm page, and relaying the fixture set
+through mitmproxy alone, with no addon, cost uv 1.3x the direct install time (bench/run).  Here
+a pinned page is answered at p50 0.48 ms and 1,900 requests/s at concurrency 1, where
+mitmproxy alone relays a file of the same size at 1.76 ms and 530 requests/s.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Start mitmproxy with the datepin addon and the internal file server; stop cleanly."""
+"""Start mitmproxy with the datepin addon, its path-mode front and the internal file server; stop
+cleanly."""
 
 from __future__ import annotations
 
