@@ -57,8 +57,8 @@ def hand_over_origin_form(adopt: Callable[[asyncio.StreamWriter, bytes], bool | 
     """Offer each new connection on a regular-mode port to `adopt` before mitmproxy sees it.
 
     `adopt(writer, first)` gets the bytes read so far: True if it has taken the connection
-    (the writer's transport is then its own), False to leave it to mitmproxy (which reads those bytes
-    first), None to see more of them."""
+    (the writer's transport is then its own), False to leave it to mitmproxy (which reads
+    those bytes first), None to see more of them."""
     original = getattr(RegularInstance.handle_stream, "__wrapped__", RegularInstance.handle_stream)
 
     async def handle_stream(self: RegularInstance, reader: object, writer: object = None) -> None:
