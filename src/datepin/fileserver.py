@@ -39,7 +39,7 @@ import re
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO, Any, TypeVar
@@ -682,24 +682,25 @@ class FileServer:
         # the event loop); else as chunks read into memory, the response being chunked.
         assert download.fd is not None
         with os.fdopen(os.dup(download.fd), "rb", buffering=0) as file:
-            raw = download.length is not None
-            send = functools.partial(self._send_file, request, response, file, raw=raw)
-            if await self._tail(download, send):
+            if await self._tail(request, response, file, download):
                 await response.write_eof()
             else:
                 self._cut(request)
         return response
 
-    async def _tail(self, download: _Download, send: Callable[[int, int], Awaitable[None]]) -> bool:
-        """Send the temp file as it grows, by `send(start, count)`; False when the download
-        failed (cut the client)."""
+    async def _tail(
+        self, request: web.BaseRequest, response: web.StreamResponse, file: IO[bytes], download: _Download
+    ) -> bool:
+        """Send the download's temp file (`file`) as it grows; False when the download failed
+        (cut the client)."""
+        raw = download.length is not None
         pos = 0
         while True:
             if download.error is not None and not download.verified:
                 return False
             if pos < download.visible:
                 count = download.visible - pos
-                await send(pos, count)
+                await self._send_file(request, response, file, pos, count, raw=raw)
                 pos += count
             elif download.verified:
                 return True
