@@ -1,8 +1,9 @@
-"""mitmproxy glue: sort each request, call the index and the file server, build responses.
+"""Answering requests: sort each one, call the index and the file server, build the reply.
 
 No business logic here: routing is `routes`, semantics are `service`/`views`, bytes are
-`rewrite`, files are `fileserver`.  Path-mode requests come from datepin's own HTTP server
-(`front`) as flows it builds; everything else from mitmproxy.
+`rewrite`, files are `fileserver`.  Requests arrive as an `Ask` and leave as a `Reply`, whichever
+server carried them: path-mode ones from datepin's own HTTP server (`front`), the rest from
+mitmproxy, whose hooks (and the flows they carry) live here too.
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol
 from urllib.parse import quote, urlsplit
 
 from mitmproxy import connection, ctx, http
@@ -44,23 +47,47 @@ STREAM_FLAG = "datepin-stream"
 CHALLENGE = 'Basic realm="datepin"'
 
 
-def text_response(status: int, message: str, headers: Mapping[str, str] | None = None) -> http.Response:
-    return http.Response.make(
-        status,
-        message if message.endswith("\n") else message + "\n",
-        {"Content-Type": "text/plain; charset=utf-8", **(headers or {})},
-    )
+class HeaderLookup(Protocol):
+    """Request headers, looked up case-insensitively (mitmproxy's and aiohttp's both are)."""
+
+    def get(self, key: str, /) -> str | None: ...
+
+    def __contains__(self, key: object, /) -> bool: ...
 
 
-def json_response(status: int, data: object, headers: Mapping[str, str] | None = None) -> http.Response:
-    return http.Response.make(
-        status, json.dumps(data), {"Content-Type": "application/json", **(headers or {})}
-    )
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """A request as the answering code reads it, whichever server received it."""
+
+    method: str
+    path: str  # origin-form: path and query
+    headers: HeaderLookup
+    host: str  # how the client named the host it asked (Host), for links back to the proxy
+
+
+@dataclass(slots=True)
+class Reply:
+    """An answer: a whole body, or a `ticket` for the file server, which streams the file."""
+
+    status: int
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    reason: str | None = None  # None: the status code's own phrase
+    ticket: str | None = None
+
+
+def text_response(status: int, message: str, headers: Mapping[str, str] | None = None) -> Reply:
+    text = message if message.endswith("\n") else message + "\n"
+    return Reply(status, text.encode(), {"Content-Type": "text/plain; charset=utf-8", **(headers or {})})
+
+
+def json_response(status: int, data: object, headers: Mapping[str, str] | None = None) -> Reply:
+    return Reply(status, json.dumps(data).encode(), {"Content-Type": "application/json", **(headers or {})})
 
 
 def error_response(
     e: UpstreamError, *, json_api: bool = False, headers: Mapping[str, str] | None = None
-) -> http.Response:
+) -> Reply:
     """An upstream failure or refusal as an answer; a 401 carries a challenge."""
     extra = dict(headers or {})
     if e.status == 401:
@@ -70,13 +97,29 @@ def error_response(
     return text_response(e.status, str(e), extra)
 
 
-def refusal(status: int, message: str, headers: Mapping[str, str] | None = None) -> http.Response:
+def refusal(status: int, message: str, headers: Mapping[str, str] | None = None) -> Reply:
     """An answer to CONNECT that says why: pip shows only the status line of a refused
     tunnel ("Tunnel connection failed: 407 <reason>"), so the reason phrase carries it too."""
-    response = text_response(status, message, headers)
+    reply = text_response(status, message, headers)
     reason = " ".join(message.split())
-    response.reason = "".join(c for c in reason if " " <= c <= "~")[:400]
+    reply.reason = "".join(c for c in reason if " " <= c <= "~")[:400]
+    return reply
+
+
+def to_response(reply: Reply) -> http.Response:
+    """A reply as mitmproxy sends it.  The body is set as is: a gzipped page must not be
+    encoded again by mitmproxy's `content` setter."""
+    response = http.Response.make(reply.status, b"", reply.headers)
+    response.raw_content = reply.body
+    response.headers["Content-Length"] = str(len(reply.body))
+    if reply.reason is not None:
+        response.reason = reply.reason
     return response
+
+
+def ask_from(flow: http.HTTPFlow) -> Ask:
+    request = flow.request
+    return Ask(request.method, request.path, request.headers, request.host_header or request.pretty_host)
 
 
 def pin_headers(pin: Pin, kind: str | None = None) -> dict[str, str]:
@@ -174,14 +217,14 @@ class DatepinAddon:
         host, port = flow.request.host, flow.request.port
         if (host, port) not in self.intercepted:
             if self.config.refuse_other_hosts:
-                flow.response = refusal(403, self._refused_host(host, port))
+                flow.response = to_response(refusal(403, self._refused_host(host, port)))
             return
         if authorization is None:
             return
         try:
             pin = forward.pin_from_credentials(authorization, now=self.clock())
         except PinError as e:
-            flow.response = self._bad_credentials(e)
+            flow.response = to_response(self._bad_credentials(e))
             return
         self.connect_pins[flow.client_conn.id] = pin
 
@@ -190,29 +233,18 @@ class DatepinAddon:
 
     async def request(self, flow: http.HTTPFlow) -> None:
         if self._is_path_mode(flow):
-            route = routes.route_path(flow.request.method, flow.request.path)
-            serve = self._serve
+            reply = await self.answer(ask_from(flow))
         elif flow.client_conn.tls or self._is_forward_http(flow):
-            route = self._route_forward(flow)
-            serve = self._serve_forward
+            reply = await self._answer_forward(flow)
         else:
             self._pass_on(flow)
             return
-        self.requests[type(route).__name__] = self.requests.get(type(route).__name__, 0) + 1
-        try:
-            await serve(flow, route)
-        except UpstreamError as e:
-            flow.response = error_response(e)
-        except Exception:
-            # A bug, not a condition: say so.  Left unanswered, mitmproxy would pass the request
-            # on to its target: pypi.org, or for a path-mode request this proxy itself.
-            log.exception("%s %s failed", flow.request.method, mask_url(flow.request.pretty_url))
-            flow.response = text_response(500, "datepin: internal error (details in its log)")
-        if flow.response is None and not flow.metadata.get(STREAM_FLAG) and flow.killable:
-            # Never let mitmproxy connect onward for a request that is ours.
-            flow.response = text_response(500, "datepin could not answer this request")
-        if flow.response is not None and flow.request.method == "HEAD":
-            flow.response.content = b""
+        if reply.ticket is not None:
+            self._send_to_file_server(flow, reply.ticket)
+        else:
+            # Always an answer: unanswered, mitmproxy would pass the request on to its
+            # target (pypi.org, or for a path-mode request this proxy itself).
+            flow.response = to_response(reply)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         if flow.metadata.get(STREAM_FLAG) and flow.response is not None:
@@ -238,7 +270,9 @@ class DatepinAddon:
         """Plain HTTP through the proxy to a host datepin does not serve."""
         flow.request.headers.pop("Proxy-Authorization", None)
         if self.config.refuse_other_hosts:
-            flow.response = text_response(403, self._refused_host(flow.request.host, flow.request.port))
+            flow.response = to_response(
+                text_response(403, self._refused_host(flow.request.host, flow.request.port))
+            )
 
     def _refused_host(self, host: str, port: int) -> str:
         served = ", ".join(sorted({h for h, _ in self.intercepted}))
@@ -247,39 +281,57 @@ class DatepinAddon:
             f"(refuse_other_hosts = true in {self.config.source})"
         )
 
+    # -- answering -----------------------------------------------------------------------
+
+    async def answer(self, ask: Ask) -> Reply:
+        """A path-mode request's answer (`front` calls this for every one)."""
+        route = routes.route_path(ask.method, ask.path)
+        return await self._answered(ask, route, self._serve(ask, route))
+
+    async def _answered(self, ask: Ask, route: routes.Route, serving: Awaitable[Reply]) -> Reply:
+        self.requests[type(route).__name__] = self.requests.get(type(route).__name__, 0) + 1
+        try:
+            reply = await serving
+        except UpstreamError as e:
+            reply = error_response(e)
+        except Exception:
+            # A bug, not a condition: say so.
+            log.exception("%s %s%s failed", ask.method, ask.host, mask_url(ask.path))
+            reply = text_response(500, "datepin: internal error (details in its log)")
+        if ask.method == "HEAD":
+            reply.body = b""
+        return reply
+
     # -- path mode -----------------------------------------------------------------------
 
-    async def _serve(self, flow: http.HTTPFlow, route: routes.Route) -> None:
+    async def _serve(self, ask: Ask, route: routes.Route) -> Reply:
         match route:
             case routes.Help():
-                flow.response = self._help(flow)
+                return self._help(ask)
             case routes.Health():
-                flow.response = text_response(200, "ok")
+                return text_response(200, "ok")
             case routes.Metrics():
-                flow.response = http.Response.make(
-                    200, self._metrics(), {"Content-Type": "text/plain; version=0.0.4"}
-                )
+                return Reply(200, self._metrics(), {"Content-Type": "text/plain; version=0.0.4"})
             case routes.Redirect(location):
-                flow.response = http.Response.make(301, b"", {"Location": location})
+                return Reply(301, headers={"Location": location})
             case routes.Reject(status, message):
-                flow.response = text_response(status, message)
+                return text_response(status, message)
             case routes.Root() | routes.Project() | routes.JsonApi():
                 try:
                     pin = self._pin(route.pin)
                 except PinError as e:
-                    flow.response = self._bad_pin(route, e)
-                    return
-                await self._serve_index(flow, route, pin, forward_mode=False)
+                    return self._bad_pin(route, e)
+                return await self._serve_index(ask, route, pin, forward_mode=False)
             case routes.File():
-                await self._serve_file(flow, route)
+                return await self._serve_file(ask, route)
             case _:
-                flow.response = text_response(404, routes.NOT_FOUND_HELP)
+                return text_response(404, routes.NOT_FOUND_HELP)
 
     def _pin(self, text: str) -> Pin:
         return parse_pin(text, now=self.clock())
 
     @staticmethod
-    def _bad_credentials(e: PinError) -> http.Response:
+    def _bad_credentials(e: PinError) -> Reply:
         """407 for a pin in the proxy credentials that can't be read.  Of the answers tried,
         this one reads best: pip prints the reason phrase ("Tunnel connection failed: 407
         datepin: '2023-13-45' is not a pin: ..."), uv prints "tunnel error: proxy
@@ -289,7 +341,7 @@ class DatepinAddon:
         )
 
     @staticmethod
-    def _bad_pin(route: routes.Route, e: PinError) -> http.Response:
+    def _bad_pin(route: routes.Route, e: PinError) -> Reply:
         if isinstance(e, forward.CredentialsError):
             return DatepinAddon._bad_credentials(e)
         if isinstance(route, routes.JsonApi):
@@ -314,7 +366,11 @@ class DatepinAddon:
             request.method, host, request.path, index_host=host == forward.INDEX_HOST
         )
 
-    async def _serve_forward(self, flow: http.HTTPFlow, route: routes.Route) -> None:
+    async def _answer_forward(self, flow: http.HTTPFlow) -> Reply:
+        route, ask = self._route_forward(flow), ask_from(flow)
+        return await self._answered(ask, route, self._serve_forward(flow, ask, route))
+
+    async def _serve_forward(self, flow: http.HTTPFlow, ask: Ask, route: routes.Route) -> Reply:
         authorization = flow.request.headers.pop("Proxy-Authorization", None)
         match route:
             case routes.Root() | routes.Project() | routes.JsonApi():
@@ -327,34 +383,29 @@ class DatepinAddon:
                         now=self.clock(),
                     )
                 except PinError as e:
-                    flow.response = self._bad_pin(route, e)
-                    return
-                await self._serve_index(flow, route, pin, forward_mode=True)
+                    return self._bad_pin(route, e)
+                return await self._serve_index(ask, route, pin, forward_mode=True)
             case routes.UpstreamFile(url):
-                await self._serve_upstream_file(flow, url)
+                return await self._serve_upstream_file(ask, flow.request, url)
             case routes.Redirect(location):
-                flow.response = http.Response.make(301, b"", {"Location": location})
+                return Reply(301, headers={"Location": location})
             case routes.Reject(status, message):
-                flow.response = text_response(status, message)
+                return text_response(status, message)
             case _:
-                flow.response = text_response(404, f"datepin does not serve {flow.request.url}")
+                return text_response(404, f"datepin does not serve {flow.request.url}")
 
-    async def _serve_upstream_file(self, flow: http.HTTPFlow, url: str) -> None:
-        if flow.request.pretty_host == forward.FILES_HOST:
+    async def _serve_upstream_file(self, ask: Ask, request: http.Request, url: str) -> Reply:
+        if request.pretty_host == forward.FILES_HOST:
             stored, metadata = await asyncio.to_thread(self._find_upstream_file, urlsplit(url).path)
         else:
-            registry = forward.intercepted_registry(
-                self.config, flow.request.host, flow.request.port
-            )
+            registry = forward.intercepted_registry(self.config, request.host, request.port)
             stored, metadata = await asyncio.to_thread(self._find_registry_file, url, registry)
         if stored is None:
-            flow.response = text_response(404, f"{url}: datepin has never listed this file")
-            return
+            return text_response(404, f"{url}: datepin has never listed this file")
         registry = self.config.registry(stored.registry)
         if registry is None:
-            flow.response = text_response(404, f"no registry named {stored.registry!r} in the config")
-            return
-        await self._send_stored(flow, stored, registry, metadata)
+            return text_response(404, f"no registry named {stored.registry!r} in the config")
+        return await self._send_stored(ask, stored, registry, metadata)
 
     def _find_upstream_file(self, path: str) -> tuple[StoredFile | None, bool]:
         """The file a files.pythonhosted.org path stands for, and whether the path asks for
@@ -392,52 +443,46 @@ class DatepinAddon:
 
     async def _serve_index(
         self,
-        flow: http.HTTPFlow,
+        ask: Ask,
         route: routes.Root | routes.Project | routes.JsonApi,
         pin: Pin,
         *,
         forward_mode: bool,
-    ) -> None:
+    ) -> Reply:
         json_api = isinstance(route, routes.JsonApi)
         registry = self.config.registry(route.registry)
         if registry is None:
-            flow.response = text_response(404, f"no registry named {route.registry!r} in the config")
-            return
+            return text_response(404, f"no registry named {route.registry!r} in the config")
         # Only a passthrough registry ever sees it (DESIGN.md "Extra registries").
-        authorization = flow.request.headers.get("Authorization")
+        authorization = ask.headers.get("Authorization")
         if isinstance(route, routes.Root):
-            flow.response = await self._root(flow, pin, registry, authorization, forward_mode)
-            return
+            return await self._root(ask, pin, registry, authorization, forward_mode)
         if forward_mode:
             base = "forward"
             link = forward.forward_links(self.config.files_url)
         else:
-            base = f"http://{flow.request.host_header or flow.request.pretty_host}"
+            base = f"http://{ask.host}"
             link = path_links(base, registry.name)
-        fmt = choose_format(flow.request.headers.get("Accept"))
+        fmt = choose_format(ask.headers.get("Accept"))
         key = (registry.name, route.project, pin.cutoff, fmt, base)
         # A fixed view's page is answered from memory, with no history read at all; never for
         # a passthrough registry, whose pages only clients upstream accepts may see.
         cacheable = not json_api and pin.cutoff is not None and registry.auth != "passthrough"
         if cacheable and (page := self.pages.get(key)) is not None:
-            self._send_page(flow, page, pin_headers(pin, page.kind), pin, forward_mode)
-            return
+            return self._send_page(ask, page, pin_headers(pin, page.kind), pin, forward_mode)
         try:
             await self.index.authorize(registry, route.project, authorization)
             answer = await self.index.answer(
                 registry, route.project, pin, authorization=authorization
             )
         except NotObserved:
-            flow.response = self._not_found(json_api, f"{route.project} is not on {registry.name}", pin)
-            return
+            return self._not_found(json_api, f"{route.project} is not on {registry.name}", pin)
         except UpstreamError as e:
-            flow.response = error_response(e, json_api=json_api, headers=pin_headers(pin))
-            return
+            return error_response(e, json_api=json_api, headers=pin_headers(pin))
         view = answer.view
         if not view.files:
             when = f"before {format_time(pin.cutoff)}" if pin.cutoff else "upstream now"
-            flow.response = self._not_found(json_api, f"{route.project} has no files {when}", pin, view)
-            return
+            return self._not_found(json_api, f"{route.project} has no files {when}", pin, view)
         headers = pin_headers(pin, view.kind)
         private = registry.auth == "passthrough"
         if answer.warning:
@@ -447,42 +492,37 @@ class DatepinAddon:
             # a version outside the view must not cost an upstream request (a fixed view is
             # answered from history alone).
             if route.version is not None and route.version not in view.versions:
-                flow.response = self._not_found(True, "release not found", pin, view)
-                return
+                return self._not_found(True, "release not found", pin, view)
             info = await self.index.release_info(
                 registry, view, route.version, authorization=authorization
             )
             if info is None:
-                flow.response = self._not_found(True, "release not found", pin, view)
-                return
+                return self._not_found(True, "release not found", pin, view)
             body = render_json_api(view, info[1], link, version=route.version)
-            self._page(flow, [body], "application/json", headers, pin, forward_mode, private=private)
-            return
+            return self._page(ask, [body], "application/json", headers, pin, forward_mode, private=private)
         chunks = iter_json(view, link) if fmt == "v1+json" else iter_html(view, link)
         page = build_page(chunks, content_type(fmt), view.kind)
         if cacheable and answer.fixed:
             self.pages.put(key, page)
-        self._send_page(flow, page, headers, pin, forward_mode, private=private)
+        return self._send_page(ask, page, headers, pin, forward_mode, private=private)
 
     async def _root(
         self,
-        flow: http.HTTPFlow,
+        ask: Ask,
         pin: Pin,
         registry: Registry,
         authorization: str | None,
         forward_mode: bool,
-    ) -> http.Response:
+    ) -> Reply:
         names = await self.index.visible_names(registry, authorization)
-        fmt = choose_format(flow.request.headers.get("Accept"))
+        fmt = choose_format(ask.headers.get("Accept"))
         body = render_root_json(names) if fmt == "v1+json" else render_root_html(names)
         private = registry.auth == "passthrough"
-        self._page(
-            flow, [body], content_type(fmt), pin_headers(pin), pin, forward_mode, private=private
+        return self._page(
+            ask, [body], content_type(fmt), pin_headers(pin), pin, forward_mode, private=private
         )
-        assert flow.response is not None
-        return flow.response
 
-    def _not_found(self, json_api: bool, message: str, pin: Pin, view: View | None = None) -> http.Response:
+    def _not_found(self, json_api: bool, message: str, pin: Pin, view: View | None = None) -> Reply:
         headers = pin_headers(pin, view.kind if view else None)
         if json_api:
             return json_response(404, {"message": "Not Found", "detail": message}, headers)
@@ -490,7 +530,7 @@ class DatepinAddon:
 
     def _page(
         self,
-        flow: http.HTTPFlow,
+        ask: Ask,
         chunks: Iterable[bytes],
         ctype: str,
         headers: dict[str, str],
@@ -498,25 +538,25 @@ class DatepinAddon:
         forward_mode: bool = False,
         *,
         private: bool = False,
-    ) -> None:
-        self._send_page(
-            flow, build_page(chunks, ctype), headers, pin, forward_mode, private=private
+    ) -> Reply:
+        return self._send_page(
+            ask, build_page(chunks, ctype), headers, pin, forward_mode, private=private
         )
 
     def _send_page(
         self,
-        flow: http.HTTPFlow,
+        ask: Ask,
         page: Page,
         headers: dict[str, str],
         pin: Pin,
         forward_mode: bool = False,
         *,
         private: bool = False,
-    ) -> None:
+    ) -> Reply:
         """Answer with a rendered page: strong ETag per body, cutoff and encoding, 304, gzip.
         `private`: a passthrough registry's page, which no shared cache may keep."""
         cutoff = format_time(pin.cutoff) if pin.cutoff else "live"
-        gz = "gzip" in flow.request.headers.get("Accept-Encoding", "")
+        gz = "gzip" in (ask.headers.get("Accept-Encoding") or "")
         body, gzipped = page.body(gzip_ok=gz)
         etag = f'"{page.digest}-{cutoff}{"-gz" if gz else ""}"'
         headers = {
@@ -526,16 +566,11 @@ class DatepinAddon:
             "ETag": etag,
             "Cache-Control": self._page_cache_control(pin, forward_mode, private),
         }
-        if etag in [t.strip() for t in flow.request.headers.get("If-None-Match", "").split(",")]:
-            flow.response = http.Response.make(304, b"", headers)
-            return
-        response = http.Response.make(200, b"" if gzipped else body, headers)
+        if etag in [t.strip() for t in (ask.headers.get("If-None-Match") or "").split(",")]:
+            return Reply(304, headers=headers)
         if gzipped:
-            # Already compressed: set as is (assigning `content` would compress it again).
-            response.headers["Content-Encoding"] = "gzip"
-            response.raw_content = body
-            response.headers["Content-Length"] = str(len(body))
-        flow.response = response
+            headers["Content-Encoding"] = "gzip"
+        return Reply(200, body, headers)
 
     def _page_cache_control(self, pin: Pin, forward_mode: bool, private: bool) -> str:
         scope = "private" if private else "public"
@@ -547,9 +582,8 @@ class DatepinAddon:
             return f"max-age=60, {scope}"
         return f"max-age=600, {scope}"
 
-    def _help(self, flow: http.HTTPFlow) -> http.Response:
-        host = flow.request.host_header or "127.0.0.1:8080"
-        return http.Response.make(200, HELP.format(host=host), {"Content-Type": "text/plain; charset=utf-8"})
+    def _help(self, ask: Ask) -> Reply:
+        return text_response(200, HELP.format(host=ask.host or "127.0.0.1:8080"))
 
     def _metrics(self) -> bytes:
         lines = [
@@ -567,38 +601,33 @@ class DatepinAddon:
 
     # -- files ---------------------------------------------------------------------------
 
-    async def _serve_file(self, flow: http.HTTPFlow, route: routes.File) -> None:
+    async def _serve_file(self, ask: Ask, route: routes.File) -> Reply:
         registry = self.config.registry(route.registry)
         if registry is None:
             # Also keeps the files of a registry dropped from the config from going public.
-            flow.response = text_response(404, f"no registry named {route.registry!r} in the config")
-            return
+            return text_response(404, f"no registry named {route.registry!r} in the config")
         # One indexed read (WAL: readers never wait for writers), so "made tiny" rather than
         # a thread-pool hop (STYLE.md rule 3): on a busy proxy each hop cost ~0.5 ms CPU.
         stored = self.index.history.find_file(route.registry, route.key, route.filename)
         if stored is None or stored.file.filename != route.filename:
-            flow.response = text_response(404, f"{route.filename}: datepin has never listed this file")
-            return
-        await self._send_stored(flow, stored, registry, route.metadata)
+            return text_response(404, f"{route.filename}: datepin has never listed this file")
+        return await self._send_stored(ask, stored, registry, route.metadata)
 
     async def _send_stored(
-        self, flow: http.HTTPFlow, stored: StoredFile, registry: Registry, metadata: bool
-    ) -> None:
+        self, ask: Ask, stored: StoredFile, registry: Registry, metadata: bool
+    ) -> Reply:
         """Serve a file history knows (path mode's /files/, forward mode's file host)."""
-        authorization = flow.request.headers.get("Authorization")
+        authorization = ask.headers.get("Authorization")
         try:
             # Passthrough: stored or not, a file goes only to clients upstream accepts for
             # its project (the project comes from history).
             await self.index.authorize(registry, stored.project, authorization)
         except NotObserved:
-            flow.response = text_response(404, f"{stored.project} is not on {registry.name}")
-            return
+            return text_response(404, f"{stored.project} is not on {registry.name}")
         except UpstreamError as e:
-            flow.response = error_response(e)
-            return
+            return error_response(e)
         if metadata and stored.file.core_metadata is None:
-            flow.response = text_response(404, f"{stored.file.filename} has no .metadata file")
-            return
+            return text_response(404, f"{stored.file.filename} has no .metadata file")
         on_commit = None
         if stored.sha256 is None and not metadata:
             history, name, key = self.index.history, registry.name, stored.key
@@ -617,19 +646,16 @@ class DatepinAddon:
             private=registry.auth == "passthrough",
         )
         try:
-            small = await self.files.small(target) if _plain_get(flow.request) else None
+            small = await self.files.small(target) if _plain_get(ask) else None
         except FillError as e:
-            flow.response = text_response(e.status, fill_error_text(target, e))
-            return
+            return text_response(e.status, fill_error_text(target, e))
         if small is not None:
             data, headers = small
-            flow.response = http.Response.make(200, data, headers)
-            return
-        self._send_to_file_server(flow, target)
+            return Reply(200, data, headers)
+        return Reply(200, ticket=self.files.ticket(target))
 
-    def _send_to_file_server(self, flow: http.HTTPFlow, target: FileTarget) -> None:
+    def _send_to_file_server(self, flow: http.HTTPFlow, ticket: str) -> None:
         """Point the flow at the internal file server, which streams with bounded memory."""
-        ticket = self.files.ticket(target)
         for header in ("Proxy-Authorization", "Authorization", "Cookie"):
             flow.request.headers.pop(header, None)
         flow.request.scheme = "http"
@@ -639,10 +665,10 @@ class DatepinAddon:
         flow.metadata[STREAM_FLAG] = True
 
 
-def _plain_get(request: http.Request) -> bool:
+def _plain_get(ask: Ask) -> bool:
     """A GET the file server would answer with the whole file: no range, no condition."""
     conditional = ("Range", "If-Range", "If-None-Match", "If-Match", "If-Modified-Since")
-    return request.method == "GET" and not any(h in request.headers for h in conditional)
+    return ask.method == "GET" and not any(h in ask.headers for h in conditional)
 
 
 HELP = """\

@@ -4,8 +4,9 @@ mitmproxy still accepts every connection on the listening port.  A connection wh
 request is origin-form (`GET /2023-11-18/simple/numpy/`: a client using datepin as its index,
 never as a proxy) is handed to an aiohttp server in the same event loop; CONNECT and
 absolute-form requests (forward mode, everything tunnelled) stay with mitmproxy.  The request
-is answered by the same addon code either way: the front builds the mitmproxy flow the addon
-expects, and sends the response it leaves.
+is answered by the same addon code either way: the front hands it over as an `Ask` and sends
+the `Reply` it gets, with no mitmproxy objects on the way (building a flow and its response
+cost 0.13 ms a request).
 
 Why: mitmproxy's connection handling, protocol layers and hook dispatch cost more of the
 event loop per request than datepin's own work on a warm page, and relaying the fixture set
@@ -18,17 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import time
 from typing import Any
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
-from mitmproxy import connection, ctx, http
-from multidict import CIMultiDict
+from mitmproxy import ctx
 
-from datepin.addon import STREAM_FLAG, DatepinAddon, text_response
+from datepin.addon import Ask, DatepinAddon
 from datepin.fileserver import FileServer
-
 
 
 class _Server(web.Server):
@@ -79,47 +77,22 @@ class PathFront:
             return web.Response(
                 status=400, text="datepin: send proxy requests on a connection of their own\n"
             )
-        flow = self._flow(request, await request.read() if request.body_exists else b"")
-        await self._addon.request(flow)
-        if flow.metadata.get(STREAM_FLAG):  # pointed at the file server
-            return await self._files.answer_ticket(request, flow.request.path)
-        response = flow.response or text_response(500, "datepin could not answer this request")
-        headers = CIMultiDict(
-            (name.decode("latin-1"), value.decode("latin-1"))
-            for name, value in response.headers.fields
-            if name.lower() != b"content-length"  # aiohttp counts the body itself
-        )
-        return web.Response(
-            status=response.status_code, reason=response.reason or None, body=response.raw_content, headers=headers
-        )
+        if request.body_exists:
+            await request.read()  # no route takes a body: read so the connection stays usable
+        reply = await self._addon.answer(Ask(request.method, request.raw_path, request.headers, _host(request)))
+        if reply.ticket is not None:
+            return await self._files.answer_ticket(request, reply.ticket)
+        return web.Response(status=reply.status, reason=reply.reason, body=reply.body, headers=reply.headers)
 
-    @staticmethod
-    def _flow(request: web.BaseRequest, content: bytes) -> http.HTTPFlow:
-        transport = request.transport
-        peername = transport.get_extra_info("peername") if transport else None
-        sockname = transport.get_extra_info("sockname") if transport else None
-        client = connection.Client(
-            peername=peername[:2] if peername else ("127.0.0.1", 0),
-            sockname=sockname[:2] if sockname else ("127.0.0.1", 0),
-        )
-        flow = http.HTTPFlow(client, connection.Server(address=None))
-        now = time.time()
-        flow.request = http.Request(
-            host=client.sockname[0],
-            port=client.sockname[1],
-            method=request.method.encode(),
-            scheme=b"http",
-            authority=b"",
-            path=request.raw_path.encode(),
-            http_version=f"HTTP/{request.version.major}.{request.version.minor}".encode(),
-            headers=http.Headers(list(request.raw_headers)),
-            content=content,
-            trailers=None,
-            timestamp_start=now,
-            timestamp_end=now,
-        )
-        flow.live = True
-        return flow
+
+def _host(request: web.BaseRequest) -> str:
+    """The Host the client asked for, else the address it connected to (aiohttp's own
+    fallback is the machine's FQDN, a DNS lookup)."""
+    host = request.headers.get("Host")
+    if host:
+        return host
+    sockname = request.transport.get_extra_info("sockname") if request.transport else None
+    return f"{sockname[0]}:{sockname[1]}" if sockname else "127.0.0.1"
 
 
 def takes(first: bytes) -> bool | None:
