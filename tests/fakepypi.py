@@ -655,6 +655,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(reply.status)
         for key, value in reply.headers:
             self.send_header(key, value)
+        if (cookie := self.server.fake.set_cookie) is not None:
+            self.send_header("Set-Cookie", cookie)
         self.send_header("Content-Length", str(length))
         self.end_headers()
         if self.command == "HEAD" or reply.status in (204, 304):
@@ -742,6 +744,7 @@ class FakePyPI:
         self.gzip_pages = False  # gzip simple/JSON pages when the client accepts it
         self.require_basic: tuple[str, str] | None = None
         self.require_bearer: str | None = None
+        self.set_cookie: str | None = None  # a Set-Cookie on every answer, as session-keeping registries send
 
         self._lock = threading.RLock()
         self._projects: dict[NormalizedName, _Project] = {}

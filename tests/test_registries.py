@@ -161,6 +161,28 @@ def test_stored_private_files_go_only_to_clients_upstream_accepts(
     assert_secret_kept(token, passthrough.data_dir, passthrough.log)
 
 
+def test_a_cookie_upstream_set_for_one_client_never_goes_out_for_another(
+    tmp_path: Path, public: FakePyPI, private: FakePyPI, token: str
+) -> None:
+    """Registries that keep sessions (Artifactory, Nexus) answer with a cookie naming the
+    client they let in.  Sent back on a request made for another client, it would let that
+    one in on the first one's session."""
+    private.set_cookie = "session=alices; Path=/"
+    url = private.simple_url.replace("127.0.0.1", "localhost")  # cookie jars pass over IP hosts
+    extra = f'[[registry]]\nname = "private"\nurl = "{url}"\nauth = "passthrough"\n'
+    proxy = start_proxy(tmp_path, public, extra)
+    try:
+        page = proxy.get(f"/{PIN}/r/private/secretpkg/", {"Accept": JSON, "Authorization": basic(USER, token)})
+        assert page.status == 200
+        assert fetch(file_link(page), headers={"Authorization": basic(USER, token)}).status == 200
+        other = proxy.get(f"/{PIN}/r/private/secretpkg/", {"Accept": JSON, "Authorization": basic("mallory", "x")})
+        assert other.status == 401
+    finally:
+        proxy.stop()
+    asked = private.requests_for("/")
+    assert len(asked) >= 3 and [r.headers.get("cookie") for r in asked] == [None] * len(asked)
+
+
 def test_unreachable_private_registry_fails_closed(
     passthrough: Proxy, private: FakePyPI, token: str
 ) -> None:

@@ -86,6 +86,9 @@ class Upstream:
         connector = aiohttp.TCPConnector(ssl=trust_store(), limit=64, ttl_dns_cache=300)
         self.session = aiohttp.ClientSession(
             connector=connector,
+            # One session asks upstream for every client: a cookie set for one (a registry's
+            # session, after it accepted their credentials) must never go out for another.
+            cookie_jar=aiohttp.DummyCookieJar(),
             timeout=aiohttp.ClientTimeout(total=None, connect=timeout, sock_read=timeout),
             auto_decompress=True,
             trust_env=False,
