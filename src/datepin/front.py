@@ -11,8 +11,8 @@ cost 0.13 ms a request).
 Why: mitmproxy's connection handling, protocol layers and hook dispatch cost more of the
 event loop per request than datepin's own work on a warm page, and relaying the fixture set
 through mitmproxy alone, with no addon, cost uv 1.3x the direct install time (bench/run).  Here
-a pinned page is answered at p50 0.48 ms and 1,900 requests/s at concurrency 1, where
-mitmproxy alone relays a file of the same size at 1.76 ms and 530 requests/s.
+a pinned page is answered at p50 0.34-0.43 ms and 2,180-2,740 requests/s at concurrency 1,
+where mitmproxy alone relays a file of the same size at 2.1-2.2 ms and 430-450 requests/s.
 """
 
 from __future__ import annotations
