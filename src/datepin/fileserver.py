@@ -39,7 +39,7 @@ import re
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO, Any, TypeVar
@@ -634,40 +634,26 @@ class FileServer:
             with contextlib.suppress(RuntimeError):  # shutting down
                 self._committer.submit(give_back)
 
-    @contextlib.asynccontextmanager
-    async def _started(self, target: FileTarget) -> AsyncIterator[tuple[_Download, BlobHandle | None]]:
-        """The target's download, joined and started, held for as long as the block runs; with
-        a handle on the blob when it turned out to be stored already (another process).
-        Raises FillError when the download failed, or that blob was evicted meanwhile."""
+    async def _stream_miss(self, request: web.BaseRequest, target: FileTarget) -> web.StreamResponse:
         download = self._join(target)
         download.acquire()
         try:
             await download.started.wait()
-            handle = None
-            if download.already_stored and download.sha256 is not None:
+            if download.already_stored and download.sha256 is not None:  # by another process
                 handle = await self._call(self._open_hit, download.sha256, download.irreplaceable)
                 if handle is None:
-                    raise FillError(502, "evicted while being requested; retry")
-            if handle is None and download.error is not None and not download.verified:
-                raise download.error
-            yield download, handle
+                    return self._error(target, FillError(502, "evicted while being requested; retry"))
+                with handle:
+                    return await self._serve_blob(request, handle, target.private)
+            if download.error is not None and not download.verified:
+                return self._error(target, download.error)
+            return await self._stream_download(request, target, download)
         finally:
             download.release()
 
-    async def _stream_miss(self, request: web.BaseRequest, target: FileTarget) -> web.StreamResponse:
-        try:
-            # Only the download raises FillError: answering from it does not.
-            async with self._started(target) as (download, handle):
-                return await self._stream_started(request, target, download, handle)
-        except FillError as e:
-            return self._error(target, e)
-
-    async def _stream_started(
-        self, request: web.BaseRequest, target: FileTarget, download: _Download, handle: BlobHandle | None
+    async def _stream_download(
+        self, request: web.BaseRequest, target: FileTarget, download: _Download
     ) -> web.StreamResponse:
-        if handle is not None:
-            with handle:
-                return await self._serve_blob(request, handle, target.private)
         sha = target.expected_sha256
         if download.body is not None and download.sha256 is not None:  # read whole, verified
             self._counters["bytes_served"] += len(download.body)
