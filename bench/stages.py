@@ -7,6 +7,7 @@ scale) and returns a plain dict for results.json.  Nothing here prints tables.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import shutil
@@ -261,8 +262,8 @@ def files(
 
 
 def _install(client: str, index: str, packages: list[str], venv: Path) -> float:
-    """A fresh environment, then one timed install with no client cache."""
-    shutil.rmtree(venv, ignore_errors=True)
+    """A fresh environment at `venv` (a path not used before), then one timed install with no
+    client cache.  The environment is left for the caller to delete once nothing is timed."""
     if client == "uv":
         run_client([uv_bin(), "venv", "-q", "--python", sys.executable, str(venv)])
         cmd = [uv_bin(), "pip", "install", "-q", "--python", str(venv_python(venv)),
@@ -272,14 +273,12 @@ def _install(client: str, index: str, packages: list[str], venv: Path) -> float:
         cmd = [sys.executable, "-m", "pip", "--python", str(venv_python(venv)), "install", "-q",
                "--progress-bar", "off", "--index-url", index, *packages]
     # Dirty pages of earlier runs (a cold datepin writes 110 MB, the venvs more) are written
-    # back now rather than during this one: without it, every kind of install got slower
-    # run after run within a stage (uv direct 0.35 -> 0.64 s over five runs).
+    # back now rather than during this one.
     os.sync()
     t0 = time.perf_counter()
     run_client(cmd, timeout=600)
     elapsed = time.perf_counter() - t0
     installed = list(venv.glob("lib/python*/site-packages/*.dist-info"))
-    shutil.rmtree(venv, ignore_errors=True)
     if len(installed) != len(packages):
         raise RuntimeError(f"{client} installed {len(installed)} of {len(packages)} projects")
     return elapsed
@@ -292,35 +291,46 @@ def end_to_end(
     through datepin warm, and through datepin cold (a fresh data dir each time).  Runs
     interleaved; median of each."""
     direct = f"{static.url}/simple/"
-    venv = work / "venv"
-    for client in ("uv", "pip"):  # warm-up: history and blobs for the warm runs
-        _install(client, dp.index(PIN), fx.packages, venv)
-    times: dict[str, dict[str, list[float]]] = {
-        c: {"direct": [], "relay": [], "warm": [], "cold": []} for c in ("uv", "pip")
-    }
-    modes = ["direct", "relay", "warm", "cold"]
-    for rep in range(scale.repeats):
-        # Installs here get slower run after run within a stage (pip direct 1.19 -> 1.43 s over
-        # ten runs, with a sync before each): each rep starts at another mode, so that no mode
-        # is always measured last.
-        order = modes[rep % len(modes):] + modes[: rep % len(modes)]
-        for client in ("uv", "pip"):
-            for mode in order:
-                if mode == "cold":
-                    cold = Datepin(work / f"cold-{client}-{rep}", static.url)
-                    with cold:
-                        cold.phase("e2e: cold installs (fresh datepin)")
-                        times[client]["cold"].append(_install(client, cold.index(PIN), fx.packages, venv))
-                    merge_peaks(dp, cold)
-                    shutil.rmtree(cold.data_dir, ignore_errors=True)
-                    continue
-                index = {"direct": direct, "relay": f"{relay.url}/simple/", "warm": dp.index(PIN)}[mode]
-                times[client][mode].append(_install(client, index, fx.packages, venv))
+    # Nothing made here is deleted before the stage ends.  On ext4 without a journal (this
+    # machine's disk) the allocator skips inodes freed in the last seconds, so each file an
+    # install creates cost more after a delete: with the last environment (300 files) and
+    # cold data dir deleted before each run, uv direct went 0.32 -> 0.72 s over eight runs and
+    # cold/direct read 1.33x; with nothing deleted, direct stayed at 0.26-0.32 s and
+    # cold/direct read 1.49x (8 interleaved pairs each).
+    made = work / "e2e"
+    count = itertools.count()
+
+    def install(client: str, index: str) -> float:
+        return _install(client, index, fx.packages, made / f"venv-{next(count)}")
+
+    try:
+        for client in ("uv", "pip"):  # warm-up: history and blobs for the warm runs
+            install(client, dp.index(PIN))
+        times: dict[str, dict[str, list[float]]] = {
+            c: {"direct": [], "relay": [], "warm": [], "cold": []} for c in ("uv", "pip")
+        }
+        modes = ["direct", "relay", "warm", "cold"]
+        for rep in range(scale.repeats):
+            # Each rep starts at another mode, so that no mode is always measured last.
+            order = modes[rep % len(modes):] + modes[: rep % len(modes)]
+            for client in ("uv", "pip"):
+                for mode in order:
+                    if mode == "cold":
+                        cold = Datepin(made / f"cold-{client}-{rep}", static.url)
+                        with cold:
+                            cold.phase("e2e: cold installs (fresh datepin)")
+                            times[client]["cold"].append(install(client, cold.index(PIN)))
+                        merge_peaks(dp, cold)
+                        continue
+                    index = {"direct": direct, "relay": f"{relay.url}/simple/", "warm": dp.index(PIN)}[mode]
+                    times[client][mode].append(install(client, index))
+    finally:
+        shutil.rmtree(made, ignore_errors=True)
     out: dict[str, object] = {"projects": len(fx.packages), "runs": scale.repeats}
     for client, modes in times.items():
         med = {mode: round(statistics.median(ts), 3) for mode, ts in modes.items()}
-        # Ratios within each repetition, whose installs ran minutes apart at most: the machine
-        # drifts over a stage (every kind of install here got slower rep after rep).
+        # Ratios within each repetition, whose installs ran a minute apart at most: whatever
+        # else the machine does over a stage weighs on both sides alike.
         pairs = [("relay", "direct"), ("warm", "direct"), ("cold", "direct"), ("warm", "relay"), ("cold", "relay")]
         out[client] = {
             **{f"{mode}_s": v for mode, v in med.items()},
