@@ -73,6 +73,18 @@ class Relay(Listener):
         return [sys.executable, str(BENCH / "relay.py"), self.upstream]
 
 
+class Keeper(Listener):
+    """aiohttp relaying `upstream`, keeping every file in `keep` if given (bench/keeper.py): what
+    any Python proxy costs, and any that keeps files."""
+
+    def __init__(self, upstream: str, keep: Path | None = None) -> None:
+        self.upstream = upstream
+        self.keep = keep
+
+    def argv(self) -> list[str]:
+        return [sys.executable, str(BENCH / "keeper.py"), self.upstream, *([str(self.keep)] if self.keep else [])]
+
+
 def status_kib(pid: int) -> dict[str, int]:
     fields = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

@@ -8,6 +8,8 @@ from typing import Any
 
 KB = 1000
 ALONE = "mitmproxy alone"  # bench/relay.py: mitmproxy relaying the upstream, no datepin
+PLAIN = "aiohttp relay"  # bench/keeper.py: aiohttp's server and client relaying the upstream
+KEEPING = "relay keeping files"  # the same, writing, hashing and fsyncing every file
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,15 @@ def rows(results: Mapping[str, Any]) -> list[Row]:
                         "s", None, paired.get("warm/relay")),
                     Row("e2e", f"{client} install, cold, against mitmproxy alone", r["cold_s"], r["relay_s"],
                         "s", None, paired.get("cold/relay")),
+                ]
+            if "keeping_s" in r:
+                out += [
+                    Row("e2e", f"{client} install: {PLAIN}", r["plain_s"], r["direct_s"], "s", None,
+                        paired.get("plain/direct")),
+                    Row("e2e", f"{client} install: {KEEPING}", r["keeping_s"], r["direct_s"], "s", None,
+                        paired.get("keeping/direct")),
+                    Row("e2e", f"{client} install, cold, against {KEEPING}", r["cold_s"], r["keeping_s"],
+                        "s", None, paired.get("cold/keeping")),
                 ]
     if snap := results.get("snapshot"):
         out.append(Row("snapshot", f"unchanged, via {snap['via']} ({snap['projects']} projects)",

@@ -25,7 +25,7 @@ import aiohttp
 from clients import client_env, make_venv, uv_bin, venv_python
 from clients import run as run_client
 from fixture import JSON_TYPE, PIN, Fixture, write_page
-from procs import Datepin, Relay, StaticServer, download, run_load
+from procs import Datepin, Keeper, Relay, StaticServer, download, run_load
 from proxyproc import fetch
 
 # What pip 24+ and uv send for index pages.
@@ -284,12 +284,38 @@ def _install(client: str, index: str, packages: list[str], venv: Path) -> float:
     return elapsed
 
 
+def _end_to_end_runs(
+    static: StaticServer, dp: Datepin, scale: Scale, indexes: dict[str, str], made: Path,
+    install: Callable[[str, str], float],
+) -> dict[str, dict[str, list[float]]]:
+    """Install times by client and mode: each of `indexes`, and cold (a fresh datepin)."""
+    for client in ("uv", "pip"):  # warm-up: history and blobs for the warm runs
+        install(client, dp.index(PIN))
+    modes = [*indexes, "cold"]
+    times: dict[str, dict[str, list[float]]] = {c: {m: [] for m in modes} for c in ("uv", "pip")}
+    for rep in range(scale.repeats):
+        # Each rep starts at another mode, so that no mode is always measured last.
+        order = modes[rep % len(modes):] + modes[: rep % len(modes)]
+        for client in ("uv", "pip"):
+            for mode in order:
+                if mode != "cold":
+                    times[client][mode].append(install(client, indexes[mode]))
+                    continue
+                cold = Datepin(made / f"cold-{client}-{rep}", static.url)
+                with cold:
+                    cold.phase("e2e: cold installs (fresh datepin)")
+                    times[client]["cold"].append(install(client, cold.index(PIN)))
+                merge_peaks(dp, cold)
+    return times
+
+
 def end_to_end(
     fx: Fixture, static: StaticServer, relay: Relay, dp: Datepin, scale: Scale, work: Path, log: Log
 ) -> dict[str, object]:
     """uv and pip installs of every installable project: direct, through mitmproxy alone,
-    through datepin warm, and through datepin cold (a fresh data dir each time).  Runs
-    interleaved; median of each."""
+    through a plain aiohttp relay and one that keeps files (bench/keeper.py), through datepin
+    warm, and through datepin cold (a fresh data dir each time).  Runs interleaved; median of
+    each."""
     direct = f"{static.url}/simple/"
     # Nothing made here is deleted before the stage ends.  On ext4 without a journal (this
     # machine's disk) the allocator skips inodes freed in the last seconds, so each file an
@@ -303,27 +329,14 @@ def end_to_end(
     def install(client: str, index: str) -> float:
         return _install(client, index, fx.packages, made / f"venv-{next(count)}")
 
+    made.mkdir(parents=True)
     try:
-        for client in ("uv", "pip"):  # warm-up: history and blobs for the warm runs
-            install(client, dp.index(PIN))
-        times: dict[str, dict[str, list[float]]] = {
-            c: {"direct": [], "relay": [], "warm": [], "cold": []} for c in ("uv", "pip")
-        }
-        modes = ["direct", "relay", "warm", "cold"]
-        for rep in range(scale.repeats):
-            # Each rep starts at another mode, so that no mode is always measured last.
-            order = modes[rep % len(modes):] + modes[: rep % len(modes)]
-            for client in ("uv", "pip"):
-                for mode in order:
-                    if mode == "cold":
-                        cold = Datepin(made / f"cold-{client}-{rep}", static.url)
-                        with cold:
-                            cold.phase("e2e: cold installs (fresh datepin)")
-                            times[client]["cold"].append(install(client, cold.index(PIN)))
-                        merge_peaks(dp, cold)
-                        continue
-                    index = {"direct": direct, "relay": f"{relay.url}/simple/", "warm": dp.index(PIN)}[mode]
-                    times[client][mode].append(install(client, index))
+        with Keeper(static.url) as plain, Keeper(static.url, made / "kept") as keeping:
+            indexes = {
+                "direct": direct, "relay": f"{relay.url}/simple/", "plain": f"{plain.url}/simple/",
+                "keeping": f"{keeping.url}/simple/", "warm": dp.index(PIN),
+            }
+            times = _end_to_end_runs(static, dp, scale, indexes, made, install)
     finally:
         shutil.rmtree(made, ignore_errors=True)
     out: dict[str, object] = {"projects": len(fx.packages), "runs": scale.repeats}
@@ -331,7 +344,8 @@ def end_to_end(
         med = {mode: round(statistics.median(ts), 3) for mode, ts in modes.items()}
         # Ratios within each repetition, whose installs ran a minute apart at most: whatever
         # else the machine does over a stage weighs on both sides alike.
-        pairs = [("relay", "direct"), ("warm", "direct"), ("cold", "direct"), ("warm", "relay"), ("cold", "relay")]
+        pairs = [("relay", "direct"), ("plain", "direct"), ("keeping", "direct"), ("warm", "direct"),
+                 ("cold", "direct"), ("warm", "relay"), ("cold", "relay"), ("cold", "keeping")]
         out[client] = {
             **{f"{mode}_s": v for mode, v in med.items()},
             "runs": {mode: [round(t, 3) for t in ts] for mode, ts in modes.items()},
@@ -341,6 +355,7 @@ def end_to_end(
             },
         }
         log(f"{client}: direct {med['direct']:.2f} s, mitmproxy alone {med['relay']:.2f} s, "
+            f"aiohttp relay {med['plain']:.2f} s, keeping files {med['keeping']:.2f} s, "
             f"warm {med['warm']:.2f} s, cold {med['cold']:.2f} s")
     return out
 
