@@ -288,16 +288,22 @@ def _end_to_end_runs(
     static: StaticServer, dp: Datepin, scale: Scale, indexes: dict[str, str], made: Path,
     install: Callable[[str, str], float],
 ) -> dict[str, dict[str, list[float]]]:
-    """Install times by client and mode: each of `indexes`, and cold (a fresh datepin)."""
+    """Install times by client and mode: each of `indexes`, through a fresh relay keeping files
+    (bench/keeper.py: like a cold datepin, no upstream connection open yet), and cold (a fresh
+    datepin)."""
     for client in ("uv", "pip"):  # warm-up: history and blobs for the warm runs
         install(client, dp.index(PIN))
-    modes = [*indexes, "cold"]
+    modes = [*indexes, "keeping", "cold"]
     times: dict[str, dict[str, list[float]]] = {c: {m: [] for m in modes} for c in ("uv", "pip")}
     for rep in range(scale.repeats):
         # Each rep starts at another mode, so that no mode is always measured last.
         order = modes[rep % len(modes):] + modes[: rep % len(modes)]
         for client in ("uv", "pip"):
             for mode in order:
+                if mode == "keeping":
+                    with Keeper(static.url, made / f"kept-{client}-{rep}") as keeping:
+                        times[client][mode].append(install(client, f"{keeping.url}/simple/"))
+                    continue
                 if mode != "cold":
                     times[client][mode].append(install(client, indexes[mode]))
                     continue
@@ -331,10 +337,10 @@ def end_to_end(
 
     made.mkdir(parents=True)
     try:
-        with Keeper(static.url) as plain, Keeper(static.url, made / "kept") as keeping:
+        with Keeper(static.url) as plain:
             indexes = {
                 "direct": direct, "relay": f"{relay.url}/simple/", "plain": f"{plain.url}/simple/",
-                "keeping": f"{keeping.url}/simple/", "warm": dp.index(PIN),
+                "warm": dp.index(PIN),
             }
             times = _end_to_end_runs(static, dp, scale, indexes, made, install)
     finally:
