@@ -8,7 +8,8 @@ mitmproxy addon stands on):
 1. index pages: pinned pages already in history, p50/p99 and req/s at concurrency 1, 16, 64;
 2. growth: pinned pages of 100, 1,000 and 20,000 files; history bytes, and per unchanged day;
 3. files: the 1 GiB wheel through the proxy, store hit and cold fill; datepin's peak RSS;
-4. end to end: uv and pip installs of the fixture set, direct / mitmproxy alone / warm / cold;
+4. end to end: uv and pip installs of the fixture set, direct / mitmproxy alone / aiohttp
+   relay / relay keeping files (bench/keeper.py) / warm / cold;
 5. snapshot: projects per second for `datepin snapshot --all` with nothing changed.
 
 Prints a table and writes OUT/results.json.  `--quick`: a tiny fixture and few requests, to
