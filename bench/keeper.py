@@ -48,9 +48,10 @@ def app(upstream: str, keep: Path | None) -> web.Application:
                 status=up.status, headers={k: v for k, v in up.headers.items() if k.lower() in _ANSWERED}
             )
             await response.prepare(request)
-            temp = keep / f"{secrets.token_hex(16)}.part" if keep is not None else None
-            kept = temp is not None and up.status == 200 and not request.path.endswith("/")
-            file = open(temp, "xb") if kept and temp is not None else None
+            temp, file = None, None
+            if keep is not None and up.status == 200 and not request.path.endswith("/"):
+                temp = keep / f"{secrets.token_hex(16)}.part"
+                file = open(temp, "xb")
             digest = hashlib.sha256()
             async for chunk in up.content.iter_any():
                 if file is not None:
