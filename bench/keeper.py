@@ -18,13 +18,14 @@ import asyncio
 import hashlib
 import os
 import secrets
-import signal
 import sys
 from pathlib import Path
 from typing import IO
 
 import aiohttp
 from aiohttp import web
+
+from static import serve  # bench/, the script's own directory
 
 _ASKED = ("accept", "accept-encoding", "range", "if-none-match")  # what a client sends that matters
 _ANSWERED = ("content-type", "content-encoding", "content-length", "content-range", "etag")
@@ -78,20 +79,11 @@ def app(upstream: str, keep: Path | None) -> web.Application:
     return application
 
 
-async def serve(upstream: str, keep: Path | None) -> None:
+async def main(upstream: str, keep: Path | None) -> None:
     if keep is not None:
         keep.mkdir(parents=True, exist_ok=True)
-    runner = web.AppRunner(app(upstream.rstrip("/"), keep), access_log=None, handle_signals=False)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0, backlog=1024).start()
-    print(f"listening on http://127.0.0.1:{runner.addresses[0][1]}/", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await runner.cleanup()
+    await serve(app(upstream.rstrip("/"), keep))
 
 
 if __name__ == "__main__":
-    asyncio.run(serve(sys.argv[1], Path(sys.argv[2]) if len(sys.argv) > 2 else None))
+    asyncio.run(main(sys.argv[1], Path(sys.argv[2]) if len(sys.argv) > 2 else None))

@@ -41,8 +41,10 @@ def app(root: Path) -> web.Application:
     return application
 
 
-async def serve(root: Path) -> None:
-    runner = web.AppRunner(app(root), access_log=None, handle_signals=False)
+async def serve(application: web.Application) -> None:
+    """Serve `application` on 127.0.0.1, a free port, announced on stdout, until SIGTERM or
+    SIGINT (bench/keeper.py serves its relay the same way)."""
+    runner = web.AppRunner(application, access_log=None, handle_signals=False)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0, backlog=1024).start()
     print(f"listening on http://127.0.0.1:{runner.addresses[0][1]}/", flush=True)
@@ -55,4 +57,4 @@ async def serve(root: Path) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(serve(Path(sys.argv[1])))
+    asyncio.run(serve(app(Path(sys.argv[1]))))
