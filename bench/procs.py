@@ -85,6 +85,16 @@ class Keeper(Listener):
         return [sys.executable, str(BENCH / "keeper.py"), self.upstream, *([str(self.keep)] if self.keep else [])]
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User and system CPU time a live process has used so far, all its threads (from /proc);
+    None where there is no /proc or the process is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def status_kib(pid: int) -> dict[str, int]:
     fields = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

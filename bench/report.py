@@ -147,10 +147,31 @@ def rows(results: Mapping[str, Any]) -> list[Row]:
                     Row("e2e", f"{client} install, cold, against {KEEPING}", r["cold_s"], r["keeping_s"],
                         "s", None, paired.get("cold/keeping")),
                 ]
+            out += _cpu_rows(client, r)
     if snap := results.get("snapshot"):
         out.append(Row("snapshot", f"unchanged, via {snap['via']} ({snap['projects']} projects)",
                        snap["projects_per_s"], snap["static_pages_per_s"], "proj/s"))
     return out
+
+
+def _cpu_rows(client: str, r: Mapping[str, Any]) -> list[Row]:
+    """What the installs cost in CPU time: the proxy's, against the relays that do the least,
+    and how many cores an install keeps busy (client, upstream and proxy together)."""
+    cpu, busy = r.get("cpu_s"), r.get("cores_busy")
+    if not cpu or not busy:
+        return []
+
+    def proxy(mode: str) -> float | None:
+        value = cpu.get(mode, {}).get("proxy")
+        return None if value is None else float(value)
+
+    return [
+        Row("e2e", f"{client} install, warm: proxy CPU, against {PLAIN}", proxy("warm"), proxy("plain"), "CPU s"),
+        Row("e2e", f"{client} install, cold: proxy CPU, against {KEEPING}", proxy("cold"), proxy("keeping"),
+            "CPU s"),
+        Row("e2e", f"{client} install, direct: cores busy", busy.get("direct"), None, "cores"),
+        Row("e2e", f"{client} install, cold: cores busy", busy.get("cold"), None, "cores"),
+    ]
 
 
 def _num(value: float | None) -> str:

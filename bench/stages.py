@@ -10,12 +10,13 @@ import asyncio
 import itertools
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,7 +26,7 @@ import aiohttp
 from clients import client_env, make_venv, uv_bin, venv_python
 from clients import run as run_client
 from fixture import JSON_TYPE, PIN, Fixture, write_page
-from procs import Datepin, Keeper, Relay, StaticServer, download, run_load
+from procs import Datepin, Keeper, Relay, StaticServer, cpu_seconds, download, run_load
 from proxyproc import fetch
 
 # What pip 24+ and uv send for index pages.
@@ -264,9 +265,21 @@ def files(
 # -- 4. end to end ---------------------------------------------------------------------------
 
 
-def _install(client: str, index: str, packages: list[str], venv: Path) -> float:
+@dataclass(frozen=True)
+class Install:
+    """One timed install: its wall time, and the CPU time used while it ran by the client
+    (with its children) and by each watched process."""
+
+    seconds: float
+    cpu: dict[str, float | None]
+
+
+def _install(
+    client: str, index: str, packages: list[str], venv: Path, watch: Mapping[str, int] | None = None
+) -> Install:
     """A fresh environment at `venv` (a path not used before), then one timed install with no
-    client cache.  The environment is left for the caller to delete once nothing is timed."""
+    client cache, watching the CPU time of the processes in `watch` (name -> pid).  The
+    environment is left for the caller to delete once nothing is timed."""
     if client == "uv":
         run_client([uv_bin(), "venv", "-q", "--python", sys.executable, str(venv)])
         cmd = [uv_bin(), "pip", "install", "-q", "--python", str(venv_python(venv)),
@@ -278,26 +291,47 @@ def _install(client: str, index: str, packages: list[str], venv: Path) -> float:
     # Dirty pages of earlier runs (a cold datepin writes 110 MB, the venvs more) are written
     # back now rather than during this one.
     os.sync()
+    watch = dict(watch or {})
+    before = {name: cpu_seconds(pid) for name, pid in watch.items()}
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     run_client(cmd, timeout=600)
     elapsed = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu: dict[str, float | None] = {
+        "client": after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
+    }
+    for name, pid in watch.items():
+        now, then = cpu_seconds(pid), before[name]
+        cpu[name] = None if now is None or then is None else now - then
     installed = list(venv.glob("lib/python*/site-packages/*.dist-info"))
     if len(installed) != len(packages):
         raise RuntimeError(f"{client} installed {len(installed)} of {len(packages)} projects")
-    return elapsed
+    return Install(elapsed, cpu)
+
+
+Runs = dict[str, dict[str, list[Install]]]  # client -> mode -> one Install per repetition
 
 
 def _end_to_end_runs(
-    static: StaticServer, dp: Datepin, scale: Scale, indexes: dict[str, str], made: Path,
-    install: Callable[[str, str], float],
-) -> dict[str, dict[str, list[float]]]:
-    """Install times by client and mode: each of `indexes`, through a fresh relay keeping files
-    (bench/keeper.py: like a cold datepin, no upstream connection open yet), and cold (a fresh
-    datepin)."""
+    static: StaticServer, dp: Datepin, scale: Scale, servers: dict[str, tuple[str, int | None]],
+    made: Path, install: Callable[[str, str, Mapping[str, int]], Install],
+) -> Runs:
+    """Installs by client and mode: through each of `servers` (mode -> index URL and the pid of
+    the process serving it, None for the static server itself), through a fresh relay keeping
+    files (bench/keeper.py: like a cold datepin, no upstream connection open yet), and cold (a
+    fresh datepin).  The static server's CPU is watched in every mode, the proxy's in each
+    mode that has one."""
+    assert static.process is not None
+    upstream = static.process.pid
+
+    def watched(proxy: int | None) -> dict[str, int]:
+        return {"upstream": upstream} | ({"proxy": proxy} if proxy is not None else {})
+
     for client in ("uv", "pip"):  # warm-up: history and blobs for the warm runs
-        install(client, dp.index(PIN))
-    modes = [*indexes, "keeping", "cold"]
-    times: dict[str, dict[str, list[float]]] = {c: {m: [] for m in modes} for c in ("uv", "pip")}
+        install(client, dp.index(PIN), {})
+    modes = [*servers, "keeping", "cold"]
+    runs: Runs = {c: {m: [] for m in modes} for c in ("uv", "pip")}
     for rep in range(scale.installs):
         # Each rep starts at another mode, so that no mode is always measured last.
         order = modes[rep % len(modes):] + modes[: rep % len(modes)]
@@ -305,17 +339,22 @@ def _end_to_end_runs(
             for mode in order:
                 if mode == "keeping":
                     with Keeper(static.url, made / f"kept-{client}-{rep}") as keeping:
-                        times[client][mode].append(install(client, f"{keeping.url}/simple/"))
+                        assert keeping.process is not None
+                        runs[client][mode].append(
+                            install(client, f"{keeping.url}/simple/", watched(keeping.process.pid)))
                     continue
                 if mode != "cold":
-                    times[client][mode].append(install(client, indexes[mode]))
+                    url, pid = servers[mode]
+                    runs[client][mode].append(install(client, url, watched(pid)))
                     continue
                 cold = Datepin(made / f"cold-{client}-{rep}", static.url)
                 with cold:
+                    assert cold.proxy is not None and cold.proxy.process is not None
                     cold.phase("e2e: cold installs (fresh datepin)")
-                    times[client]["cold"].append(install(client, cold.index(PIN)))
+                    runs[client]["cold"].append(
+                        install(client, cold.index(PIN), watched(cold.proxy.process.pid)))
                 merge_peaks(dp, cold)
-    return times
+    return runs
 
 
 def end_to_end(
@@ -324,8 +363,7 @@ def end_to_end(
     """uv and pip installs of every installable project: direct, through mitmproxy alone,
     through a plain aiohttp relay and one that keeps files (bench/keeper.py), through datepin
     warm, and through datepin cold (a fresh data dir each time).  Runs interleaved; median of
-    each."""
-    direct = f"{static.url}/simple/"
+    each, with the CPU time each process used meanwhile."""
     # Nothing made here is deleted before the stage ends.  On ext4 without a journal (this
     # machine's disk) the allocator skips inodes freed in the last seconds, so each file an
     # install creates cost more after a delete: with the last environment (300 files) and
@@ -335,38 +373,65 @@ def end_to_end(
     made = work / "e2e"
     count = itertools.count()
 
-    def install(client: str, index: str) -> float:
-        return _install(client, index, fx.packages, made / f"venv-{next(count)}")
+    def install(client: str, index: str, watch: Mapping[str, int]) -> Install:
+        return _install(client, index, fx.packages, made / f"venv-{next(count)}", watch)
 
     made.mkdir(parents=True)
     try:
         with Keeper(static.url) as plain:
-            indexes = {
-                "direct": direct, "relay": f"{relay.url}/simple/", "plain": f"{plain.url}/simple/",
-                "warm": dp.index(PIN),
+            assert relay.process is not None and plain.process is not None
+            assert dp.proxy is not None and dp.proxy.process is not None
+            servers = {
+                "direct": (f"{static.url}/simple/", None),
+                "relay": (f"{relay.url}/simple/", relay.process.pid),
+                "plain": (f"{plain.url}/simple/", plain.process.pid),
+                "warm": (dp.index(PIN), dp.proxy.process.pid),
             }
-            times = _end_to_end_runs(static, dp, scale, indexes, made, install)
+            runs = _end_to_end_runs(static, dp, scale, servers, made, install)
     finally:
         shutil.rmtree(made, ignore_errors=True)
     out: dict[str, object] = {"projects": len(fx.packages), "runs": scale.installs}
-    for client, modes in times.items():
-        med = {mode: round(statistics.median(ts), 3) for mode, ts in modes.items()}
+    for client, modes in runs.items():
+        times = {mode: [i.seconds for i in installs] for mode, installs in modes.items()}
+        med = {mode: round(statistics.median(ts), 3) for mode, ts in times.items()}
         # Ratios within each repetition, whose installs ran a minute apart at most: whatever
         # else the machine does over a stage weighs on both sides alike.
         pairs = [("relay", "direct"), ("plain", "direct"), ("keeping", "direct"), ("warm", "direct"),
                  ("cold", "direct"), ("warm", "relay"), ("cold", "relay"), ("cold", "keeping")]
         out[client] = {
             **{f"{mode}_s": v for mode, v in med.items()},
-            "runs": {mode: [round(t, 3) for t in ts] for mode, ts in modes.items()},
+            "runs": {mode: [round(t, 3) for t in ts] for mode, ts in times.items()},
             "paired_ratios": {
-                f"{a}/{b}": round(statistics.median(x / y for x, y in zip(modes[a], modes[b])), 3)
+                f"{a}/{b}": round(statistics.median(x / y for x, y in zip(times[a], times[b])), 3)
                 for a, b in pairs
             },
+            "cpu_s": {mode: _median_cpu(installs) for mode, installs in modes.items()},
+            "cores_busy": {mode: _cores_busy(installs) for mode, installs in modes.items()},
         }
         log(f"{client}: direct {med['direct']:.2f} s, mitmproxy alone {med['relay']:.2f} s, "
             f"aiohttp relay {med['plain']:.2f} s, keeping files {med['keeping']:.2f} s, "
             f"warm {med['warm']:.2f} s, cold {med['cold']:.2f} s")
     return out
+
+
+def _median_cpu(installs: list[Install]) -> dict[str, float | None]:
+    """Median CPU seconds of each process over the installs (None where it could not be read)."""
+    out: dict[str, float | None] = {}
+    for name in installs[0].cpu:
+        values = [v for i in installs if (v := i.cpu.get(name)) is not None]
+        out[name] = round(statistics.median(values), 3) if len(values) == len(installs) else None
+    return out
+
+
+def _cores_busy(installs: list[Install]) -> float | None:
+    """Median over the installs of the CPU time of every watched process and the client,
+    divided by the install's wall time: how many cores the install kept busy."""
+    busy = []
+    for i in installs:
+        if any(v is None for v in i.cpu.values()):
+            return None
+        busy.append(sum(v for v in i.cpu.values() if v is not None) / i.seconds)
+    return round(statistics.median(busy), 2)
 
 
 # -- 5. snapshot -----------------------------------------------------------------------------
