@@ -165,13 +165,14 @@ def _cpu_rows(client: str, r: Mapping[str, Any]) -> list[Row]:
         value = cpu.get(mode, {}).get("proxy")
         return None if value is None else float(value)
 
-    return [
+    rows = [
         Row("e2e", f"{client} install, warm: proxy CPU, against {PLAIN}", proxy("warm"), proxy("plain"), "CPU s"),
         Row("e2e", f"{client} install, cold: proxy CPU, against {KEEPING}", proxy("cold"), proxy("keeping"),
             "CPU s"),
         Row("e2e", f"{client} install, direct: cores busy", busy.get("direct"), None, "cores"),
         Row("e2e", f"{client} install, cold: cores busy", busy.get("cold"), None, "cores"),
     ]
+    return [r for r in rows if r.value is not None]  # none where there is no /proc
 
 
 def _num(value: float | None) -> str:

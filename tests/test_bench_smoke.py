@@ -27,5 +27,8 @@ def test_bench_quick_runs_every_measurement(tmp_path: Path) -> None:
     figures = {row["figure"] for row in results["table"]}
     assert {"p50, c=1", "1 GiB store hit", "uv install, warm", "pip install, cold"} <= figures
     assert all(row["value"] is not None for row in results["table"])
+    # The CPU a cold datepin spends on an install is read from its own process.
+    cold_cpu = results["e2e"]["uv"]["cpu_s"]["cold"]
+    assert cold_cpu["proxy"] > 0 and cold_cpu["client"] > 0 and "upstream" in cold_cpu
     assert "p50, c=1" in proc.stdout  # the table was printed
     assert not (tmp_path / "work").exists()  # data dirs and venvs cleaned up
