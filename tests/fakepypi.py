@@ -1402,8 +1402,16 @@ def add_alpha_beta(fake: FakePyPI) -> FakePyPI:
     return fake
 
 
+_HELD_PORTS: list[socket.socket] = []
+
+
 def closed_port() -> int:
-    """A port on 127.0.0.1 with nothing listening (connections to it are refused)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port on 127.0.0.1 with nothing listening (connections to it are refused).
+
+    The port stays bound, never listening, until the test process ends: released, it could be
+    handed to the next server that binds port 0 (datepin's own file server took one once, and
+    a request meant to be refused got that server's 404)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    _HELD_PORTS.append(s)
+    return int(s.getsockname()[1])
