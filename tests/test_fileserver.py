@@ -7,7 +7,6 @@ import contextlib
 import hashlib
 import os
 import re
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from datepin.fileserver import (
     etag_for,
     parse_range,
 )
+from fakepypi import closed_port
 
 MIB = 1 << 20
 
@@ -330,12 +330,6 @@ FAULTS = {
     "cut": None,
     "wrong": None,
 }
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.mark.parametrize("mode", FAULTS)
