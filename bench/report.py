@@ -172,7 +172,7 @@ def _cpu_rows(client: str, r: Mapping[str, Any]) -> list[Row]:
         Row("e2e", f"{client} install, direct: cores busy", busy.get("direct"), None, "cores"),
         Row("e2e", f"{client} install, cold: cores busy", busy.get("cold"), None, "cores"),
     ]
-    return [r for r in rows if r.value is not None]  # none where there is no /proc
+    return [row for row in rows if row.value is not None]  # none where there is no /proc
 
 
 def _num(value: float | None) -> str:

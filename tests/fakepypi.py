@@ -1409,8 +1409,8 @@ def closed_port() -> int:
     """A port on 127.0.0.1 with nothing listening (connections to it are refused).
 
     The port stays bound, never listening, until the test process ends: released, it could be
-    handed to the next server that binds port 0 (datepin's own file server took one once, and
-    a request meant to be refused got that server's 404)."""
+    handed to the next server that binds port 0 (such as datepin's internal file server), and a
+    request meant to be refused would get that server's answer (a 404, seen once in CI)."""
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.bind(("127.0.0.1", 0))
     _HELD_PORTS.append(s)
