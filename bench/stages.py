@@ -274,9 +274,7 @@ class Install:
     cpu: dict[str, float | None]
 
 
-def _install(
-    client: str, index: str, packages: list[str], venv: Path, watch: Mapping[str, int] | None = None
-) -> Install:
+def _install(client: str, index: str, packages: list[str], venv: Path, watch: Mapping[str, int]) -> Install:
     """A fresh environment at `venv` (a path not used before), then one timed install with no
     client cache, watching the CPU time of the processes in `watch` (name -> pid).  The
     environment is left for the caller to delete once nothing is timed."""
@@ -291,7 +289,6 @@ def _install(
     # Dirty pages of earlier runs (a cold datepin writes 110 MB, the venvs more) are written
     # back now rather than during this one.
     os.sync()
-    watch = dict(watch or {})
     before = {name: cpu_seconds(pid) for name, pid in watch.items()}
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
