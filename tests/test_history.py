@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from packaging.utils import canonicalize_name
 
 from datepin.config import Config
-from datepin.history import CHECKPOINT_EVERY, HistoryBusy, HistoryStore
+from datepin.history import CHECKPOINT_EVERY, HistoryBusy, HistoryStore, url_tail
 from datepin.model import DistFile, ProjectPage
 from datepin.pins import Pin
 from datepin.rewrite.render import render_html, render_json
@@ -73,7 +73,7 @@ def test_records_changes_only(tmp_path: Path) -> None:
     _, removed = store.record("pypi", "demo", None, T0 + timedelta(days=33))
     assert removed.removed and [f.filename for f in removed.gone] == [a.filename]
     assert store.size_bytes() >= size_after_first
-    found = store.find_file("pypi", b.sha256 or "")
+    found = store.find_file("pypi", b.sha256 or "", b.filename)
     assert found is not None and not found.present and found.file.filename == b.filename
 
 
@@ -86,6 +86,62 @@ def test_observation_times_stay_increasing(tmp_path: Path) -> None:
     when1, _ = store.record("pypi", "demo", page(), T0)
     when2, _ = store.record("pypi", "demo", page(), T0 - timedelta(hours=1))  # clock went back
     assert when2 > when1
+
+
+# URLs a registry may list: a query string, an encoded and a non-ASCII name, no file name.
+_ODD_URLS = (
+    "https://files.example/packages/ab/cd/demo-1.0-py3-none-any.whl",
+    "https://dl.example/whl/demo-1.1%2Bcpu-py3-none-any.whl?token=x/y",
+    "https://dl.example/ünï/démo-1.2-py3-none-any.whl",
+    "https://dl.example/download/",
+    "demo-1.3-py3-none-any.whl",
+)
+
+
+def _odd_files() -> list[DistFile]:
+    return [replace(dist(f"1.{i}", uploaded=T0), url=url) for i, url in enumerate(_ODD_URLS)]
+
+
+def test_files_are_found_by_key_and_by_url_through_their_indexes(tmp_path: Path) -> None:
+    store = HistoryStore(tmp_path / "h.sqlite3")
+    files = _odd_files()
+    store.record("pypi", "demo", page(*files), T0)
+    for f in files:
+        by_key = store.find_file("pypi", f.sha256 or "", f.filename)
+        by_url = store.find_file_by_url(f.url)
+        assert by_key is not None and by_url is not None
+        assert by_key.file == by_url.file == f
+    assert store.find_file("pypi", files[0].sha256 or "", files[1].filename) is None
+    assert store.find_file_by_url(files[0].url + "x") is None
+    # Neither lookup scans the files table (what it would do without an index to use).
+    db = store._db()
+    for where, args in (("filename=? AND key=?", ("a", "b")), ("url_tail=? AND url=?", ("a", "b"))):
+        plan = " ".join(row[3] for row in db.execute(f"EXPLAIN QUERY PLAN SELECT id FROM files WHERE {where}", args))
+        assert "USING INDEX files_" in plan, plan
+
+
+def test_a_history_written_before_url_tail_is_upgraded_when_opened(tmp_path: Path) -> None:
+    path = tmp_path / "h.sqlite3"
+    store = HistoryStore(path)
+    files = _odd_files()
+    store.record("pypi", "demo", page(*files), T0)
+    store.close()
+    db = sqlite3.connect(path, isolation_level=None)  # as an earlier datepin left it
+    db.executescript(
+        "DROP INDEX files_filename; DROP INDEX files_url_tail; ALTER TABLE files DROP COLUMN url_tail;"
+        " CREATE INDEX files_key ON files (key); CREATE INDEX files_url ON files (url);"
+    )
+    db.close()
+    for _ in range(2):  # the second opening finds nothing to do
+        store = HistoryStore(path)
+        db = store._db()
+        tails = dict(db.execute("SELECT url, url_tail FROM files").fetchall())
+        assert tails == {f.url: url_tail(f.url) for f in files}
+        indexes = {n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type='index' AND tbl_name='files'")}
+        assert {"files_filename", "files_url_tail"} <= indexes and not {"files_key", "files_url"} & indexes
+        assert all(store.find_file_by_url(f.url) is not None for f in files)
+        store.record("pypi", "demo", page(*files[1:]), T0 + timedelta(days=1))  # and it is written as before
+        store.close()
 
 
 def test_unchanged_observations_cost_little(tmp_path: Path) -> None:
@@ -165,9 +221,9 @@ def test_gone_files_are_remembered_until_kept(tmp_path: Path) -> None:
     store.record("pypi", "demo", page(a, b, c), T0)
     store.record("pypi", "demo", page(a), T0 + timedelta(days=1))
     assert [f.filename for f in store.unkept("pypi", "demo", 3)] == [b.filename, c.filename]
-    store.note_rescue("pypi", b.sha256 or "", kept=True)
+    store.note_rescue("pypi", b.sha256 or "", b.filename, kept=True)
     for _ in range(3):
-        store.note_rescue("pypi", c.sha256 or "", kept=False)
+        store.note_rescue("pypi", c.sha256 or "", c.filename, kept=False)
     assert store.unkept("pypi", "demo", 3) == []  # b kept; c tried enough
     assert [f.filename for f in store.unkept("pypi", "demo", 4)] == [c.filename]
     store.record("pypi", "other", None, T0)  # never seen, 404: nothing to keep

@@ -631,9 +631,10 @@ class DatepinAddon:
         on_commit = None
         if stored.sha256 is None and not metadata:
             history, name, key = self.index.history, registry.name, stored.key
+            filename = stored.file.filename
 
             def on_commit(computed: str, size: int) -> None:
-                history.set_sha256(name, key, computed)
+                history.set_sha256(name, key, filename, computed)
 
         url = stored.file.url + (".metadata" if metadata else "")
         target = file_target(

@@ -66,7 +66,7 @@ def project_history(
             sha = f.sha256
             listed = first_states[f.filename]
             if sha is None and listed is not None:  # no hash upstream: the one computed on store
-                stored = history.find_file(registry.name, file_key(listed))
+                stored = history.find_file(registry.name, file_key(listed), listed.filename)
                 sha = stored.sha256 if stored is not None else None
             storage[f.filename] = Storage(
                 sha, sha is not None and store.has(sha), sha is not None and store.is_irreplaceable(sha)

@@ -160,7 +160,9 @@ class Runtime:
         Returns True when the file had to be downloaded now; raises RescueError."""
         sha = file.sha256
         if sha is None:  # a registry without hashes: the one computed when it was stored
-            stored = await asyncio.to_thread(self.history.find_file, registry.name, file_key(file))
+            stored = await asyncio.to_thread(
+                self.history.find_file, registry.name, file_key(file), file.filename
+            )
             sha = stored.sha256 if stored is not None else None
         had = sha is not None and await asyncio.to_thread(self.store.has, sha)
         headers = self.index.upstream_headers(registry, file.url)
@@ -170,7 +172,9 @@ class Runtime:
         except FillError as e:
             raise RescueError(f"{file.filename}: {e.reason}") from None
         if file.sha256 is None:
-            await asyncio.to_thread(self.history.set_sha256, registry.name, file_key(file), sha)
+            await asyncio.to_thread(
+                self.history.set_sha256, registry.name, file_key(file), file.filename, sha
+            )
         if file.core_metadata is not None:
             try:
                 await self.files.fill(

@@ -349,9 +349,13 @@ class Index:
             async with self._rescue_slots:
                 downloaded = await self._rescue(registry, file)
         except RescueError:
-            await asyncio.to_thread(self.history.note_rescue, registry.name, file_key(file), False)
+            await asyncio.to_thread(
+                self.history.note_rescue, registry.name, file_key(file), file.filename, False
+            )
             raise
-        await asyncio.to_thread(self.history.note_rescue, registry.name, file_key(file), True)
+        await asyncio.to_thread(
+            self.history.note_rescue, registry.name, file_key(file), file.filename, True
+        )
         if downloaded:
             log.info("rescued %s (gone upstream): stored, irreplaceable", file.filename)
 
