@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from packaging.utils import canonicalize_name
 
 from datepin.config import Config
-from datepin.history import CHECKPOINT_EVERY, HistoryBusy, HistoryStore, url_tail
+from datepin.history import CHECKPOINT_EVERY, SCHEMA_VERSION, HistoryBusy, HistoryStore, url_tail
 from datepin.model import DistFile, ProjectPage
 from datepin.pins import Pin
 from datepin.rewrite.render import render_html, render_json
@@ -130,6 +130,7 @@ def test_a_history_written_before_url_tail_is_upgraded_when_opened(tmp_path: Pat
     db.executescript(
         "DROP INDEX files_filename; DROP INDEX files_url_tail; ALTER TABLE files DROP COLUMN url_tail;"
         " CREATE INDEX files_key ON files (key); CREATE INDEX files_url ON files (url);"
+        " PRAGMA user_version = 0;"
     )
     db.close()
     for _ in range(2):  # the second opening finds nothing to do
@@ -140,6 +141,7 @@ def test_a_history_written_before_url_tail_is_upgraded_when_opened(tmp_path: Pat
         indexes = {n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type='index' AND tbl_name='files'")}
         assert {"files_filename", "files_url_tail"} <= indexes and not {"files_key", "files_url"} & indexes
         assert all(store.find_file_by_url(f.url) is not None for f in files)
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         store.record("pypi", "demo", page(*files[1:]), T0 + timedelta(days=1))  # and it is written as before
         store.close()
 
