@@ -87,14 +87,19 @@ def sha256_of(path: Path) -> str:
 
 
 def stored_contents_match(data_dir: Path) -> list[str]:
-    """Problems: a stored blob whose bytes do not hash to its key (read-only check)."""
+    """Problems: a stored blob whose bytes do not hash to its key (read-only check).  A small
+    blob is held in the index row itself (no file name)."""
     problems = []
     db_path = data_dir / "blobs" / "cas" / "cache.db"
     if not db_path.exists():
         return problems
     with closing(_ro(db_path)) as db:
-        rows = db.execute("SELECT key, filename FROM Cache").fetchall()
-    for key, filename in rows:
+        rows = db.execute("SELECT key, filename, value FROM Cache").fetchall()
+    for key, filename, value in rows:
+        if filename is None:
+            if hashlib.sha256(value).hexdigest() != key:
+                problems.append(f"{key}: content held in the index hashes to {hashlib.sha256(value).hexdigest()}")
+            continue
         path = data_dir / "blobs" / "cas" / filename
         if not path.exists():
             problems.append(f"{key}: indexed, file missing")

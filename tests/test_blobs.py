@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from datepin.blobs import BlobStats, BlobStore, HashMismatch
+from datepin.blobs import INLINE_LIMIT, BlobStats, BlobStore, HashMismatch
 
 KIB = 1024
 
@@ -219,6 +220,44 @@ def test_put_stores_a_whole_file_once_and_refuses_a_wrong_one(tmp_path: Path) ->
         assert handle.file.read() == data
 
 
+def blob_files(directory: Path) -> list[Path]:
+    return sorted((directory / "cas").glob("*/*.val"))
+
+
+def test_a_small_file_put_whole_is_held_in_the_index_a_bigger_one_gets_a_file(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path, size_limit=1 << 30)
+    small, big = os.urandom(INLINE_LIMIT - 1), os.urandom(INLINE_LIMIT)
+    assert store.put(sha(small), small) and store.put(sha(big), big)
+    assert store.put(sha(small), small) is False  # stored already
+    assert blob_files(tmp_path) == [store.path(sha(big))]
+    assert store.path(sha(small)) is None and store.size(sha(small)) == len(small)
+    handle = store.open(sha(small))
+    assert handle is not None
+    with handle:
+        assert (handle.inline, handle.path, handle.size) == (True, None, len(small))
+        assert handle.read_all() == small == handle.file.read()
+    assert store.stats() == BlobStats(2, len(small) + len(big), 0, 0)
+    assert temp_files(tmp_path) == []
+    reopened = BlobStore(tmp_path, size_limit=1 << 30)  # held in the index, so kept
+    assert reopened.stats() == store.stats() and reopened.verify() == []
+    reopened.size_limit = 0  # and evicted as any other blob
+    assert sorted(reopened.evict_to_limit()) == sorted([sha(small), sha(big)])
+    assert not reopened.has(sha(small)) and blob_files(tmp_path) == []
+
+
+def test_verify_moves_a_corrupt_blob_held_in_the_index_to_quarantine(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path, size_limit=1 << 30)
+    data = os.urandom(1000)
+    store.put(sha(data), data)
+    rotten = bytes([data[0] ^ 0xFF]) + data[1:]
+    with sqlite3.connect(tmp_path / "cas" / "cache.db") as db:
+        (changed,) = db.execute("UPDATE Cache SET value = ? WHERE key = ? RETURNING 1", (rotten, sha(data)))
+    (problem,) = store.verify()
+    assert (problem.kind, problem.sha256) == ("corrupt", sha(data))
+    assert problem.moved_to is not None and problem.moved_to.read_bytes() == rotten
+    assert not store.has(sha(data)) and store.stats().count == 0
+
+
 def test_irreplaceable_beyond_the_limit_is_kept(tmp_path: Path) -> None:
     store = BlobStore(tmp_path, size_limit=1 * KIB)
     kept = [put(store, bytes([i]) * (4 * KIB)) for i in range(3)]
@@ -338,21 +377,27 @@ def test_crash_between_rename_and_index_leaves_nothing_visible(tmp_path: Path) -
     assert not orphan.exists()
 
 
-def test_crash_after_index_insert_is_reconciled(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "store_it",
+    [
+        "fill = store.open_fill(None); fill.write(data); fill.commit()",
+        "store.put(hashlib.sha256(data).hexdigest(), data)",  # held in the index
+    ],
+)
+def test_crash_after_index_insert_is_reconciled(tmp_path: Path, store_it: str) -> None:
     data = b"committed, metadata not yet written"
     run_child(
         tmp_path,
-        """
-        import datepin.blobs as blobs
+        f"""
+        import hashlib
         store = BlobStore(d, size_limit=1 << 30)
         add = store._cache.add
         def add_then_die(*args, **kwargs):
             add(*args, **kwargs)
             os._exit(17)
         store._cache.add = add_then_die
-        fill = store.open_fill(None)
-        fill.write(b"committed, metadata not yet written")
-        fill.commit()
+        data = {data!r}
+        {store_it}
         """,
     )
     store = BlobStore(tmp_path, size_limit=1 << 30)

@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from datepin.blobs import BlobStore
+from datepin.blobs import INLINE_LIMIT, BlobStore
 from datepin.fileserver import (
     CACHE_CONTROL,
     ByteRange,
@@ -595,6 +595,34 @@ def test_if_range_etag_and_head_on_a_hit(tmp_path: Path) -> None:
             assert head.headers["Content-Length"] == str(SIZE)
             assert head.headers["Accept-Ranges"] == "bytes"
             assert head.headers["ETag"] == etag
+            assert env.upstream.requests == []
+
+    run(body)
+
+
+def test_a_small_file_held_in_the_index_is_served_as_any_hit(tmp_path: Path) -> None:
+    data = os.urandom(INLINE_LIMIT - 1)
+    etag = etag_for(sha(data))
+
+    async def body() -> None:
+        async with environment(tmp_path) as env:
+            target = await stored(env, "tiny.whl", data)
+            handle = env.store.open(sha(data))
+            assert handle is not None and handle.inline and handle.path is None
+            handle.close()
+            whole = await env.fetch(target)
+            assert (whole.status, whole.body, whole.headers["ETag"]) == (200, data, etag)
+            part = await env.fetch(target, Range="bytes=100-199")
+            assert (part.status, part.body) == (206, data[100:200])
+            assert part.headers["Content-Range"] == f"bytes 100-199/{len(data)}"
+            end = await env.fetch(target, Range="bytes=-10")
+            assert (end.status, end.body) == (206, data[-10:])
+            not_modified = await env.fetch(target, **{"If-None-Match": etag})
+            assert (not_modified.status, not_modified.body) == (304, b"")
+            head = await env.fetch(target, "HEAD", **{"Accept-Encoding": "identity"})
+            assert (head.status, head.body, head.headers["Content-Length"]) == (200, b"", str(len(data)))
+            read = await env.server.read_small(target)
+            assert read is not None and read[0] == data
             assert env.upstream.requests == []
 
     run(body)

@@ -463,7 +463,7 @@ class FileServer:
         with handle:
             if handle.size > SMALL_FILE:
                 return None
-            data = os.pread(handle.file.fileno(), handle.size, 0)
+            data = handle.read_all()
             if len(data) != handle.size:
                 return None  # a short read: let the streaming path deal with it
         self._store.touch(sha256)
@@ -572,7 +572,11 @@ class FileServer:
         response.content_length = count
         await response.prepare(request)
         if request.method == "GET" and count:
-            await self._send_file(request, response, handle.file, start, count)
+            if handle.inline:
+                await response.write(handle.read_all()[start : start + count])
+                self._counters["bytes_served"] += count
+            else:
+                await self._send_file(request, response, handle.file, start, count)
         await response.write_eof()
         return response
 

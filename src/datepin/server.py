@@ -11,11 +11,12 @@ import os
 import signal
 import socket
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import IO
 
 from mitmproxy.addons import block, core, disable_h2c, next_layer, proxyserver, tlsconfig
 from mitmproxy.addons.errorcheck import ErrorCheck
@@ -26,7 +27,7 @@ from datepin import forward
 from datepin.addon import DatepinAddon, file_target
 from datepin.auth import UpstreamAuth
 from datepin.ca import CAError, ensure_ca
-from datepin.blobs import BlobStore
+from datepin.blobs import BlobHandle, BlobStore
 from datepin.config import Config, ConfigError, Registry
 from datepin.fileserver import FileServer, FillError
 from datepin.history import HistoryStore, file_key
@@ -203,6 +204,13 @@ def open_stores(paths: Paths, config: Config) -> tuple[HistoryStore, BlobStore]:
     return history, store
 
 
+@contextlib.contextmanager
+def _reading(handle: BlobHandle) -> Iterator[IO[bytes]]:
+    """A blob's file, its lease held until the block ends."""
+    with handle:
+        yield handle.file
+
+
 @asynccontextmanager
 async def runtime(
     config: Config,
@@ -219,12 +227,14 @@ async def runtime(
     upstream = Upstream(timeout=config.upstream_timeout, max_page_bytes=config.max_page_size)
     files = FileServer(store, upstream.session, timeout=config.upstream_timeout)
 
-    async def fetch_file(file: DistFile, registry: Registry, headers: Mapping[str, str]) -> Path:
+    async def fetch_file(
+        file: DistFile, registry: Registry, headers: Mapping[str, str]
+    ) -> AbstractContextManager[IO[bytes]]:
         sha = await files.fill(file_target(file, upstream_headers=headers))
-        path = store.path(sha)
-        if path is None:
+        handle = store.open(sha)
+        if handle is None:
             raise OSError(f"{file.filename} vanished from the store")
-        return path
+        return _reading(handle)
 
     async def rescue(registry: Registry, file: DistFile) -> bool:
         return await rt.rescue(registry, file)

@@ -14,9 +14,10 @@ import logging
 import zipfile
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from typing import IO
 
 from packaging.utils import NormalizedName
 
@@ -49,7 +50,8 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 # Fetch a file into the blob store (with these upstream headers) and return its path.
-FetchFile = Callable[[DistFile, Registry, Mapping[str, str]], Awaitable[Path]]
+# A file, stored first if need be, to read while the block it opens lasts.
+FetchFile = Callable[[DistFile, Registry, Mapping[str, str]], Awaitable[AbstractContextManager[IO[bytes]]]]
 
 # Fixed views kept in memory, counted in files (about 1 KB each).  Their rendered pages are
 # cached by the addon, so this serves other formats and the JSON API; a view of more than a
@@ -527,8 +529,8 @@ class Index:
             if f.filename.endswith(".whl"):
                 try:
                     headers = self.upstream_headers(registry, f.url, authorization)
-                    path = await self.fetch_file(f, registry, headers)
-                    return await asyncio.to_thread(_wheel_metadata, path)
+                    with await self.fetch_file(f, registry, headers) as file:
+                        return await asyncio.to_thread(_wheel_metadata, file)
                 except (UpstreamError, OSError, ValueError, zipfile.BadZipFile) as e:
                     log.info("metadata inside %s: %s", f.filename, e)
         return None
@@ -578,8 +580,8 @@ async def _shared[K, T](
         del inflight[key]
 
 
-def _wheel_metadata(path: Path) -> dict[str, object] | None:
-    with zipfile.ZipFile(path) as zf:
+def _wheel_metadata(file: IO[bytes]) -> dict[str, object] | None:
+    with zipfile.ZipFile(file) as zf:
         for member in zf.namelist():
             parts = member.split("/")
             if len(parts) == 2 and parts[0].endswith(".dist-info") and parts[1] == "METADATA":
