@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from clients import ClientError, pip_resolve, uv_compile
+from datepin.blobs import INLINE_LIMIT
 from fakepypi import add_alpha_beta
 from proxyproc import fetch
 
@@ -138,6 +139,17 @@ def test_json_api_falls_back_to_core_metadata(graph, proxy):
     doc = json.loads(proxy.get("/2023-03-01/pypi/alpha/json").body)
     assert doc["info"]["version"] == "1.0"
     assert doc["info"]["requires_dist"] == ["beta"]
+
+
+@pytest.mark.parametrize("payload_size", [0, 100_000])  # held in the blob index; a file of its own
+def test_json_api_falls_back_to_the_metadata_inside_a_wheel(fake_pypi, proxy, payload_size):
+    fake_pypi.fault("/pypi/", "status", status=404, times=None)  # no JSON API upstream
+    wheel = fake_pypi.add_wheel("gamma", "1.0", upload_time="2023-01-01T10:00:00Z", requires_dist=["beta"],
+                                metadata_file=False, payload_size=payload_size)
+    assert (wheel.size < INLINE_LIMIT) == (payload_size == 0)
+    doc = json.loads(proxy.get("/2023-03-01/pypi/gamma/json").body)
+    assert doc["info"]["version"] == "1.0" and doc["info"]["requires_dist"] == ["beta"]
+    assert [r.path for r in fake_pypi.requests_for("/files/")] == [wheel.path]
 
 
 def test_upstream_down_without_history_is_502_and_with_history_is_served(graph, proxy):

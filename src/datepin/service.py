@@ -49,9 +49,11 @@ from datepin.views import is_fixed, view
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
-# Fetch a file into the blob store (with these upstream headers) and return its path.
-# A file, stored first if need be, to read while the block it opens lasts.
-FetchFile = Callable[[DistFile, Registry, Mapping[str, str]], Awaitable[AbstractContextManager[IO[bytes]]]]
+# A file from the blob store, fetched into it first if need be (with these upstream headers),
+# to read while the block it opens lasts.
+FetchFile = Callable[
+    [DistFile, Registry, Mapping[str, str]], Awaitable[AbstractContextManager[IO[bytes]]]
+]
 
 # Fixed views kept in memory, counted in files (about 1 KB each).  Their rendered pages are
 # cached by the addon, so this serves other formats and the JSON API; a view of more than a
