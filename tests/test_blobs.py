@@ -115,7 +115,8 @@ def test_same_blob_twice_keeps_one_copy(tmp_path: Path) -> None:
     put(store, data)
     put(store, data)
     assert store.stats() == BlobStats(1, len(data), 0, 0)
-    assert len(list((tmp_path / "cas").glob("*/*.val"))) == 1
+    assert len(list((tmp_path / "cas").glob("*/*.val"))) == 1 and temp_files(tmp_path) == []
+    assert store.verify() == []
 
 
 def test_blob_files_go_in_directories_made_with_the_store_and_kept(tmp_path: Path) -> None:

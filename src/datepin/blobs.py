@@ -388,10 +388,9 @@ class BlobStore:
     def _adopt(self, path: Path, sha256: str, size: int) -> None:
         """Move a verified temp file into the store (Fill.commit's second half)."""
         with self._write() as db:
-            if sha256 in self._cache:
-                path.unlink()  # already stored (by another process): keep the first copy
-            else:
-                self._cache.add(sha256, _Staged(path, size), retry=True)
+            # Stored already (by another process): diskcache keeps the first copy and deletes
+            # this one, once renamed into cas/.
+            if self._cache.add(sha256, _Staged(path, size), retry=True):
                 self._added += size
             self._record(db, sha256, size)
 
