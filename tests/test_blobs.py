@@ -251,8 +251,9 @@ def test_verify_moves_a_corrupt_blob_held_in_the_index_to_quarantine(tmp_path: P
     data = os.urandom(1000)
     store.put(sha(data), data)
     rotten = bytes([data[0] ^ 0xFF]) + data[1:]
-    with sqlite3.connect(tmp_path / "cas" / "cache.db") as db:
-        (changed,) = db.execute("UPDATE Cache SET value = ? WHERE key = ? RETURNING 1", (rotten, sha(data)))
+    with sqlite3.connect(tmp_path / "cas" / "cache.db") as db:  # bit rot inside the index
+        rows = db.execute("UPDATE Cache SET value = ? WHERE key = ? RETURNING 1", (rotten, sha(data))).fetchall()
+    assert rows == [(1,)]
     (problem,) = store.verify()
     assert (problem.kind, problem.sha256) == ("corrupt", sha(data))
     assert problem.moved_to is not None and problem.moved_to.read_bytes() == rotten
