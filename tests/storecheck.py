@@ -97,8 +97,8 @@ def stored_contents_match(data_dir: Path) -> list[str]:
         rows = db.execute("SELECT key, filename, value FROM Cache").fetchall()
     for key, filename, value in rows:
         if filename is None:
-            if hashlib.sha256(value).hexdigest() != key:
-                problems.append(f"{key}: content held in the index hashes to {hashlib.sha256(value).hexdigest()}")
+            if (digest := hashlib.sha256(value).hexdigest()) != key:
+                problems.append(f"{key}: content held in the index hashes to {digest}")
             continue
         path = data_dir / "blobs" / "cas" / filename
         if not path.exists():

@@ -36,6 +36,10 @@ def put(store: BlobStore, data: bytes) -> str:
     return fill.commit()
 
 
+def blob_files(directory: Path) -> list[Path]:
+    return sorted((directory / "cas").glob("*/*.val"))
+
+
 def temp_files(directory: Path) -> list[str]:
     return sorted(p.name for p in (directory / "tmp").iterdir())
 
@@ -115,7 +119,7 @@ def test_same_blob_twice_keeps_one_copy(tmp_path: Path) -> None:
     put(store, data)
     put(store, data)
     assert store.stats() == BlobStats(1, len(data), 0, 0)
-    assert len(list((tmp_path / "cas").glob("*/*.val"))) == 1 and temp_files(tmp_path) == []
+    assert len(blob_files(tmp_path)) == 1 and temp_files(tmp_path) == []
     assert store.verify() == []
 
 
@@ -219,10 +223,6 @@ def test_put_stores_a_whole_file_once_and_refuses_a_wrong_one(tmp_path: Path) ->
     assert handle is not None
     with handle:
         assert handle.file.read() == data
-
-
-def blob_files(directory: Path) -> list[Path]:
-    return sorted((directory / "cas").glob("*/*.val"))
 
 
 def test_a_small_file_put_whole_is_held_in_the_index_a_bigger_one_gets_a_file(tmp_path: Path) -> None:
@@ -370,7 +370,7 @@ def test_crash_between_rename_and_index_leaves_nothing_visible(tmp_path: Path) -
     )
     store = BlobStore(tmp_path, size_limit=1 << 30)
     assert not store.has(sha(data)) and store.stats().count == 0
-    (orphan,) = (tmp_path / "cas").glob("*/*.val")
+    (orphan,) = blob_files(tmp_path)
     old = time.time() - 2 * 3600
     os.utime(orphan, (old, old))
     (problem,) = store.verify()
