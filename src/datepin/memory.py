@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import gc
 import logging
 import platform
 
@@ -35,6 +36,20 @@ def tune_malloc() -> None:
     for option, value in ((_M_ARENA_MAX, 1), (_M_MMAP_THRESHOLD, MMAP_THRESHOLD)):
         if not libc.mallopt(option, value):
             log.debug("mallopt(%d, %d) was refused", option, value)
+
+
+def freeze_startup_heap() -> None:
+    """Keep the objects made while starting (modules, mitmproxy's and aiohttp's tables) out
+    of every later garbage collection.
+
+    A full collection walks every tracked object while the event loop stands still.  In a
+    fresh `datepin serve` the first one came as its first cold install ended and took
+    55-75 ms, almost all of it spent on what starting up had made; with those frozen here
+    (after one collection, so that no garbage is kept for good), 9-11 ms.  Call once, when
+    everything is set up and before any client is served.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def give_back() -> None:

@@ -34,6 +34,7 @@ from datepin.history import HistoryStore, file_key
 from datepin.model import DistFile
 from datepin.connections import hand_over_origin_form, read_in_bigger_pieces
 from datepin.front import PathFront
+from datepin.memory import freeze_startup_heap
 from datepin.service import Index, RescueError
 from datepin.snapshotter import keep_snapshotting
 from datepin.upstream import Upstream, ca_file
@@ -289,6 +290,7 @@ async def run(
 
         announcer = asyncio.create_task(announce())
         snapshots = asyncio.create_task(keep_snapshotting(rt.index), name="snapshots")
+        freeze_startup_heap()
         try:
             await master.run()
         finally:
