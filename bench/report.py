@@ -147,11 +147,32 @@ def rows(results: Mapping[str, Any]) -> list[Row]:
                     Row("e2e", f"{client} install, cold, against {KEEPING}", r["cold_s"], r["keeping_s"],
                         "s", None, paired.get("cold/keeping")),
                 ]
+            out += _phase_rows(client, r)
             out += _cpu_rows(client, r)
     if snap := results.get("snapshot"):
         out.append(Row("snapshot", f"unchanged, via {snap['via']} ({snap['projects']} projects)",
                        snap["projects_per_s"], snap["static_pages_per_s"], "proj/s"))
     return out
+
+
+def _phase_rows(client: str, r: Mapping[str, Any]) -> list[Row]:
+    """Where a cold install's time goes, from the phases the client reports (uv only):
+    resolving (every page and `.metadata` file) and preparing (downloading and unpacking
+    the wheels), cold datepin against direct and against the relay keeping files."""
+    phases = r.get("phases_s", {})
+    cold, direct, keeping = phases.get("cold", {}), phases.get("direct", {}), phases.get("keeping", {})
+    rows = []
+    for name, what in (("resolve", "pages, .metadata"), ("prepare", "wheels")):
+        if name not in cold:
+            continue
+        ms = 1000 * cold[name]
+        rows += [
+            Row("e2e", f"{client} install, cold: {name} ({what})", ms,
+                1000 * direct[name] if name in direct else None, "ms"),
+            Row("e2e", f"{client} install, cold: {name}, against {KEEPING}", ms,
+                1000 * keeping[name] if name in keeping else None, "ms"),
+        ]
+    return rows
 
 
 def _cpu_rows(client: str, r: Mapping[str, Any]) -> list[Row]:

@@ -10,6 +10,7 @@ import asyncio
 import itertools
 import json
 import os
+import re
 import resource
 import shutil
 import statistics
@@ -267,11 +268,27 @@ def files(
 
 @dataclass(frozen=True)
 class Install:
-    """One timed install: its wall time, and the CPU time used while it ran by the client
-    (with its children) and by each watched process."""
+    """One timed install: its wall time, the CPU time used while it ran by the client (with
+    its children) and by each watched process, and for uv the time of each of its phases as
+    it reports them (seconds): `resolve` (every page and `.metadata` file it asks for),
+    `prepare` (downloading and unpacking the wheels), `install` (into the venv)."""
 
     seconds: float
     cpu: dict[str, float | None]
+    phases: dict[str, float]
+
+
+# What uv prints after each phase, unless told to be quiet: "Resolved 40 packages in 92ms".
+_UV_PHASE = re.compile(r"^(Resolved|Prepared|Installed) \d+ packages? in ([\d.]+)(ms|s)$", re.MULTILINE)
+_PHASE_NAMES = {"Resolved": "resolve", "Prepared": "prepare", "Installed": "install"}
+
+
+def uv_phases(output: str) -> dict[str, float]:
+    """uv's phase times (seconds) from what `uv pip install` printed."""
+    return {
+        _PHASE_NAMES[verb]: float(amount) / (1000 if unit == "ms" else 1)
+        for verb, amount, unit in _UV_PHASE.findall(output)
+    }
 
 
 def _install(client: str, index: str, packages: list[str], venv: Path, watch: Mapping[str, int]) -> Install:
@@ -280,7 +297,8 @@ def _install(client: str, index: str, packages: list[str], venv: Path, watch: Ma
     environment is left for the caller to delete once nothing is timed."""
     if client == "uv":
         run_client([uv_bin(), "venv", "-q", "--python", sys.executable, str(venv)])
-        cmd = [uv_bin(), "pip", "install", "-q", "--python", str(venv_python(venv)),
+        # Not quiet: the lines it prints give each phase's time (`uv_phases`).
+        cmd = [uv_bin(), "pip", "install", "--python", str(venv_python(venv)),
                "--index-url", index, *packages]
     else:
         make_venv(venv)
@@ -292,7 +310,7 @@ def _install(client: str, index: str, packages: list[str], venv: Path, watch: Ma
     before = {name: cpu_seconds(pid) for name, pid in watch.items()}
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    run_client(cmd, timeout=600)
+    done = run_client(cmd, timeout=600)
     elapsed = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu: dict[str, float | None] = {
@@ -304,7 +322,7 @@ def _install(client: str, index: str, packages: list[str], venv: Path, watch: Ma
     installed = list(venv.glob("lib/python*/site-packages/*.dist-info"))
     if len(installed) != len(packages):
         raise RuntimeError(f"{client} installed {len(installed)} of {len(packages)} projects")
-    return Install(elapsed, cpu)
+    return Install(elapsed, cpu, uv_phases(done.stderr) if client == "uv" else {})
 
 
 Runs = dict[str, dict[str, list[Install]]]  # client -> mode -> one Install per repetition
@@ -403,6 +421,7 @@ def end_to_end(
                 for a, b in pairs
             },
             "cpu_s": {mode: _median_cpu(installs) for mode, installs in modes.items()},
+            "phases_s": {mode: _median_phases(installs) for mode, installs in modes.items()},
             "cores_busy": {mode: _cores_busy(installs) for mode, installs in modes.items()},
         }
         log(f"{client}: direct {med['direct']:.2f} s, mitmproxy alone {med['relay']:.2f} s, "
@@ -418,6 +437,16 @@ def _median_cpu(installs: list[Install]) -> dict[str, float | None]:
         values = [v for i in installs if (v := i.cpu.get(name)) is not None]
         out[name] = round(statistics.median(values), 3) if len(values) == len(installs) else None
     return out
+
+
+def _median_phases(installs: list[Install]) -> dict[str, float]:
+    """Median seconds of each phase every install reported (uv; none for pip, nor if uv
+    changes what it prints)."""
+    return {
+        name: round(statistics.median(i.phases[name] for i in installs), 4)
+        for name in _PHASE_NAMES.values()
+        if all(name in i.phases for i in installs)
+    }
 
 
 def _cores_busy(installs: list[Install]) -> float | None:

@@ -30,5 +30,10 @@ def test_bench_quick_runs_every_measurement(tmp_path: Path) -> None:
     # The CPU a cold datepin spends on an install is read from its own process.
     cold_cpu = results["e2e"]["uv"]["cpu_s"]["cold"]
     assert cold_cpu["proxy"] > 0 and cold_cpu["client"] > 0 and "upstream" in cold_cpu
+    # uv's own account of its phases, read from what it prints, for every mode.
+    for mode, phases in results["e2e"]["uv"]["phases_s"].items():
+        assert phases.keys() == {"resolve", "prepare", "install"}, mode
+        assert all(seconds > 0 for seconds in phases.values()), mode
+    assert "uv install, cold: resolve, against relay keeping files" in figures
     assert "p50, c=1" in proc.stdout  # the table was printed
     assert not (tmp_path / "work").exists()  # data dirs and venvs cleaned up
