@@ -291,6 +291,31 @@ def uv_phases(output: str) -> dict[str, float]:
     }
 
 
+def drop_cached(root: Path) -> None:
+    """Write back what is under `root` and drop it from the page cache; the files stay.
+
+    On this VM (KVM, free pages handed back to the host) a page the page cache takes from
+    free memory costs about ten times more to write the first time than one freed a moment
+    ago: writing 500 MB went from 0.11 s to 1.0-1.5 s once the page cache had grown by 1 GB,
+    and stayed at 0.10-0.16 s when each step's file was dropped from the cache after it.
+    The e2e stage keeps everything it writes (see `end_to_end`), so without this each
+    install wrote into colder memory than the one before it, and the modes that write the
+    most (a cold datepin's blobs) paid the most."""
+    os.sync()
+    if not hasattr(os, "posix_fadvise"):
+        return
+    for directory, _, names in os.walk(root):
+        for name in names:
+            try:
+                fd = os.open(os.path.join(directory, name), os.O_RDONLY | os.O_NOFOLLOW)
+            except OSError:  # a symbolic link, or gone meanwhile
+                continue
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+
+
 def _install(client: str, index: str, packages: list[str], venv: Path, watch: Mapping[str, int]) -> Install:
     """A fresh environment at `venv` (a path not used before), then one timed install with no
     client cache, watching the CPU time of the processes in `watch` (name -> pid).  The
@@ -322,6 +347,7 @@ def _install(client: str, index: str, packages: list[str], venv: Path, watch: Ma
     installed = list(venv.glob("lib/python*/site-packages/*.dist-info"))
     if len(installed) != len(packages):
         raise RuntimeError(f"{client} installed {len(installed)} of {len(packages)} projects")
+    drop_cached(venv)
     return Install(elapsed, cpu, uv_phases(done.stderr) if client == "uv" else {})
 
 
@@ -357,6 +383,7 @@ def _end_to_end_runs(
                         assert keeping.process is not None
                         runs[client][mode].append(
                             install(client, f"{keeping.url}/simple/", watched(keeping.process.pid)))
+                    drop_cached(made / f"kept-{client}-{rep}")
                     continue
                 if mode != "cold":
                     url, pid = servers[mode]
@@ -368,6 +395,7 @@ def _end_to_end_runs(
                     cold.phase("e2e: cold installs (fresh datepin)")
                     runs[client]["cold"].append(
                         install(client, cold.index(PIN), watched(cold.proxy.process.pid)))
+                drop_cached(cold.data_dir)
                 merge_peaks(dp, cold)
     return runs
 
@@ -384,7 +412,8 @@ def end_to_end(
     # install creates cost more after a delete: with the last environment (300 files) and
     # cold data dir deleted before each run, uv direct went 0.32 -> 0.72 s over eight runs and
     # cold/direct read 1.33x; with nothing deleted, direct stayed at 0.26-0.32 s and
-    # cold/direct read 1.49x (8 interleaved pairs each).
+    # cold/direct read 1.49x (8 interleaved pairs each).  What each install wrote is dropped
+    # from the page cache after it instead (`drop_cached`), so that it does not pile up.
     made = work / "e2e"
     count = itertools.count()
 
