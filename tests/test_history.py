@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from packaging.utils import canonicalize_name
 
 from datepin.config import Config
-from datepin.history import CHECKPOINT_EVERY, SCHEMA_VERSION, HistoryBusy, HistoryStore, url_tail
+from datepin.history import CHECKPOINT_EVERY, SCHEMA_VERSION, HistoryBusy, HistoryStore, first_history, url_tail
 from datepin.model import DistFile, ProjectPage
 from datepin.pins import Pin
 from datepin.rewrite.render import render_html, render_json
@@ -157,6 +157,45 @@ def test_unchanged_observations_cost_little(tmp_path: Path) -> None:
     store._db().execute("PRAGMA wal_checkpoint(TRUNCATE)")
     after = (tmp_path / "h.sqlite3").stat().st_size
     assert (after - before) / 100 < 1024  # bytes per unchanged day
+
+
+_TEXT = st.text("aZé_ü-.1/", max_size=10)
+_FILES = st.lists(
+    st.builds(
+        DistFile,
+        filename=st.text("aZé_ü-.1", min_size=1, max_size=10),
+        url=_TEXT,
+        hashes=st.dictionaries(st.sampled_from(["sha256", "md5", "blake2b_256"]), st.text("0123456789abcdef", max_size=8)),
+        requires_python=st.none() | _TEXT,
+        core_metadata=st.none() | st.dictionaries(st.sampled_from(["sha256", "md5"]), st.text("0123456789abcdef", max_size=8)),
+        yanked=st.none() | _TEXT,
+        upload_time=st.none() | st.datetimes(datetime(1990, 1, 1), datetime(2100, 1, 1), timezones=st.just(UTC)),
+        upload_time_raw=st.none() | _TEXT,
+        size=st.none() | st.integers(0, 2**40),
+    ),
+    max_size=8,  # file names may repeat: the last one listed counts, as in `record`
+)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    files=_FILES,
+    status=st.none() | st.sampled_from(["archived", "quarantined"]),
+    reason=st.none() | _TEXT,
+    found=st.booleans(),
+)
+def test_a_first_observation_is_its_history_without_reading_it_back(  # type: ignore[no-untyped-def]
+    tmp_path_factory, files, status, reason, found
+) -> None:
+    """A cold page's view is computed from `first_history`: it must be what `load` reads."""
+    store = HistoryStore(tmp_path_factory.mktemp("h") / "h.sqlite3")
+    store.track("pypi", "demo")  # known as a project, never observed: still a first observation
+    observed = ProjectPage(name="demo", files=tuple(files), status=status, status_reason=reason) if found else None  # type: ignore[arg-type]
+    _, change = store.record("pypi", "Demo", observed, T0)
+    assert change.first
+    assert first_history("pypi", change, observed) == store.load("pypi", "demo")
+    _, again = store.record("pypi", "demo", observed, T0 + timedelta(hours=1))
+    assert not again.first
 
 
 # -- determinism through the real store ------------------------------------------------------

@@ -169,6 +169,31 @@ def decode_file(text: str, strings: dict[str, str] | None = None) -> DistFile:
     )
 
 
+def first_history(registry: str, change: Change, page: ProjectPage | None) -> ProjectHistory:
+    """What `HistoryStore.load` reads back right after `record` made `page` a project's first
+    observation (`change.first`), without reading it: a cold page's answer waits for it."""
+    assert change.first
+    at = change.at
+    return ProjectHistory(
+        registry=registry,
+        name=change.project,
+        observations=(at,),
+        # As `load` orders them: SQLite compares file names' UTF-8 bytes, which sort as
+        # their code points do.
+        files=tuple(FileHistory(f.filename, (FileState(at, f),)) for f in sorted(change.added, key=_filename)),
+        status_changes=(
+            ((at, page.status, page.status_reason),)
+            if page is not None and (page.status, page.status_reason) != (None, None)
+            else ()
+        ),
+        not_found=() if page is not None else (at,),
+    )
+
+
+def _filename(file: DistFile) -> str:
+    return file.filename
+
+
 # Commits made without waiting (`HistoryStore.record(wait=False)`) before a checkpoint is
 # due: a small page's record writes a few pages, SQLite checkpoints by itself every 1,000.
 CHECKPOINT_EVERY = 200
@@ -185,6 +210,7 @@ class Change:
     gone: tuple[DistFile, ...] = ()
     changed: tuple[DistFile, ...] = ()  # attributes or yank state changed
     removed: bool = False  # upstream answered 404 for a project it had before
+    first: bool = False  # the project's first observation: its history is this one alone
 
     @property
     def is_change(self) -> bool:
@@ -400,6 +426,7 @@ class HistoryStore:
             tuple(gone),
             tuple(changed),
             removed=page is None and bool(had_before),
+            first=last is None,
         )
 
     def set_sha256(self, registry: str, key: str, filename: str, sha256: str) -> None:

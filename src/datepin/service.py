@@ -23,7 +23,14 @@ from packaging.utils import NormalizedName
 
 from datepin.auth import AccessGate, UpstreamAuth
 from datepin.config import Config, Registry
-from datepin.history import Change, HistoryBusy, HistoryStore, HistoryWriteError, file_key
+from datepin.history import (
+    Change,
+    HistoryBusy,
+    HistoryStore,
+    HistoryWriteError,
+    file_key,
+    first_history,
+)
 from datepin.model import DistFile, ProjectHistory, ProjectPage, View
 from datepin.pins import Pin
 from datepin.rewrite.filenames import version_of
@@ -253,7 +260,11 @@ class Index:
 
         def fold(*, wait: bool = True) -> Observed:
             _, change = self.history.record(registry.name, name, page, at, wait=wait)
-            return change, self.history.load(registry.name, name) if load else None
+            if not load:
+                return change, None
+            if change.first:  # nothing else to read back
+                return change, first_history(registry.name, change, page)
+            return change, self.history.load(registry.name, name)
 
         try:
             observed = None
