@@ -34,7 +34,7 @@ def test_pages_of_every_size_gzip_to_their_bytes() -> None:
     """Around each threshold: a small page is compressed whole with a window of its size, a
     bigger one as its chunks come; either way the same bytes come out of gzip."""
     text = b"".join(b'{"filename":"f-%d.whl","hash":"%s"},' % (i, os.urandom(8).hex().encode()) for i in range(9000))
-    for size in (GZIP_MIN + 1, 513, 1000, 4096, 4097, SMALL_PAGE - 1, SMALL_PAGE, SMALL_PAGE + 1, KEEP_PLAIN + 1):
+    for size in (GZIP_MIN + 1, 600, 1000, 4096, 4097, SMALL_PAGE - 1, SMALL_PAGE, SMALL_PAGE + 1, KEEP_PLAIN + 1):
         data = text[:size]
         for chunk in (1000, SMALL_PAGE + 10):
             page = build_page(chunks(data, chunk), "application/json")
