@@ -16,7 +16,6 @@ from dataclasses import dataclass
 GZIP_MIN = 512  # bodies up to this size are sent as they are
 KEEP_PLAIN = 256 * 1024  # identity bytes are kept up to this size; bigger: gunzipped on demand
 _GZIP_LEVEL = 1  # as mitmproxy compresses: a 10 MB page in 0.15 s, not 0.25 s for 10% less
-SMALL_PAGE = 1 << 15  # compressed whole, with a window of its own size
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,44 +43,27 @@ class Page:
 
 def build_page(chunks: Iterable[bytes], content_type: str, kind: str | None = None) -> Page:
     digest = hashlib.sha256()
+    gzip = zlib.compressobj(_GZIP_LEVEL, zlib.DEFLATED, 31)  # wbits 31: a gzip stream
     parts: list[bytes] | None = []
     compressed: list[bytes] = []
-    gzip = None  # made once the page outgrows SMALL_PAGE: until then its parts wait in `parts`
     size = 0
     for chunk in chunks:
         digest.update(chunk)
+        compressed.append(gzip.compress(chunk))
         size += len(chunk)
-        if gzip is not None:
-            compressed.append(gzip.compress(chunk))
         if parts is not None:
             parts.append(chunk)
-            if gzip is None and size > SMALL_PAGE:
-                gzip = _compressor(zlib.MAX_WBITS, 8)
-                compressed.extend(gzip.compress(part) for part in parts)
             if size > KEEP_PLAIN:
                 parts = None
-    plain = b"".join(parts) if parts is not None else None
-    if gzip is not None:
-        compressed.append(gzip.flush())
-    elif plain is not None and size > GZIP_MIN:
-        # A window no bigger than the page finds every match a 32 KiB one would.  And the
-        # 260 KB of zlib state a 32 KiB window takes, freed at the top of the heap, is given
-        # back to the system and faulted in again for the next page (memory.tune_malloc's
-        # settings): a 3-file page took 78-91 us here, 15-22 with its own small window.
-        small = _compressor(max(9, (size - 1).bit_length()), 6)
-        compressed = [small.compress(plain), small.flush()]
+    compressed.append(gzip.flush())
     return Page(
         content_type=content_type,
         digest=digest.hexdigest()[:32],
         size=size,
-        plain=plain,
+        plain=b"".join(parts) if parts is not None else None,
         gzipped=b"".join(compressed) if size > GZIP_MIN else None,
         kind=kind,
     )
-
-
-def _compressor(window_bits: int, mem_level: int) -> zlib._Compress:
-    return zlib.compressobj(_GZIP_LEVEL, zlib.DEFLATED, 16 + window_bits, mem_level)  # 16+: gzip
 
 
 class PageCache:
