@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import os
 import re
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from datepin import fileserver
 from datepin.blobs import INLINE_LIMIT, BlobStore
 from datepin.fileserver import (
     CACHE_CONTROL,
@@ -496,6 +498,69 @@ def test_concurrent_cold_requests_make_one_upstream_get_and_all_stream(tmp_path:
             assert all(sha(b) == sha(data) for b in bodies)
             assert env.upstream.count("GET", "big.whl") == 1
             assert env.server.counters["fills"] == 1
+
+    run(body)
+
+
+def _record_sends(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """(asked, sent) of every sendfile(2) a download's client gets without waiting."""
+    calls: list[tuple[int, int]] = []
+    send_now = fileserver._send_now
+
+    def recorded(sock_fd: int, file_fd: int, offset: int, count: int) -> int:
+        sent = send_now(sock_fd, file_fd, offset, count)
+        calls.append((count, sent))
+        return sent
+
+    monkeypatch.setattr(fileserver, "_send_now", recorded)
+    return calls
+
+
+def test_a_cold_download_goes_to_its_client_as_the_socket_takes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What has arrived is sent at once, not by asyncio's sendfile (two turns of the loop at
+    least); the counters see it as any other byte served."""
+    data = os.urandom(3 * MIB + 5)
+    calls = _record_sends(monkeypatch)
+
+    async def body() -> None:
+        async with environment(tmp_path) as env:
+            env.upstream.files["a.whl"] = Behaviour(data)
+            result = await env.fetch(env.target("a.whl"))
+            assert (result.status, result.body) == (200, data)
+            assert calls and sum(sent for _, sent in calls) > 0
+            assert env.server.counters["bytes_served"] == len(data)
+
+    run(body)
+
+
+def test_a_slow_reader_gets_the_rest_once_its_socket_has_room(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that does not read fills its socket: the send made at once takes only part
+    (or nothing), and the rest follows as the client reads, every byte in order."""
+    data = os.urandom(24 * MIB + 7)
+    calls = _record_sends(monkeypatch)
+
+    async def body() -> None:
+        async with environment(tmp_path) as env:
+            env.upstream.files["slow.whl"] = Behaviour(data)
+            url = env.url(env.target("slow.whl"))
+            path = url.split(str(env.server.port), 1)[1]
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+            sock.connect(("127.0.0.1", env.server.port))
+            reader, writer = await asyncio.open_connection(sock=sock)
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+            await asyncio.sleep(0.5)  # reads nothing meanwhile
+            raw = await reader.read()
+            writer.close()
+            head, _, got = raw.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200") and sha(got) == sha(data)
+            assert any(sent < count for count, sent in calls)
+            await env.server.wait_idle()
+            assert env.server.counters["bytes_served"] == len(data)
 
     run(body)
 
