@@ -195,7 +195,7 @@ async def _read_up_to(content: aiohttp.StreamReader, limit: int) -> bytes:
     return b"".join(parts)
 
 
-def _plain_socket(transport: asyncio.BaseTransport) -> int | None:
+def _plain_socket_fd(transport: asyncio.BaseTransport) -> int | None:
     """The file descriptor of the transport's socket, if bytes written to it go straight to
     the client: no TLS, and nothing the transport still holds to send first."""
     if not isinstance(transport, asyncio.WriteTransport) or transport.get_write_buffer_size():
@@ -628,8 +628,8 @@ class FileServer:
         transport = request.transport
         if transport is None:
             raise ConnectionResetError("client gone")
-        if raw and cached and (sock := _plain_socket(transport)) is not None:
-            sent = _send_now(sock, file.fileno(), start, count)
+        if raw and cached and (sock_fd := _plain_socket_fd(transport)) is not None:
+            sent = _send_now(sock_fd, file.fileno(), start, count)
             self._counters["bytes_served"] += sent
             start, count = start + sent, count - sent
             if not count:
