@@ -180,7 +180,10 @@ def first_history(registry: str, change: Change, page: ProjectPage | None) -> Pr
         observations=(at,),
         # As `load` orders them: SQLite compares file names' UTF-8 bytes, which sort as
         # their code points do.
-        files=tuple(FileHistory(f.filename, (FileState(at, f),)) for f in sorted(change.added, key=_filename)),
+        files=tuple(
+            FileHistory(f.filename, (FileState(at, f),))
+            for f in sorted(change.added, key=lambda f: f.filename)
+        ),
         status_changes=(
             ((at, page.status, page.status_reason),)
             if page is not None and (page.status, page.status_reason) != (None, None)
@@ -188,10 +191,6 @@ def first_history(registry: str, change: Change, page: ProjectPage | None) -> Pr
         ),
         not_found=() if page is not None else (at,),
     )
-
-
-def _filename(file: DistFile) -> str:
-    return file.filename
 
 
 # Commits made without waiting (`HistoryStore.record(wait=False)`) before a checkpoint is
