@@ -42,7 +42,10 @@ def test_registry_config_keys_and_defaults() -> None:
         ({"auth": "static"}, "auth_env"),
         ({"auth": "passthrough", "auth_env": "X"}, "only read with auth"),
         ({"auth": "basic"}, "not none, static or passthrough"),
-        ({"grace": "soon"}, "grace"),
+        ({"auth": "passthrough", "grace": "soon"}, "grace"),
+        # Read only for passthrough, as auth_env only for static: refused, not silently ignored.
+        ({"access_ttl": "2m"}, 'access_ttl: only read with auth = "passthrough"'),
+        ({"auth": "static", "auth_env": "X", "grace": "0s"}, 'grace: only read with auth = "passthrough"'),
     ],
 )
 def test_bad_registry_config_names_the_key(entry: dict[str, object], message: str) -> None:

@@ -4,7 +4,7 @@ that reads it returns a value or raises its own ValueError subclass, never anyth
 Routes: every Reject is a 4xx; a redirect stays on the proxy and lands on a route that does not
 redirect again; a file route names a hex key and a plain file name.  Pins: accepted ones are
 aware, UTC, not in the future.  Config: what parse() accepts can run (finite positive timeouts,
-bindable listen host, valid project names).
+bindable listen host, valid project names of declared registries).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from packaging.utils import canonicalize_name
 
 from datepin import routes
-from datepin.config import Config, ConfigError, load, parse
+from datepin.config import Config, ConfigError, load, parse, parse_project
 from datepin.fileserver import ByteRange, RangeNotSatisfiable, parse_range
 from datepin.pins import PinError, format_time, parse_pin
 from datepin.rewrite.negotiate import choose_format
@@ -173,7 +173,8 @@ toml_scalar = st.one_of(
     st.sampled_from(["10s", "0s", "-5s", "1e9s", "nan", "inf", "10x", "50GB", "-1GB", "1.5KiB",
                      "127.0.0.1:8080", "0.0.0.0:0", "[::1]:80", ":80", "host:99999", "a b:80",
                      "evil\x00host:80", "live", "2023-11-18", "2999-01-01",
-                     "https://pypi.test/simple/", "ftp://x/", "http://[::1", "http://h:99999/"]),
+                     "https://pypi.test/simple/", "ftp://x/", "http://[::1", "http://h:99999/",
+                     "private:alpha", "pypi:alpha", "private:../x", "nope:alpha", ":alpha"]),
     st.integers(-(2**65), 2**65),
     st.floats(allow_nan=True, allow_infinity=True),
     st.booleans(),
@@ -198,7 +199,8 @@ table = st.sampled_from(sorted(KNOWN_KEYS)).flatmap(
     )
 )
 registry_entry = st.dictionaries(
-    st.sampled_from(["name", "url", "json_url", "intercept", "auth", "auth_env", "extra"]),
+    st.sampled_from(["name", "url", "json_url", "intercept", "auth", "auth_env", "access_ttl", "grace",
+                     "extra"]),
     st.one_of(toml_value, st.sampled_from(["private", "https://r.test/simple/", "static", "passthrough"])),
     max_size=6,
 )
@@ -220,6 +222,10 @@ config_doc = st.builds(
 @example({"server": {"max_page_size": 0}})
 @example({"snapshot": {"interval": "0s"}})
 @example({"snapshot": {"track": ["../../admin"]}})
+@example({"snapshot": {"track": ["private:alpha"]}, "registry": [{"name": "private", "url": "https://r.test/"}]})
+@example({"snapshot": {"track": ["private:../x"]}, "registry": [{"name": "private", "url": "https://r.test/"}]})
+@example({"snapshot": {"track": ["nope:alpha"]}})
+@example({"registry": [{"name": "private", "url": "https://r.test/simple/", "grace": "10m"}]})
 @example({"server": {"listen": "evil\x00host:80"}})
 @example({"server": {"listen": "a b:80"}})
 def test_config_parse_accepts_only_runnable_configs(doc: dict[str, Any]) -> None:
@@ -229,13 +235,76 @@ def test_config_parse_accepts_only_runnable_configs(doc: dict[str, Any]) -> None
         assert str(e).startswith("proxy.toml: ")
         return
     assert isinstance(config, Config)
-    for value in (config.upstream_timeout, config.snapshot_interval):
-        assert math.isfinite(value) and value > 0, config
-    assert math.isfinite(config.live_ttl) and config.live_ttl >= 0
+    assert math.isfinite(config.upstream_timeout) and config.upstream_timeout > 0, config
+    for value in (config.live_ttl, config.snapshot_interval):  # snapshot_interval 0: never
+        assert math.isfinite(value) and value >= 0, config
     assert config.size_limit >= 0 and config.max_page_size > 0
-    assert all(routes._NAME.match(name) for name in config.track), config.track
+    assert config.snapshot_concurrency >= 1
+    for text in config.track:  # `name` or `registry:name`; the name becomes a URL path
+        registry_name, _, name = text.rpartition(":")
+        assert routes._NAME.match(name), config.track
+        registry = config.registry(registry_name or "pypi")
+        assert registry is not None and registry.auth != "passthrough", config.track
+    for registry in config.registries:
+        if registry.auth != "passthrough":
+            assert (registry.access_ttl, registry.grace) == (300.0, 0.0), registry
     assert config.listen_host and all(c not in config.listen_host for c in " \x00/")
     assert 0 <= config.listen_port <= 65535
+
+
+CORP = {"name": "corp", "url": "https://corp.test/simple/"}
+
+
+@pytest.mark.parametrize("interval", ["0", "0s", 0, 0.0])
+def test_snapshot_interval_zero_is_accepted_as_off(interval: object) -> None:
+    assert parse({"snapshot": {"interval": interval}}).snapshot_interval == 0
+
+
+@pytest.mark.parametrize("interval", [-1, "-1s", math.nan, math.inf, "soon"])
+def test_snapshot_interval_negative_or_not_finite_is_refused(interval: object) -> None:
+    with pytest.raises(ConfigError, match=r"\[snapshot\] interval: .* is not a duration"):
+        parse({"snapshot": {"interval": interval}})
+
+
+@pytest.mark.parametrize("registry_first", [True, False])
+def test_snapshot_track_takes_projects_of_declared_registries(registry_first: bool) -> None:
+    snapshot = {"snapshot": {"track": ["corp:corp", "alpha", "pypi:Beta"]}}
+    registry = {"registry": [CORP]}
+    doc = {**registry, **snapshot} if registry_first else {**snapshot, **registry}
+    config = parse(doc)
+    assert config.track == ("corp:corp", "alpha", "pypi:Beta")
+    [corp] = config.registries
+    assert [parse_project(text, config) for text in config.track] == [
+        (corp, "corp"), (config.pypi, "alpha"), (config.pypi, "beta"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("track", "message"),
+    [
+        ("elsewhere:alpha",
+         "[snapshot] track: 'elsewhere:alpha': no registry named 'elsewhere' (known: pypi, corp, private)"),
+        (":alpha", "[snapshot] track: ':alpha': no registry named ''"),
+        ("corp:../x", "[snapshot] track: 'corp:../x': '../x' is not a valid project name"),
+        ("../../admin", "[snapshot] track: '../../admin': '../../admin' is not a valid project name"),
+        ("corp:a:b", "[snapshot] track: 'corp:a:b': no registry named 'corp:a'"),
+        ("private:alpha", "[snapshot] track: 'private:alpha': private uses auth = \"passthrough\""),
+    ],
+)
+def test_snapshot_track_refuses_what_cannot_be_observed(track: str, message: str) -> None:
+    private = {"name": "private", "url": "https://private.test/simple/", "auth": "passthrough"}
+    with pytest.raises(ConfigError) as e:
+        parse({"snapshot": {"track": ["alpha", track]}, "registry": [CORP, private]}, source="proxy.toml")
+    assert str(e.value).startswith("proxy.toml: " + message), str(e.value)
+
+
+@pytest.mark.parametrize("concurrency", [0, -1, "8", 1.5, True])
+def test_snapshot_concurrency_must_be_a_positive_integer(concurrency: object) -> None:
+    with pytest.raises(ConfigError) as e:
+        parse({"snapshot": {"concurrency": concurrency}}, source="proxy.toml")
+    assert str(e.value) == (
+        f"proxy.toml: [snapshot] concurrency: expected an integer >= 1, got {concurrency!r}"
+    )
 
 
 @settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -274,6 +343,7 @@ def test_the_documented_example_config_is_the_defaults() -> None:
         (b'[server]\nupstream_timeout = "-5s"\n', "upstream_timeout"),
         (b'[server]\nlisten = "no such host:80"\n', "listen"),
         (b'[server]\ndata_dir = "/tmp/x\\u0000y"\n', "data"),
+        (b"[snapshot]\nconcurrency = 0\n", "[snapshot] concurrency: expected an integer >= 1, got 0\n"),
     ],
 )
 def test_serve_with_a_bad_config_exits_with_one_clear_line(tmp_path: Path, content: bytes, message: str) -> None:

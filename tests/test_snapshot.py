@@ -31,14 +31,14 @@ from hypothesis import strategies as st
 from clients import pip_install, pip_resolve
 from datepin.blobs import BlobStore
 from datepin.cli import main
-from datepin.config import Config, Registry
+from datepin.config import Config, Registry, parse
 from datepin.history import HistoryStore
 from datepin.model import View
 from datepin.pins import Pin, format_time
 from datepin.rewrite.render import render_html, render_json
 from datepin.server import runtime
 from datepin.service import Index, NotObserved
-from datepin.snapshotter import first_delay, tracked
+from datepin.snapshotter import first_delay, keep_snapshotting, tracked
 from datepin.views import is_fixed
 from fakepypi import FakePyPI, add_alpha_beta
 from proxyproc import Proxy, fetch, write_config
@@ -226,6 +226,52 @@ def test_serve_snapshots_in_the_background_and_stops_cleanly(graph, tmp_path):
     log = "".join(p.log)
     assert "Traceback" not in log and "was destroyed" not in log
     assert "snapshot: observed 1" in log
+
+
+def test_serve_snapshots_tracked_projects_of_an_extra_registry(graph, tmp_path):
+    with FakePyPI() as corp:
+        corp.add_wheel("corp", "1.0", upload_time="2023-01-01T00:00:00Z")
+        corp.add_wheel("alpha", "9.0", upload_time="2023-01-01T00:00:00Z")  # not tracked there
+        config = write_config(
+            tmp_path / "proxy.toml",
+            simple_url=graph.simple_url, json_url=graph.json_url, files_url=graph.files_url,
+            upstream_timeout="5s",
+            extra=f'[snapshot]\ninterval = "1h"\ntrack = ["corp:corp", "alpha"]\n\n'
+                  f'[[registry]]\nname = "corp"\nurl = "{corp.simple_url}"\n',
+        )
+        with Proxy(data_dir=tmp_path / "data", config=config) as p:
+            wait_for(lambda: "snapshot: observed" in "".join(p.log), what="the first snapshot")
+        assert corp.requests_for("/simple/corp/") and not corp.requests_for("/simple/alpha/")
+        assert graph.requests_for("/simple/alpha/") and not graph.requests_for("/simple/corp/")
+    assert "snapshot: observed 2, changed 2," in "".join(p.log)
+    history = HistoryStore(tmp_path / "data" / "history.sqlite3")
+    assert history.projects() == [("corp", "corp"), ("pypi", "alpha")]
+
+
+def test_tracked_takes_registry_and_project_from_each_track_entry(tmp_path):
+    config = parse({
+        "snapshot": {"track": ["corp:Corp", "alpha", "pypi:beta"]},
+        "registry": [{"name": "corp", "url": "https://corp.test/simple/"}],
+    })
+    history = HistoryStore(tmp_path / "history.sqlite3")
+    assert [(registry.name, name) for registry, name in tracked(config, history)] == [
+        ("corp", "corp"), ("pypi", "alpha"), ("pypi", "beta"),
+    ]
+
+
+def test_a_snapshot_interval_of_zero_never_snapshots(graph, tmp_path):
+    config = config_for(graph, tmp_path / "data", track=("alpha",),
+                        snapshot_interval=parse({"snapshot": {"interval": "0"}}).snapshot_interval)
+
+    async def main() -> None:
+        async with runtime(config) as rt:
+            # Returns at once; any other interval snapshots at once (there was no last run)
+            # and keeps going until cancelled, so this would time out.
+            await asyncio.wait_for(keep_snapshotting(rt.index), 5)
+            assert await asyncio.to_thread(rt.history.last_snapshot_run) is None
+
+    asyncio.run(main())
+    assert graph.requests_for("/simple/") == []
 
 
 def test_first_snapshot_of_a_server_is_due_an_interval_after_the_last():

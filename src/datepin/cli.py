@@ -16,7 +16,7 @@ import click
 from packaging.utils import NormalizedName
 
 from datepin import __version__
-from datepin.config import Config, ConfigError, Registry, resolve
+from datepin.config import Config, ConfigError, Registry, parse_project, resolve
 
 if TYPE_CHECKING:
     from datepin.snapshotter import Summary
@@ -114,8 +114,6 @@ def quiet_logging(verbose: bool) -> None:
 
 
 def parse_projects(texts: tuple[str, ...], config: Config) -> list[tuple[Registry, NormalizedName]]:
-    from datepin.snapshotter import parse_project
-
     try:
         return [parse_project(text, config) for text in texts]
     except ValueError as e:

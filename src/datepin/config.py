@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from packaging.utils import NormalizedName, canonicalize_name
+
 AuthMode = Literal["none", "static", "passthrough"]
 
 
@@ -141,7 +143,8 @@ def _url(text: object) -> str:
     if "@" in parts.netloc:
         # Credentials in a URL end up in logs and history; keep them in the environment.
         raise ValueError(
-            "must not contain credentials (user:password@); use auth = \"static\" with auth_env"
+            "must not contain credentials (user:password@); an index that needs them is a"
+            " [[registry]] with auth = \"static\" and auth_env"
         )
     return text if text.endswith("/") else text + "/"
 
@@ -159,7 +162,24 @@ def _masked(text: str) -> str:
 
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
-_PROJECT = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)  # PEP 508
+
+
+def parse_project(text: str, config: Config) -> tuple[Registry, NormalizedName]:
+    """`name` (PyPI) or `registry:name` (an extra registry from the config), as `datepin
+    snapshot` and `[snapshot] track` take them.
+
+    Raises ValueError naming what is wrong.  The name must be a PEP 508 project name: it
+    becomes a path of upstream URLs and of the proxy's own routes."""
+    registry_name, sep, name = text.rpartition(":")
+    registry = config.registry(registry_name if sep else "pypi")
+    if registry is None:
+        known = ", ".join(["pypi", *(r.name for r in config.registries)])
+        raise ValueError(f"{text!r}: no registry named {registry_name!r} (known: {known})")
+    try:
+        return registry, canonicalize_name(name, validate=True)
+    except ValueError:
+        raise ValueError(f"{text!r}: {name!r} is not a valid project name") from None
+
 
 _SCHEMA: dict[str, dict[str, str]] = {
     "server": {
@@ -172,10 +192,18 @@ _SCHEMA: dict[str, dict[str, str]] = {
         "refuse_other_hosts": "bool",
     },
     "cache": {"size_limit": "size"},
-    "snapshot": {"interval": "positive duration", "track": "names", "concurrency": "int"},
+    # interval 0 turns the server's snapshots off (README, snapshotter.keep_snapshotting)
+    "snapshot": {"interval": "duration", "track": "names", "concurrency": "count"},
     "pypi": {"simple_url": "url", "json_url": "url", "files_url": "url"},
 }
 _REGISTRY_KEYS = {"name", "url", "json_url", "intercept", "auth", "auth_env", "access_ttl", "grace"}
+# What a value of each kind should be, for errors about a value of the wrong type.
+_EXPECTED = {
+    "str": "a string",
+    "bool": "true or false",
+    "count": "an integer >= 1",
+    "names": "a list of strings",
+}
 
 
 def _check(table: str, key: str, kind: str, value: Any) -> Any:
@@ -184,7 +212,7 @@ def _check(table: str, key: str, kind: str, value: Any) -> Any:
             return value
         if kind == "bool" and isinstance(value, bool):
             return value
-        if kind == "int" and isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        if kind == "count" and isinstance(value, int) and not isinstance(value, bool) and value > 0:
             return value
         if kind.endswith("duration"):
             checked: float = parse_duration(value)
@@ -193,12 +221,10 @@ def _check(table: str, key: str, kind: str, value: Any) -> Any:
         elif kind == "url":
             return _url(value)
         elif kind == "names" and isinstance(value, list) and all(isinstance(v, str) for v in value):
-            bad = [v for v in value if not _PROJECT.match(v)]
-            if bad:
-                raise ValueError(f"{bad[0]!r} is not a project name (PEP 508)")
-            return value
+            return value  # each checked by _check_track once the registries are known
         else:
-            raise ConfigError(f"[{table}] {key}: expected {kind}, got {value!r}")
+            # A ValueError, not a ConfigError: the handler below adds "[table] key: ".
+            raise ValueError(f"expected {_EXPECTED.get(kind, kind)}, got {value!r}")
         if kind.startswith("positive") and checked <= 0:
             raise ValueError(f"{value!r} must be more than zero")
         return checked
@@ -263,8 +289,6 @@ def _parse(data: Mapping[str, Any], source: str) -> Config:
         cfg = replace(cfg, snapshot_interval=snap["interval"])
     if "concurrency" in snap:
         cfg = replace(cfg, snapshot_concurrency=snap["concurrency"])
-    if "track" in snap:
-        cfg = replace(cfg, track=tuple(snap["track"]))
     pypi = values.get("pypi", {})
     cfg = replace(
         cfg,
@@ -276,7 +300,25 @@ def _parse(data: Mapping[str, Any], source: str) -> Config:
         files_url=pypi.get("files_url", cfg.files_url),
         registries=_parse_registries(data.get("registry", [])),
     )
+    if "track" in snap:
+        # After the registries, wherever their tables stand in the file: entries name them.
+        cfg = replace(cfg, track=tuple(snap["track"]))
+        for text in cfg.track:
+            _check_track(text, cfg)
     return cfg
+
+
+def _check_track(text: str, config: Config) -> None:
+    try:
+        registry, _ = parse_project(text, config)
+    except ValueError as e:
+        raise ConfigError(f"[snapshot] track: {e}") from None
+    if registry.auth == "passthrough":
+        # The snapshotter has no credentials for these (README, "Extra registries").
+        raise ConfigError(
+            f"[snapshot] track: {text!r}: {registry.name} uses auth = \"passthrough\"; its "
+            "projects are observed only when clients ask for them"
+        )
 
 
 def _parse_registries(entries: Any) -> tuple[Registry, ...]:
@@ -314,6 +356,8 @@ def _parse_registries(entries: Any) -> tuple[Registry, ...]:
             raise ConfigError(f"{where} auth_env: only read with auth = \"static\"")
         durations: dict[str, float] = {}
         for key, default in (("access_ttl", "5m"), ("grace", "0s")):
+            if auth != "passthrough" and key in entry:
+                raise ConfigError(f"{where} {key}: only read with auth = \"passthrough\"")
             try:
                 durations[key] = parse_duration(entry.get(key, default))
             except ValueError as e:

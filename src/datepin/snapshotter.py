@@ -18,9 +18,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from packaging.utils import NormalizedName, canonicalize_name
+from packaging.utils import NormalizedName
 
-from datepin.config import Config, Registry
+from datepin.config import Config, Registry, parse_project
 from datepin.history import HistoryStore
 from datepin.model import DistFile
 from datepin.service import Index
@@ -65,21 +65,6 @@ class Summary:
 def label(registry: Registry, name: str) -> str:
     """How a project is named on the command line: `name`, or `registry:name` off PyPI."""
     return name if registry.name == "pypi" else f"{registry.name}:{name}"
-
-
-def parse_project(text: str, config: Config) -> Project:
-    """`name` (PyPI) or `registry:name` (an extra registry from the config).
-
-    Raises ValueError naming what is wrong."""
-    registry_name, sep, name = text.rpartition(":")
-    registry = config.registry(registry_name if sep else "pypi")
-    if registry is None:
-        known = ", ".join(["pypi", *(r.name for r in config.registries)])
-        raise ValueError(f"{text!r}: no registry named {registry_name!r} (known: {known})")
-    try:
-        return registry, canonicalize_name(name, validate=True)
-    except ValueError:
-        raise ValueError(f"{text!r}: {name!r} is not a valid project name") from None
 
 
 def tracked(config: Config, history: HistoryStore) -> list[Project]:
