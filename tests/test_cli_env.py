@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from clients import pip_resolve, uv_compile
+from scripted import self_signed_cert
 from datepin.cli import main
 
 CERT = "-----BEGIN CERTIFICATE-----"
@@ -59,9 +60,7 @@ def test_ca_reads_the_data_dir_from_the_config(tmp_path):
 
 
 def test_ca_bundle_is_the_system_cas_plus_datepins(tmp_path):
-    system = tmp_path / "system.pem"
-    code, out = invoke("ca", "--data-dir", str(tmp_path / "other"), "--pem")
-    system.write_text(out)  # any certificate will do as "the system CAs"
+    system, _ = self_signed_cert(tmp_path / "system")  # any certificate will do as "the system CAs"
     env = {"SSL_CERT_FILE": str(system), "REQUESTS_CA_BUNDLE": None}
     code, out = invoke("ca", "--data-dir", str(tmp_path / "d"), "--bundle", str(tmp_path / "b.pem"), env=env)
     assert code == 0 and Path(out.strip()) == tmp_path / "b.pem"
@@ -77,6 +76,33 @@ def test_ca_bundle_is_the_system_cas_plus_datepins(tmp_path):
 
     code, out = invoke("ca", "--data-dir", str(tmp_path / "d"), "--pem", "--bundle", "-")
     assert code == 2 and "choose one" in out
+
+
+def test_ca_bundle_made_from_another_datepins_bundle_trusts_only_this_datepin(tmp_path):
+    plain, _ = self_signed_cert(tmp_path / "system")
+    env = {"SSL_CERT_FILE": str(plain), "REQUESTS_CA_BUNDLE": None}
+    assert invoke("ca", "--data-dir", str(tmp_path / "other"), "--bundle", str(tmp_path / "other.pem"), env=env)[0] == 0
+    code, bundle = invoke("ca", "--data-dir", str(tmp_path / "d"), "--bundle", "-",
+                          env={"SSL_CERT_FILE": str(tmp_path / "other.pem"), "REQUESTS_CA_BUNDLE": None})
+    other = (tmp_path / "other" / "ca" / "mitmproxy-ca-cert.pem").read_text().strip()
+    this = (tmp_path / "d" / "ca" / "mitmproxy-ca-cert.pem").read_text().strip()
+    assert code == 0 and other not in bundle and this in bundle
+    assert plain.read_text().strip() in bundle and bundle.count(CERT) == 2
+
+
+def test_ca_bundle_without_a_named_bundle_takes_the_systems_cas_before_certifis(monkeypatch):
+    import certifi
+
+    from datepin.ca import SYSTEM_BUNDLES, system_ca_file
+
+    found = system_ca_file({})
+    assert found is not None and found.is_file()
+    if any(Path(p).is_file() for p in SYSTEM_BUNDLES):
+        assert found != Path(certifi.where())
+    # With no system bundle anywhere, certifi's.
+    monkeypatch.setattr("datepin.ca.SYSTEM_BUNDLES", ())
+    monkeypatch.setattr("ssl.get_default_verify_paths", lambda: type("P", (), {"openssl_cafile": None})())
+    assert system_ca_file({}) == Path(certifi.where())
 
 
 # -- datepin env -------------------------------------------------------------------------------

@@ -8,16 +8,30 @@ datepin's CA, for `PIP_CERT`, `REQUESTS_CA_BUNDLE` and `SSL_CERT_FILE`.
 
 from __future__ import annotations
 
+import base64
 import os
+import re
+import ssl
 from collections.abc import Mapping
 from pathlib import Path
+
+from datepin.upstream import ca_file
 
 BASENAME = "mitmproxy"  # mitmproxy looks for <confdir>/mitmproxy-ca.pem
 KEY_SIZE = 2048
 CERT_FILE = f"{BASENAME}-ca-cert.pem"
 SECRET_FILES = (f"{BASENAME}-ca.pem", f"{BASENAME}-ca.p12")  # hold the private key
 CA_NAME = "datepin forward-mode CA"
-SYSTEM_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+# Where systems keep their CA bundle, for interpreters whose OpenSSL looks elsewhere (uv's and
+# python.org's builds bring their own).
+SYSTEM_BUNDLES = (
+    "/etc/ssl/certs/ca-certificates.crt",  # Debian, Ubuntu, Arch, Gentoo
+    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",  # Fedora, RHEL, CentOS
+    "/etc/pki/tls/certs/ca-bundle.crt",  # older RHEL
+    "/etc/ssl/ca-bundle.pem",  # openSUSE
+    "/etc/ssl/cert.pem",  # Alpine, macOS
+)
+_PEM_CERT = re.compile(r"-----BEGIN CERTIFICATE-----[^-]*-----END CERTIFICATE-----\n?")
 
 
 class CAError(OSError):
@@ -44,25 +58,41 @@ def ensure_ca(ca_dir: Path) -> Path:
 
 
 def system_ca_file(environ: Mapping[str, str] = os.environ) -> Path | None:
-    """The CA bundle clients would use without datepin: SSL_CERT_FILE, REQUESTS_CA_BUNDLE,
-    certifi's, or the Debian/Ubuntu system bundle."""
-    for key in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"):
-        if (value := environ.get(key)) and os.path.isfile(value):
-            return Path(value)
+    """The CA bundle clients would use without datepin, as datepin trusts upstream
+    (upstream.trust_store): SSL_CERT_FILE or REQUESTS_CA_BUNDLE when set, else the system's
+    (OpenSSL's default file, or where the distribution keeps it), else certifi's.  The
+    system's comes before certifi's: a company's own CA (an intercepting egress proxy's) is
+    added there, and clients need it for every host datepin tunnels untouched."""
+    if named := ca_file(environ):
+        return Path(named)
+    for candidate in (ssl.get_default_verify_paths().openssl_cafile, *SYSTEM_BUNDLES):
+        if candidate and os.path.isfile(candidate):
+            return Path(candidate)
     try:
         import certifi
 
         return Path(certifi.where())
     except ImportError:
-        pass
-    return SYSTEM_BUNDLE if SYSTEM_BUNDLE.is_file() else None
+        return None
+
+
+def _is_datepin_ca(pem: str) -> bool:
+    """Whether this PEM certificate names a datepin CA (its DER holds the name as written)."""
+    body = pem.removeprefix("-----BEGIN CERTIFICATE-----").split("-----END", 1)[0]
+    try:
+        der = base64.b64decode("".join(body.split()), validate=True)
+    except ValueError:
+        return False
+    return CA_NAME.encode() in der
 
 
 def make_bundle(system: str, ca_pem: str) -> str:
-    """System CAs followed by datepin's CA, once (re-bundling a bundle does not repeat it)."""
+    """System CAs followed by datepin's CA, once.  Any datepin CA already in the system
+    bundle goes: re-bundling a bundle does not repeat this one, and one made for another
+    datepin (SSL_CERT_FILE still naming it) does not bring that datepin's CA along."""
     ca_pem = ca_pem.strip() + "\n"
-    system = system.replace(ca_pem, "").rstrip()
     header = "# datepin CA (forward mode)\n"
+    system = _PEM_CERT.sub(lambda m: "" if _is_datepin_ca(m.group()) else m.group(), system)
     system = system.replace(header.strip(), "").rstrip()
     parts = [system + "\n\n"] if system else []
     return "".join(parts) + header + ca_pem

@@ -66,13 +66,11 @@ def one_line(text: str) -> str:
 def trust_store(environ: Mapping[str, str] = os.environ) -> ssl.SSLContext:
     """Verify upstream TLS against SSL_CERT_FILE / REQUESTS_CA_BUNDLE when set (an intercepting
     egress proxy's CA is often only there), else the default store."""
-    cafile = environ.get("SSL_CERT_FILE") or environ.get("REQUESTS_CA_BUNDLE")
-    if cafile and os.path.isfile(cafile):
-        return ssl.create_default_context(cafile=cafile)
-    return ssl.create_default_context()
+    return ssl.create_default_context(cafile=ca_file(environ))
 
 
 def ca_file(environ: Mapping[str, str] = os.environ) -> str | None:
+    """The CA bundle SSL_CERT_FILE or REQUESTS_CA_BUNDLE names, if it is a file."""
     cafile = environ.get("SSL_CERT_FILE") or environ.get("REQUESTS_CA_BUNDLE")
     return cafile if cafile and os.path.isfile(cafile) else None
 
