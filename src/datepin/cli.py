@@ -32,7 +32,8 @@ config_option = click.option(
 data_dir_option = click.option(
     "--data-dir",
     type=click.Path(path_type=Path, file_okay=False),
-    help="Where history, files and the CA live (default: ~/.local/share/datepin).",
+    help="Where history, files and the CA live (default: $XDG_DATA_HOME/datepin, else"
+    " ~/.local/share/datepin).",
 )
 
 

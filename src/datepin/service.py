@@ -560,7 +560,8 @@ def _refused(registry: Registry, url: str, status: int) -> UpstreamError:
     if registry.auth == "passthrough":
         return UpstreamError(
             f"registry {registry.name!r} refused these credentials (HTTP {status}) for "
-            f"{mask_url(url)}; give the index URL as http://USER:TOKEN@HOST/...",
+            f"{mask_url(url)}; datepin has none of its own for it: a client gives its own, in"
+            " its index URL (http://USER:TOKEN@HOST/...) or from a keyring",
             status=status,
         )
     if registry.auth == "static":
