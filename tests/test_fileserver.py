@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import hashlib
 import os
 import re
@@ -100,6 +101,10 @@ class Upstream:
         if isinstance(b.body, Path):
             return web.FileResponse(b.body)
         body = bytes(x ^ 0xFF for x in b.body[:16]) + b.body[16:] if b.mode == "wrong" else b.body
+        if b.mode == "wrong_tail":  # right but for its last 16 bytes
+            body = body[:-16] + bytes(x ^ 0xFF for x in body[-16:])
+        if b.mode == "gzip":  # a server that ignores Accept-Encoding: identity
+            body = gzip.compress(body, mtime=0)
         start, end, status = 0, len(body), 200
         header = request.headers.get("Range")
         if header and b.ranges:
@@ -107,6 +112,8 @@ class Upstream:
             assert m, f"the file server must send explicit ranges, got {header!r}"
             start, end, status = int(m[1]), min(int(m[2]) + 1, len(body)), 206
         response = web.StreamResponse(status=status)
+        if b.mode == "gzip":
+            response.headers["Content-Encoding"] = "gzip"
         if status == 206:
             response.headers["Content-Range"] = f"bytes {start}-{end - 1}/{len(body)}"
         if b.mode != "chunked":
@@ -910,5 +917,78 @@ def test_a_private_target_is_answered_as_no_shared_cache_may_keep(tmp_path: Path
                 assert (await env.fetch(env.target(name))).headers["Cache-Control"].startswith("public")
             small_answer = await env.server.read_small(env.target("s.whl", private=True))
             assert small_answer is not None and small_answer[1]["Cache-Control"] == private
+
+    run(body)
+
+
+# -- wrong bytes are never complete: whole-file ranges, resumes, recoded bodies ------------------
+
+
+def test_a_range_covering_the_whole_cold_file_never_gives_wrong_bytes_as_complete(tmp_path: Path) -> None:
+    """`Range: bytes=0-` on a miss selects the whole file: it must not reach the client as a
+    complete 206 when upstream's bytes fail the hash."""
+    data = os.urandom(SIZE)
+
+    async def body() -> None:
+        async with environment(tmp_path) as env:
+            env.upstream.files["z.whl"] = Behaviour(data, mode="wrong")
+            result = await env.fetch(env.target("z.whl"), Range="bytes=0-")
+            complete = result.error is None and len(result.body) == SIZE and result.status in (200, 206)
+            assert not complete, (result.status, result.headers.get("Content-Range"))
+
+    run(body)
+
+
+def test_a_resumed_download_never_assembles_a_wrong_file(tmp_path: Path) -> None:
+    """pip >= 25.1 resumes a cut download with Range: bytes=N- and If-Range: <ETag>.  The held
+    back end of a download that failed its hash must not be handed out by the resume."""
+    data = os.urandom(2 * MIB)
+    etag = etag_for(sha(data))
+
+    async def body() -> None:
+        async with environment(tmp_path) as env:
+            env.upstream.files["res.whl"] = Behaviour(data, mode="wrong_tail")
+            first = await env.fetch(env.target("res.whl"))
+            assert first.error is not None  # cut: the hash failed
+            got = b""
+            async with env.client.get(env.url(env.target("res.whl"))) as response:
+                with contextlib.suppress(aiohttp.ClientPayloadError):
+                    async for chunk in response.content.iter_chunked(64 * 1024):
+                        got += chunk
+            await env.server.wait_idle()
+            assert 0 < len(got) < len(data)
+            rest = await env.fetch(env.target("res.whl"), Range=f"bytes={len(got)}-", **{"If-Range": etag})
+            assembled = got + rest.body
+            complete = rest.error is None and rest.status == 206 and len(assembled) == len(data)
+            assert not complete, ("assembled a complete file", sha(assembled) == sha(data))
+
+    run(body)
+
+
+def test_gzip_content_encoding_on_a_wheel_is_an_error_and_stores_nothing(tmp_path: Path) -> None:
+    """An upstream that gzips a wheel despite Accept-Encoding: identity.  With no hash or
+    size in the index (registries whose pages carry none) nothing else catches it."""
+    data = os.urandom(SIZE)
+
+    async def body() -> None:
+        async with environment(tmp_path) as env:
+            env.upstream.files["g.whl"] = Behaviour(data, mode="gzip")
+            result = await env.fetch(env.target("g.whl", expected_sha256=None, size=None))
+            await env.server.wait_idle()
+            assert result.status == 502 or result.error is not None, result.status
+            assert stored_nothing(env), "the gzip body was stored as the wheel"
+
+    run(body)
+
+
+def test_gzip_content_encoding_on_a_range_is_an_error(tmp_path: Path) -> None:
+    data = os.urandom(SIZE)
+
+    async def body() -> None:
+        async with environment(tmp_path) as env:
+            env.upstream.files["gr.whl"] = Behaviour(data, mode="gzip", ranges=False)
+            result = await env.fetch(env.target("gr.whl"), Range="bytes=-1000")
+            wrong = result.status == 206 and result.error is None and result.body != data[-1000:]
+            assert not wrong, "wrong bytes in a complete 206"
 
     run(body)

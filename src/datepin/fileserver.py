@@ -174,6 +174,15 @@ def public_url(url: str) -> str:
         return "<unparsable URL>"
 
 
+def _check_identity(upstream: aiohttp.ClientResponse) -> None:
+    """Refuse a body upstream recoded (gzip...) despite Accept-Encoding: identity: its bytes
+    are not the file, and with no hash in the index nothing else would tell."""
+    coding = upstream.headers.get("Content-Encoding", "").strip().lower()
+    if coding not in ("", "identity"):
+        shown = re.sub(r"[^a-z0-9._-]", "?", coding[:40])
+        raise FillError(502, f"upstream sent the file recoded (Content-Encoding {shown})")
+
+
 def _checked_sha256(digest: str, expected: str | None) -> str:
     if expected is not None and digest != expected:
         raise FillError(502, f"sha256 mismatch: the index says {expected}, upstream sent {digest}")
@@ -830,6 +839,7 @@ class FileServer:
         ) as upstream:
             if upstream.status != 200:
                 raise FillError(502, f"upstream answered HTTP {upstream.status}")
+            _check_identity(upstream)
             length = upstream.content_length
             if target.size is not None:
                 if length is not None and length != target.size:
@@ -970,6 +980,7 @@ class FileServer:
             ) as upstream:
                 if upstream.status != 200:
                     raise FillError(502, f"upstream answered HTTP {upstream.status} to HEAD")
+                _check_identity(upstream)
                 return upstream.content_length
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise _as_fill_error(exc, self._timeout) from exc
@@ -1002,7 +1013,14 @@ class FileServer:
         except RangeNotSatisfiable:
             headers["Content-Range"] = f"bytes */{size}"
             return web.Response(status=416, headers=headers)
-        if wanted is None or size is None:
+        # A range is relayed unverified.  One that is the whole file, or a resume (If-Range:
+        # the client holds the start of this very file, perhaps cut because its hash failed),
+        # would hand out as complete what the hash must check first: answer those with the
+        # whole file, from the shared download (a server may ignore Range, RFC 9110 14.2).
+        if (
+            wanted is None or size is None
+            or wanted.length == size or "If-Range" in request.headers
+        ):
             return await self._stream_miss(request, target)
         self._counters["passthrough"] += 1
         return await self._relay_range(request, target, wanted, size, headers)
@@ -1020,12 +1038,18 @@ class FileServer:
                 timeout=self._client_timeout(),
                 auto_decompress=False,
             ) as upstream:
+                if upstream.status in (200, 206):
+                    _check_identity(upstream)
                 if upstream.status == 206:
                     got = upstream.headers.get("Content-Range", "")
                     if got.strip() != spec:
                         raise FillError(502, f"upstream answered the range with {got!r}")
                     skip = 0
                 elif upstream.status == 200:
+                    if upstream.content_length not in (None, size):
+                        raise FillError(
+                            502, f"upstream announced {upstream.content_length} bytes, not {size}"
+                        )
                     skip = wanted.start  # upstream ignores ranges: slice the whole body
                 else:
                     raise FillError(502, f"upstream answered HTTP {upstream.status} to a range request")
