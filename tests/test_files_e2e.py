@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from clients import pip_install, uv_install
-from fakepypi import closed_port
+from fakepypi import build_wheel, closed_port
 from proxyproc import Proxy, fetch, write_config
 
 from datepin.blobs import BlobStore
@@ -226,3 +226,60 @@ def test_kill_during_a_fill_leaves_a_consistent_store(graph, proxy, tmp_path):
     db.close()
     proxy.start()
     assert hashlib.sha256(fetch(url).body).hexdigest() == big.sha256
+
+
+# -- other bytes under a name already listed ------------------------------------------------------
+
+WHEEL = "alpha-1.0-py3-none-any.whl"
+
+
+def _files(proxy: Proxy, pin: str) -> dict[str, dict]:
+    r = proxy.get(f"/{pin}/simple/alpha/", {"Accept": JSON})
+    assert r.status == 200, r.body
+    return {f["filename"]: f for f in json.loads(r.body)["files"]}
+
+
+def test_a_file_replaced_under_the_same_name_keeps_both_views_downloadable(fake_pypi, proxy):
+    """A registry that lets a name be re-uploaded with other bytes (or a project that vanishes
+    and comes back): the old pin keeps listing the old sha256, live lists the new one; each
+    link must give the bytes its page promises."""
+    old = fake_pypi.add_wheel("alpha", "1.0", upload_time="2023-01-01T10:00:00Z")
+    before = _files(proxy, "2023-03-01")[WHEEL]
+    assert before["hashes"]["sha256"] == old.sha256
+    # Upstream drops the project and brings it back with different bytes under the same name.
+    fake_pypi.remove_project("alpha")
+    other = build_wheel("alpha", "1.0", requires_dist=["beta"])
+    new = fake_pypi.add_file("alpha", WHEEL, other.content, upload_time="2023-01-01T10:00:00Z")
+    assert new.sha256 != old.sha256
+    live = _files(proxy, "live")[WHEEL]
+    assert live["hashes"]["sha256"] == new.sha256
+    again = _files(proxy, "2023-03-01")[WHEEL]
+    assert again == before  # the past view did not change
+    got_old = proxy.get(before["url"].removeprefix(proxy.url))
+    # Never bytes other than the ones the page's hash names.
+    assert got_old.status != 200 or hashlib.sha256(got_old.body).hexdigest() == old.sha256
+    got_new = proxy.get(live["url"].removeprefix(proxy.url))
+    assert got_new.status == 200, got_new.body
+    assert hashlib.sha256(got_new.body).hexdigest() == new.sha256
+
+
+def test_the_bytes_an_old_view_lists_are_kept_when_upstream_replaces_them(fake_pypi, proxy):
+    """Other bytes under an old name: the old ones went away as surely as a deleted file,
+    and are kept the same way (rescued while upstream still serves them)."""
+    old = fake_pypi.add_wheel("alpha", "1.0", upload_time="2023-01-01T10:00:00Z")
+    before = _files(proxy, "2023-03-01")[WHEEL]
+    fake_pypi.keep_serving_deleted_files = True
+    fake_pypi.remove_project("alpha")
+    other = build_wheel("alpha", "1.0", requires_dist=["beta"])
+    fake_pypi.add_file("alpha", WHEEL, other.content, upload_time="2023-01-01T10:00:00Z")
+    assert _files(proxy, "live")[WHEEL]["hashes"]["sha256"] != old.sha256
+    store = BlobStore(proxy.data_dir / "blobs", size_limit=10**12)
+    deadline = time.monotonic() + 20
+    while not store.has(old.sha256):  # rescued: downloaded and committed
+        assert time.monotonic() < deadline, "the replaced bytes were never rescued"
+        time.sleep(0.1)
+    store.close()
+    fake_pypi.keep_serving_deleted_files = False
+    got = proxy.get(before["url"].removeprefix(proxy.url))
+    assert got.status == 200, got.body
+    assert hashlib.sha256(got.body).hexdigest() == old.sha256

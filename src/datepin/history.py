@@ -14,12 +14,13 @@ import hashlib
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from packaging.utils import NormalizedName, canonicalize_name
 
@@ -373,9 +374,9 @@ class HistoryStore:
             ).fetchone()[0]
             db.execute("INSERT INTO observations VALUES (?, ?, ?)", (pid, t, int(page is not None)))
             current = {
-                row[1]: (row[0], row[2])
+                row[1]: (row[0], row[2], row[3])
                 for row in db.execute(
-                    "SELECT id, filename, current FROM files WHERE project_id=?", (pid,)
+                    "SELECT id, filename, current, key FROM files WHERE project_id=?", (pid,)
                 )
             }
             listed = {f.filename: f for f in (page.files if page else ())}
@@ -395,15 +396,28 @@ class HistoryStore:
                     )
                     added.append(file)
                 elif current[filename][1] != encoded:
-                    file_id = current[filename][0]
-                    db.execute(
-                        "UPDATE files SET current=?, url=?, url_tail=?, sha256=coalesce(?, sha256)"
-                        " WHERE id=?",
-                        (encoded, file.url, url_tail(file.url), file.sha256, file_id),
-                    )
+                    file_id, encoded_old, old_key = current[filename]
+                    key = file_key(file)
+                    if key == old_key:
+                        db.execute(
+                            "UPDATE files SET current=?, url=?, url_tail=?,"
+                            " sha256=coalesce(?, sha256) WHERE id=?",
+                            (encoded, file.url, url_tail(file.url), file.sha256, file_id),
+                        )
+                    else:
+                        # Other bytes (or another URL) under the same name: the row now
+                        # names the new file; the old one lives on in file_states, where
+                        # find_file looks for it, and is kept like a deleted file.
+                        db.execute(
+                            "UPDATE files SET current=?, url=?, url_tail=?, key=?, sha256=?"
+                            " WHERE id=?",
+                            (encoded, file.url, url_tail(file.url), key, file.sha256, file_id),
+                        )
+                        if encoded_old is not None:
+                            gone.append(decode_file(encoded_old))
                     db.execute("INSERT INTO file_states VALUES (?, ?, ?)", (file_id, t, encoded))
-                    (added if current[filename][1] is None else changed).append(file)
-            for filename, (file_id, encoded_old) in current.items():
+                    (added if encoded_old is None else changed).append(file)
+            for filename, (file_id, encoded_old, _) in current.items():
                 if filename not in listed and encoded_old is not None:
                     db.execute("UPDATE files SET current=NULL WHERE id=?", (file_id,))
                     db.execute("INSERT INTO file_states VALUES (?, ?, NULL)", (file_id, t))
@@ -539,11 +553,38 @@ class HistoryStore:
 
     def find_file(self, registry: str, key: str, filename: str) -> StoredFile | None:
         """The file with this key and name (files with the same bytes under several names,
-        in several projects, share a key)."""
-        return self._stored("f.filename=? AND f.key=? AND p.registry=?", (filename, key, registry))
+        in several projects, share a key), also when upstream has since put other bytes
+        under its name (old views still list it)."""
+        stored = self._stored("f.filename=? AND f.key=? AND p.registry=?", (filename, key, registry))
+        if stored is not None and file_key(stored.file) == key:  # else a stale key column
+            return stored
+        return self._earlier(
+            "f.filename=? AND p.registry=?", (filename, registry), lambda f: file_key(f) == key
+        )
 
     def find_file_by_url(self, url: str) -> StoredFile | None:
-        return self._stored("f.url_tail=? AND f.url=?", (url_tail(url), url))
+        return self._stored("f.url_tail=? AND f.url=?", (url_tail(url), url)) or self._earlier(
+            "f.filename=?", (unquote(url_tail(url)),), lambda f: f.url == url
+        )
+
+    def _earlier(
+        self, where: str, args: tuple[str, ...], match: Callable[[DistFile], bool]
+    ) -> StoredFile | None:
+        """A file as an earlier observation listed it, before its name got other bytes."""
+        for registry, project, file_id in self._db().execute(
+            "SELECT p.registry, p.name, f.id FROM files f"
+            f" JOIN projects p ON p.id = f.project_id WHERE {where}",
+            args,
+        ).fetchall():
+            for (state,) in self._db().execute(
+                "SELECT state FROM file_states WHERE file_id=? AND state IS NOT NULL"
+                " ORDER BY at DESC",
+                (file_id,),
+            ):
+                file = decode_file(state)
+                if match(file):
+                    return StoredFile(registry, project, file_key(file), file.sha256, file, False)
+        return None
 
     def _stored(self, where: str, args: tuple[str, ...]) -> StoredFile | None:
         row = self._db().execute(
