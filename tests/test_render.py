@@ -584,3 +584,17 @@ def test_versions_are_versions() -> None:
     assert version_of("foo-1.0.0-py3-none-any.whl") == Version("1.0")
     assert canonicalize_name("Foo_Bar") == "foo-bar"
     assert T0 + timedelta(0) == T0
+
+
+def test_html_keeps_a_hash_that_is_not_sha256() -> None:
+    """A registry that lists only md5 (or sha512): JSON passes it on, HTML must too, else
+    pip/uv reading the HTML page check nothing at all."""
+    f = DistFile(filename="foo-1.0.tar.gz", url="https://r.test/foo-1.0.tar.gz",
+                 hashes={"md5": "0" * 32})
+    v = View(name=NormalizedName("foo"), cutoff=datetime(2023, 1, 1, tzinfo=UTC),
+             kind="observed", files=(f,), versions=("1.0",))
+    link = lambda f: "http://proxy.test/files/" + f.filename  # noqa: E731
+    from_json = parse_json_page(render_json(v, link), "http://proxy.test/x/foo/").files[0]
+    from_html = parse_html_page(render_html(v, link), "http://proxy.test/x/foo/", "foo").files[0]
+    assert from_json.hashes == {"md5": "0" * 32}
+    assert from_html.hashes == from_json.hashes

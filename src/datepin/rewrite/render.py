@@ -7,6 +7,7 @@ give the same bytes, so ETags stay stable and past views stay byte-identical.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC
@@ -80,7 +81,9 @@ def _chunks(files: tuple[DistFile, ...]) -> Iterator[tuple[DistFile, ...]]:
 
 
 def _html_anchor(f: DistFile, link: LinkFn) -> str:
-    href = link(f) + (f"#sha256={f.sha256}" if f.sha256 else "")
+    # PEP 503: one hash in the fragment; sha256 if there is one, else the index's other hash.
+    pair = _hash_pair({a: h for a, h in f.hashes.items() if a in hashlib.algorithms_guaranteed})
+    href = link(f) + (f"#{pair}" if pair else "")
     attrs = [("href", href)]
     if f.requires_python is not None:
         attrs.append(("data-requires-python", f.requires_python))
