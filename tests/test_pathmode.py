@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from clients import ClientError, pip_resolve, uv_compile
+from datepin import routes
 from datepin.blobs import INLINE_LIMIT
 from fakepypi import add_alpha_beta
 from proxyproc import fetch
@@ -209,3 +210,38 @@ def test_a_cold_page_waits_for_another_process_writing_history_and_the_loop_does
         r = cold.result(timeout=30)
     assert r.status == 200 and b"alpha-1.0" in r.body
     assert proxy.get("/2023-03-01/simple/alpha/").body == r.body
+
+
+# -- reserved words are project names under /simple/ -----------------------------------------
+
+
+@pytest.mark.parametrize("project", ["pypi", "files", "simple", "r"])
+def test_reserved_words_are_fine_project_names_under_simple(project: str) -> None:
+    """`pypi` and `files` are real PyPI projects; `/{pin}/simple/` has no reserved names."""
+    route = routes.route_path("GET", f"/2023-11-18/simple/{project}/")
+    assert route == routes.Project("2023-11-18", "pypi", project)  # type: ignore[arg-type]
+    route = routes.route_path("GET", f"/2023-11-18/r/extra/simple/{project}/")
+    assert route == routes.Project("2023-11-18", "extra", project)  # type: ignore[arg-type]
+
+
+def test_pip_and_uv_install_a_project_named_pypi(fake_pypi, proxy):
+    fake_pypi.add_wheel("pypi", "2.1", upload_time="2023-01-01T10:00:00Z")
+    assert pip_resolve(proxy.index("2023-03-01"), ["pypi"]) == {"pypi": "2.1"}
+    assert uv_compile(proxy.index("2023-03-01"), ["pypi"]) == {"pypi": "2.1"}
+
+
+# -- the JSON API of a fixed view ---------------------------------------------------------------
+
+
+def test_json_api_of_a_fixed_view_never_changes(fake_pypi, proxy):
+    """PyPI down: the JSON API of a fixed view may fail (5xx, with a reason), but never
+    answers 200 with something else than it answers once PyPI is back."""
+    fake_pypi.add_wheel("alpha", "1.0", upload_time="2023-01-01T10:00:00Z", requires_dist=["beta"])
+    assert proxy.get("/2023-03-01/simple/alpha/").status == 200  # observed: the view is fixed
+    fake_pypi.fault("/", "status", times=None)  # PyPI is down
+    down = proxy.get("/2023-03-01/pypi/alpha/json")
+    fake_pypi.clear_faults()
+    up = proxy.get("/2023-03-01/pypi/alpha/json")
+    assert up.status == 200 and json.loads(up.body)["info"]["requires_dist"] == ["beta"]
+    assert down.status in (502, 503), down.body
+    assert json.loads(down.body)["message"]

@@ -493,9 +493,12 @@ class DatepinAddon:
             # answered from history alone).
             if route.version is not None and route.version not in view.versions:
                 return self._not_found(True, "release not found", pin, view)
-            info = await self.index.release_info(
-                registry, view, route.version, authorization=authorization
-            )
+            try:
+                info = await self.index.release_info(
+                    registry, view, route.version, authorization=authorization
+                )
+            except UpstreamError as e:
+                return error_response(e, json_api=True, headers=headers)
             if info is None:
                 return self._not_found(True, "release not found", pin, view)
             body = render_json_api(view, info[1], link, version=route.version)

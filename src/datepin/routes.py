@@ -139,14 +139,17 @@ def route_path(method: str, path: str) -> Route:
         rest = rest[2:]
     if rest[:1] == ["pypi"] and len(rest) >= 3 and rest[-1] == "json" and len(rest) <= 4:
         return _route_json(pin, registry, prefix, rest[1], rest[2] if len(rest) == 4 else None, query)
-    if rest[:1] == ["simple"]:
+    under_simple = rest[:1] == ["simple"]
+    if under_simple:
         rest = rest[1:]
         prefix += "/simple"
     if not rest:
         if not slash:
             return Redirect(_with_query(prefix + "/", query))
         return Root(pin, registry)
-    if len(rest) != 1 or rest[0] in RESERVED:
+    # Reserved words are reserved only where they would be ambiguous: `/{pin}/pypi/` is no
+    # project page, but `/{pin}/simple/pypi/` is (`pypi` and `files` are PyPI projects).
+    if len(rest) != 1 or (not under_simple and rest[0] in RESERVED):
         return Reject(404, NOT_FOUND_HELP + "\n")
     name = rest[0]
     if not _NAME.match(name):

@@ -231,7 +231,10 @@ async def runtime(
     async def fetch_file(
         file: DistFile, registry: Registry, headers: Mapping[str, str]
     ) -> AbstractContextManager[IO[bytes]]:
-        sha = await files.fill(file_target(file, upstream_headers=headers))
+        try:
+            sha = await files.fill(file_target(file, upstream_headers=headers))
+        except FillError as e:  # upstream down, file gone, bad hash: callers read OSError
+            raise OSError(f"{file.filename}: {e}") from e
         handle = store.open(sha)
         if handle is None:
             raise OSError(f"{file.filename} vanished from the store")

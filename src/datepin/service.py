@@ -491,7 +491,14 @@ class Index:
         stored = await asyncio.to_thread(self.history.release_info, registry.name, name, chosen)
         if stored is not None:
             return chosen, stored
-        info = await self._fetch_release_info(registry, result, chosen, authorization)
+        failures: list[str] = []
+        info = await self._fetch_release_info(registry, result, chosen, authorization, failures)
+        if info is None and failures:
+            # Not a stand-in: it would lack requires_dist, and be replaced by the real info
+            # once upstream is back, changing what a fixed view answers.
+            raise UpstreamError(
+                f"{name} {chosen}: release metadata not kept and upstream failed: {failures[0]}"
+            )
         if info is not None:
             try:
                 await asyncio.to_thread(self.history.save_release_info, registry.name, name, chosen, info)
@@ -500,7 +507,12 @@ class Index:
         return chosen, info or {"name": name, "version": chosen}
 
     async def _fetch_release_info(
-        self, registry: Registry, result: View, version: str, authorization: str | None
+        self,
+        registry: Registry,
+        result: View,
+        version: str,
+        authorization: str | None,
+        failures: list[str],
     ) -> dict[str, object] | None:
         if registry.json_url:
             for url in (
@@ -516,12 +528,20 @@ class Index:
                         info = parse_json_api_info(fetched.body)
                         if str(info.get("version")) == version:
                             return info
+                    elif fetched.status not in (404, 410):
+                        failures.append(f"{mask_url(url)} answered HTTP {fetched.status}")
                 except (UpstreamError, PageError) as e:
                     log.info("JSON API for %s %s: %s", result.name, version, e)
-        return await self._info_from_files(registry, result, version, authorization)
+                    failures.append(str(e))
+        return await self._info_from_files(registry, result, version, authorization, failures)
 
     async def _info_from_files(
-        self, registry: Registry, result: View, version: str, authorization: str | None
+        self,
+        registry: Registry,
+        result: View,
+        version: str,
+        authorization: str | None,
+        failures: list[str],
     ) -> dict[str, object] | None:
         """Fall back to the release's core metadata: its .metadata file, else a wheel's."""
         files = [f for f in result.files if str(version_of(f.filename)) == version]
@@ -534,8 +554,11 @@ class Index:
                     )
                     if fetched.status == 200:
                         return info_from_metadata(fetched.body)
+                    if fetched.status not in (404, 410):
+                        failures.append(f"{f.filename}.metadata: HTTP {fetched.status}")
                 except UpstreamError as e:
                     log.info("metadata of %s: %s", f.filename, e)
+                    failures.append(str(e))
         if self.fetch_file is None:
             return None
         for f in files:
@@ -544,7 +567,10 @@ class Index:
                     headers = self.upstream_headers(registry, f.url, authorization)
                     with await self.fetch_file(f, registry, headers) as file:
                         return await asyncio.to_thread(_wheel_metadata, file)
-                except (UpstreamError, OSError, ValueError, zipfile.BadZipFile) as e:
+                except (UpstreamError, OSError) as e:
+                    log.info("metadata inside %s: %s", f.filename, e)
+                    failures.append(str(e))
+                except (ValueError, zipfile.BadZipFile) as e:
                     log.info("metadata inside %s: %s", f.filename, e)
         return None
 
