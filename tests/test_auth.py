@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from datepin.auth import AccessGate, UpstreamAuth, authorization_header, same_origin
 from datepin.config import Config, ConfigError, Registry, parse
 from datepin.history import HistoryStore
+from datepin.pins import Pin
 from datepin.service import Index, NotObserved
 from datepin.upstream import Upstream, UpstreamError, strip_userinfo
 from fakepypi import FakePyPI
@@ -216,3 +218,118 @@ def test_grace_keeps_accepted_credentials_while_upstream_is_down(
         assert e.value.status == 502
 
     checked(private, tmp_path, 600, body)
+
+
+def test_a_redirect_to_a_login_page_on_another_host_is_no_acceptance(
+    private: FakePyPI, tmp_path: Path
+) -> None:
+    """Registries behind a single sign-on front (oauth2-proxy, Cloudflare Access, IAP) answer
+    a request without credentials with a redirect to a login page on another host, which
+    answers 200 with an HTML page.  aiohttp follows it (dropping Authorization, as it must);
+    that 200 is no acceptance of the client by the registry, and must not open the project's
+    stored files to an anonymous client (nor be recorded as the project having no files)."""
+    with FakePyPI() as sso:
+        sso.serve_json = False  # a login form is HTML
+        sso.add_wheel("unrelated", "1.0", upload_time="2023-01-01T00:00:00Z")
+        login = sso.simple_url  # any complete HTML page that answers 200
+
+        async def body(index: Index, reg: Registry, clock: Clock) -> None:
+            await index.authorize(reg, "alpha", GOOD)  # alice: stored, observed
+            private.fault("/simple/alpha/", "status", status=302, times=None,
+                          headers={"Location": login})
+            granted = True
+            try:
+                await index.authorize(reg, "alpha", None)  # anonymous, sent to log in
+            except UpstreamError as e:
+                granted = False
+                assert e.status in (401, 403, 502)
+            history = index.history.load("corp", "alpha")
+            assert history is not None
+            absent = [f.filename for f in history.files if f.states[-1].file is None]
+            pin = Pin("2024-01-01", datetime(2024, 1, 1, tzinfo=UTC))
+            seen = (await index.answer(reg, "alpha", pin)).view.files if granted else ()
+            assert not granted, (
+                f"anonymous client let in; it sees {[f.filename for f in seen]}, "
+                f"and history now says {absent} went away upstream"
+            )
+            assert absent == []
+
+        checked(private, tmp_path, 0, body)
+
+
+def test_a_credential_upstream_refuses_while_observing_loses_access_at_once(
+    private: FakePyPI, tmp_path: Path
+) -> None:
+    """Upstream refusing a client's credentials ends its access whichever request saw the
+    refusal: the access check, or the observation a live request makes with them."""
+    reg = Registry("corp", private.simple_url, auth="passthrough", access_ttl=300, grace=600)
+    clock = Clock()
+    pinned = Pin("2024-01-01", datetime(2024, 1, 1, tzinfo=UTC))
+    live = Pin("live", None)
+
+    async def go() -> None:
+        upstream = Upstream(timeout=2)
+        history = HistoryStore(tmp_path / "h.sqlite3")
+        try:
+            index = Index(Config(registries=(reg,), live_ttl=0), history, upstream,
+                          gate=AccessGate(clock=clock))
+            await index.authorize(reg, "alpha", GOOD)
+            private.require_basic = ("u", "rotated")  # the token is revoked upstream
+            await index.authorize(reg, "alpha", GOOD)  # fresh: not asked again
+            with pytest.raises(UpstreamError) as e:
+                await index.answer(reg, "alpha", live, authorization=GOOD)
+            assert e.value.status == 401  # upstream refused it, and the client was told so
+            refused_at_once = True
+            try:
+                await index.authorize(reg, "alpha", GOOD)
+            except UpstreamError:
+                pass
+            else:
+                refused_at_once = False
+            # Later, the registry is down: a refused credential has no grace either.
+            private.fault("/simple/", "status", status=503, times=None)
+            clock.now += 400
+            graced = True
+            try:
+                await index.authorize(reg, "alpha", GOOD)
+            except UpstreamError:
+                graced = False
+            assert (refused_at_once, graced) == (True, False)
+        finally:
+            await upstream.close()
+            history.close()
+
+    run(go)
+
+
+def test_a_client_is_not_refused_for_another_clients_credentials(
+    private: FakePyPI, tmp_path: Path
+) -> None:
+    """Two clients accepted for a project ask for its live page at once; upstream has since
+    revoked the first one's token.  The second must not get the first one's 401."""
+    reg = Registry("corp", private.simple_url, auth="passthrough", access_ttl=300)
+    other = "Basic " + base64.b64encode(b"u:other").decode()
+
+    async def go() -> None:
+        upstream = Upstream(timeout=5)
+        history = HistoryStore(tmp_path / "h.sqlite3")
+        try:
+            index = Index(Config(registries=(reg,), live_ttl=0), history, upstream,
+                          gate=AccessGate(clock=Clock()))
+            await index.authorize(reg, "alpha", GOOD)
+            private.require_basic = ("u", "other")  # GOOD revoked, OTHER valid
+            await index.authorize(reg, "alpha", other)
+            private.fault("/simple/alpha/", "stall", seconds=0.5, times=1)
+            live = Pin("live", None)
+            first = asyncio.create_task(index.answer(reg, "alpha", live, authorization=GOOD))
+            await asyncio.sleep(0.1)  # GOOD's observation is under way
+            second = await asyncio.gather(
+                index.answer(reg, "alpha", live, authorization=other), return_exceptions=True
+            )
+            await asyncio.gather(first, return_exceptions=True)
+            assert not isinstance(second[0], Exception), f"OTHER refused: {second[0]}"
+        finally:
+            await upstream.close()
+            history.close()
+
+    run(go)

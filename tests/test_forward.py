@@ -20,6 +20,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import h2.config
+import h2.connection
+import h2.events
 import pytest
 
 from clients import ClientError, ca_bundle_env, pip_resolve, uv_compile
@@ -449,3 +452,57 @@ def test_mitmproxy_checks_upstream_tls_against_the_same_trust_store(tmp_path, sh
     assert proxy_options(config, tmp_path / "ca", {})["ssl_verify_upstream_trusted_ca"] is None
     assert options["allow_hosts"] == [r"^files\.pythonhosted\.org:443$", r"^pypi\.org:443$"]
     assert options["connection_strategy"] == "lazy" and options["upstream_cert"] is False
+
+
+def h2_get(proxy: Proxy, host: str, path: str, *, bundle: Path, credentials: str,
+           headers: dict[str, str]) -> tuple[int, bytes]:
+    """One HTTP/2 request through a CONNECT tunnel, as uv makes them."""
+    sock, answer = connect(proxy, f"{host}:443", credentials)
+    assert answer.startswith(b"HTTP/1.1 200"), answer
+    context = ssl.create_default_context(cafile=str(bundle))
+    context.set_alpn_protocols(["h2"])
+    tls = context.wrap_socket(sock, server_hostname=host)
+    assert tls.selected_alpn_protocol() == "h2"
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    conn.send_headers(1, [(":method", "GET"), (":scheme", "https"), (":authority", host),
+                          (":path", path), *((k.lower(), v) for k, v in headers.items())],
+                      end_stream=True)
+    tls.sendall(conn.data_to_send())
+    status, body = 0, b""
+    try:
+        while True:
+            data = tls.recv(65536)
+            if not data:
+                break
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.ResponseReceived):
+                    status = int(dict(event.headers)[b":status"])
+                elif isinstance(event, h2.events.DataReceived):
+                    body += event.data
+                    conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                elif isinstance(event, h2.events.StreamEnded):
+                    return status, body
+            tls.sendall(conn.data_to_send())
+    finally:
+        tls.close()
+    return status, body
+
+
+def test_credentials_sent_over_http2_are_not_logged_at_debug(shared, tmp_path):
+    """uv speaks HTTP/2 through the tunnel; the client's Authorization (an index URL with
+    user:token, a private registry's credentials) must not reach the log, also at -v."""
+    config = write_config(
+        tmp_path / "v.toml", simple_url=shared.fake.simple_url, json_url=shared.fake.json_url,
+        files_url=shared.fake.files_url, upstream_timeout="5s",
+    )
+    token = "tok-" + os.urandom(8).hex()
+    secret = basic(f"alice:{token}")
+    with Proxy(data_dir=tmp_path / "data", config=config, extra_args=["-v"]) as proxy:
+        bundle = make_bundle(proxy, tmp_path / "bundle.pem")
+        status, body = h2_get(proxy, "pypi.org", "/simple/alpha/", bundle=bundle,
+                              credentials="2025-01-01:x", headers={"Authorization": secret})
+        assert status == 200 and b"alpha" in body
+    assert any(" DEBUG " in line for line in proxy.log)
+    leaked = [line for line in proxy.log if token in line or secret.split()[1] in line]
+    assert leaked == [], leaked[:3]

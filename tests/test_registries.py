@@ -287,3 +287,21 @@ def test_registry_with_upload_times_is_filtered_like_pypi(tmp_path: Path, public
             assert proxy.get("/2023-03-01/r/nope/gamma/").status == 404
         finally:
             proxy.stop()
+
+
+def test_a_login_redirect_for_an_anonymous_client_opens_nothing(
+    passthrough: Proxy, private: FakePyPI, token: str
+) -> None:
+    """A registry behind a single sign-on front sends a client without credentials to a
+    login page on another host (302, then 200 HTML).  That is a refusal, not an acceptance."""
+    good = basic(USER, token)
+    page_path = f"/{PIN}/r/private/secretpkg/"
+    link = file_link(passthrough.get(page_path, {"Accept": JSON, "Authorization": good}))
+    assert fetch(link, headers={"Authorization": good}).status == 200  # stored now
+    with FakePyPI() as sso:
+        sso.serve_json = False
+        private.fault("/simple/secretpkg/", "status", status=302, times=None,
+                      headers={"Location": sso.simple_url})
+        page = passthrough.get(page_path, {"Accept": JSON})
+        wheel = fetch(link)
+    assert (page.status, wheel.status) == (401, 401), (page.body[:200], wheel.body[:60])

@@ -62,6 +62,10 @@ def setup_logging(verbose: bool) -> None:
     # mitmproxy logs every connection at INFO; keep its warnings and errors only.
     logging.getLogger("mitmproxy").setLevel(logging.WARNING)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # The HTTP/2 libraries under mitmproxy log every header they decode at DEBUG, client
+    # credentials included (uv speaks HTTP/2 through the tunnel): never at -v either.
+    for name in ("hpack", "h2"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 @click.group()

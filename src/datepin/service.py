@@ -21,7 +21,7 @@ from typing import IO
 
 from packaging.utils import NormalizedName
 
-from datepin.auth import AccessGate, UpstreamAuth
+from datepin.auth import AccessGate, UpstreamAuth, same_origin
 from datepin.config import Config, Registry
 from datepin.history import (
     Change,
@@ -131,7 +131,7 @@ class Index:
         self._rescues: dict[tuple[str, str], asyncio.Task[None]] = {}
         # A project removed upstream may take thousands of files with it: a few at a time.
         self._rescue_slots = asyncio.Semaphore(config.snapshot_concurrency)
-        self._inflight: dict[tuple[str, str], asyncio.Future[Observed | None]] = {}
+        self._inflight: dict[tuple[str, ...], asyncio.Future[Observed | None]] = {}
         self._checks: dict[bytes, asyncio.Future[None]] = {}
         self._checkpoint: asyncio.Task[None] | None = None
         self._fixed: OrderedDict[tuple[str, str, datetime], View] = OrderedDict()
@@ -174,6 +174,10 @@ class Index:
             raise _refused(registry, url, fetched.status)
         if fetched.status != 200:
             raise UpstreamError(f"{mask_url(url)} answered HTTP {fetched.status}")
+        if registry.auth == "passthrough" and not same_origin(fetched.url, registry):
+            # Redirected to another host (a single sign-on front's login page, say), which
+            # got no credentials: its 200 is not the registry accepting this client.
+            raise _refused(registry, url, 401, f"redirected to {mask_url(fetched.url)}")
         base_url = fetched.url
         # Big pages (thousands of files) take milliseconds to parse: off the event loop.  A
         # small one is read here: the hop to a thread would cost more than the reading.
@@ -225,8 +229,13 @@ class Index:
         """`observe`, and with `load` the project's history as recorded, read in the same
         thread call (a caller that joins an observation started without `load` gets None
         for it and reads history itself)."""
+        key: tuple[str, ...] = (registry.name, name)
+        if registry.auth == "passthrough":
+            # Each client's credentials are asked about on their own: one client's refusal
+            # (or acceptance) is not another's.
+            key += (self.gate.key(authorization, registry.name, name).hex(),)
         return await _shared(
-            self._inflight, (registry.name, name),
+            self._inflight, key,
             lambda: self._observe(registry, name, headers, authorization, load=load),
         )
 
@@ -241,8 +250,12 @@ class Index:
     ) -> Observed | None:
         try:
             page = await self.fetch_page(registry, name, headers, authorization=authorization)
-        except UpstreamError:
+        except UpstreamError as e:
             self.upstream_failures += 1
+            if registry.auth == "passthrough" and e.status in (401, 403):
+                # Upstream refused these credentials: no access from history meanwhile, and
+                # no grace later (the access check's own refusals do the same).
+                self.gate.revoke(self.gate.key(authorization, registry.name, name))
             raise
         return await self._record(registry, name, page, load=load)
 
@@ -580,12 +593,12 @@ def _log_checkpoint_failure(task: asyncio.Task[None]) -> None:
         log.warning("history checkpoint failed: %s", error)
 
 
-def _refused(registry: Registry, url: str, status: int) -> UpstreamError:
+def _refused(registry: Registry, url: str, status: int, how: str | None = None) -> UpstreamError:
     """Upstream answered 401/403.  Only a passthrough client can fix that with its own
     credentials; otherwise it is datepin's configuration (502)."""
     if registry.auth == "passthrough":
         return UpstreamError(
-            f"registry {registry.name!r} refused these credentials (HTTP {status}) for "
+            f"registry {registry.name!r} refused these credentials ({how or f'HTTP {status}'}) for "
             f"{mask_url(url)}; datepin has none of its own for it: a client gives its own, in"
             " its index URL (http://USER:TOKEN@HOST/...) or from a keyring",
             status=status,
