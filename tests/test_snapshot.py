@@ -498,3 +498,81 @@ def test_kill_9_during_a_snapshot_leaves_the_store_consistent(fake_pypi, proxy_c
             assert page.status == 200
             old = files_of(page.body)[f"{name}-1.0-py3-none-any.whl"]
             assert fetch(str(old["url"])).status == 200  # deleted upstream, kept here
+
+
+# -- an observation that spans a cutoff ----------------------------------------------------------
+
+
+def _upload_during_a_slow_observation(fake: FakePyPI, tmp_path: Path, *, join: bool) -> None:
+    """Upstream builds the page when the fetch starts (the stall fault answers it later); a
+    wheel uploaded while the page is on its way, before the cutoff, must be in the pinned
+    view, now and after the next observation."""
+    clock = [T0]
+    name = "slowpage"
+    fake.add_wheel(name, "1.0", upload_time=T0 - timedelta(days=1))
+    config = config_for(fake, tmp_path / "data")
+    late = f"{name}-2.0-py3-none-any.whl"
+    cutoff = T0 + timedelta(hours=1, minutes=2)
+    pin = Pin(format_time(cutoff), cutoff)
+
+    async def main() -> tuple[list[str], list[str]]:
+        async with runtime(config, clock=lambda: clock[0]) as rt:
+            pypi, index = config.pypi, rt.index
+            await index.answer(pypi, name, LIVE)  # first observation, at T0
+            clock[0] = T0 + timedelta(hours=1)
+            fake.clear_log()
+            fake.fault(f"/simple/{name}/", "stall", seconds=1.0)
+            slow = asyncio.create_task(index.observe(pypi, name))  # a snapshot, begun at T0+1h
+            while not fake.requests_for(f"/simple/{name}/"):
+                await asyncio.sleep(0.01)  # upstream has built its page
+            fake.add_wheel(name, "2.0", upload_time=T0 + timedelta(hours=1, minutes=1))
+            clock[0] = T0 + timedelta(hours=1, minutes=3)  # the cutoff is over
+            if join:  # the pinned request joins the fetch in flight
+                first = await index.answer(pypi, name, pin)
+                await slow
+            else:  # it comes after the snapshot has recorded the page
+                await slow
+                first = await index.answer(pypi, name, pin)
+            clock[0] = T0 + timedelta(hours=2)
+            await index.observe(pypi, name)  # the next snapshot lists the new wheel
+            again = Index(config, rt.history, rt.upstream, clock=lambda: clock[0])
+            later = await again.answer(pypi, name, pin)
+            return ([f.filename for f in first.view.files], [f.filename for f in later.view.files])
+
+    first, later = asyncio.run(main())
+    assert late in first, f"uploaded before the cutoff, missing from the pinned view: {first}"
+    assert first == later
+
+
+def test_a_pinned_request_that_joins_a_fetch_begun_before_its_cutoff(fake_pypi, tmp_path):
+    _upload_during_a_slow_observation(fake_pypi, tmp_path, join=True)
+
+
+def test_an_observation_begun_before_a_cutoff_does_not_describe_it(fake_pypi, tmp_path):
+    _upload_during_a_slow_observation(fake_pypi, tmp_path, join=False)
+
+
+def test_a_request_that_sees_a_private_file_go_rescues_it(fake_pypi, tmp_path):
+    """Passthrough registries are observed only by requests, with the client's credentials;
+    a file such a request sees going away must be kept all the same (README: "whoever
+    notices the deletion first: the snapshot or a request")."""
+    private = fake_pypi
+    private.require_bearer = "tok"
+    gone = private.add_wheel("secret", "1.0", upload_time="2023-01-01T00:00:00Z")
+    private.add_wheel("secret", "2.0", upload_time="2023-06-01T00:00:00Z")
+    corp = Registry("corp", private.simple_url, auth="passthrough")
+    config = config_for(private, tmp_path / "data", registries=(corp,))
+    client = "Bearer tok"
+
+    async def main() -> None:
+        async with runtime(config) as rt:
+            await rt.index.authorize(corp, "secret", client)
+            await rt.index.answer(corp, "secret", LIVE, authorization=client)
+            private.keep_serving_deleted_files = True
+            private.delete(gone.filename)
+            answer = await rt.index.answer(corp, "secret", LIVE, authorization=client)
+            assert gone.filename not in [f.filename for f in answer.view.files]
+            await rt.index.drain()
+            assert rt.store.has(gone.sha256) and rt.store.is_irreplaceable(gone.sha256)
+
+    asyncio.run(main())

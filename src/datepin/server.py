@@ -156,8 +156,11 @@ class Runtime:
     files: FileServer
     index: Index
 
-    async def rescue(self, registry: Registry, file: DistFile) -> bool:
+    async def rescue(
+        self, registry: Registry, file: DistFile, authorization: str | None = None
+    ) -> bool:
         """Keep a file that went away upstream: store it if missing, mark it irreplaceable.
+        `authorization`: the client's own credentials, for a passthrough registry.
 
         Returns True when the file had to be downloaded now; raises RescueError."""
         sha = file.sha256
@@ -167,7 +170,7 @@ class Runtime:
             )
             sha = stored.sha256 if stored is not None else None
         had = sha is not None and await asyncio.to_thread(self.store.has, sha)
-        headers = self.index.upstream_headers(registry, file.url)
+        headers = self.index.upstream_headers(registry, file.url, authorization)
         target = file_target(file, sha256=sha, irreplaceable=True, upstream_headers=headers)
         try:
             sha = await self.files.fill(target)
@@ -240,8 +243,8 @@ async def runtime(
             raise OSError(f"{file.filename} vanished from the store")
         return _reading(handle)
 
-    async def rescue(registry: Registry, file: DistFile) -> bool:
-        return await rt.rescue(registry, file)
+    async def rescue(registry: Registry, file: DistFile, authorization: str | None) -> bool:
+        return await rt.rescue(registry, file, authorization)
 
     index = Index(
         config, history, upstream, clock=clock, fetch_file=fetch_file, auth=auth, rescue=rescue

@@ -101,8 +101,10 @@ class RescueError(Exception):
 
 
 # Keep a file that went away upstream: store it if missing, mark it irreplaceable.
+# `authorization`: the credentials of the client whose request saw it go (passthrough
+# registries, which datepin holds none of its own for).
 # Returns True when it had to be downloaded now; raises RescueError.
-Rescue = Callable[[Registry, DistFile], Awaitable[bool]]
+Rescue = Callable[[Registry, DistFile, str | None], Awaitable[bool]]
 
 
 class Index:
@@ -248,6 +250,11 @@ class Index:
         *,
         load: bool = False,
     ) -> Observed | None:
+        # Recorded as of the request: upstream builds the page after this, so it lists every
+        # file uploaded before it.  Stamped when the answer arrives instead, a file uploaded
+        # while the page was on its way (before a cutoff between the two times) would be
+        # missing from an observation that seems to describe that cutoff: hidden for good.
+        started = self.clock()
         try:
             page = await self.fetch_page(registry, name, headers, authorization=authorization)
         except UpstreamError as e:
@@ -257,15 +264,24 @@ class Index:
                 # no grace later (the access check's own refusals do the same).
                 self.gate.revoke(self.gate.key(authorization, registry.name, name))
             raise
-        return await self._record(registry, name, page, load=load)
+        return await self._record(
+            registry, name, page, started, load=load, authorization=authorization
+        )
 
     async def _record(
-        self, registry: Registry, name: str, page: ProjectPage | None, *, load: bool = False
+        self,
+        registry: Registry,
+        name: str,
+        page: ProjectPage | None,
+        at: datetime,
+        *,
+        load: bool = False,
+        authorization: str | None = None,
     ) -> Observed | None:
+        """Record `page`, as upstream had it at `at` (when it was asked for)."""
         self.observations += 1
         if page is None and await asyncio.to_thread(self.history.last_observed, registry.name, name) is None:
             return None
-        at = self.clock()
         # One thread call for both: a cold page's answer waits for each hop.  Not for a big
         # page: its files and its history would be in memory at once (bench/run, growth:
         # 20,000 files, peak RSS), and one hop more is nothing next to its reading.
@@ -294,7 +310,7 @@ class Index:
         # going away is kept at once, while upstream may still serve it (DESIGN.md).
         if self._rescue is not None:
             for file in observed[0].gone:
-                self.rescue(registry, file)
+                self.rescue(registry, file, authorization)
         return observed
 
     # -- passthrough access ----------------------------------------------------------------
@@ -317,6 +333,7 @@ class Index:
         self, registry: Registry, name: str, authorization: str | None, key: bytes
     ) -> None:
         self.access_checks += 1
+        started = self.clock()
         try:
             page = await self.fetch_page(registry, name, authorization=authorization)
         except UpstreamError as e:
@@ -339,7 +356,7 @@ class Index:
             raise NotObserved(name)
         self.gate.grant(key)
         log.debug("%s/%s: upstream accepted the client's credentials", registry.name, name)
-        await self._record(registry, name, page)
+        await self._record(registry, name, page, started, authorization=authorization)
 
     async def visible_names(self, registry: Registry, authorization: str | None) -> list[str]:
         """The root page: projects with files; for passthrough registries only those these
@@ -355,7 +372,9 @@ class Index:
 
     # -- rescue --------------------------------------------------------------------------
 
-    def rescue(self, registry: Registry, file: DistFile) -> asyncio.Task[None]:
+    def rescue(
+        self, registry: Registry, file: DistFile, authorization: str | None = None
+    ) -> asyncio.Task[None]:
         """Start keeping a file that went away upstream, or join the rescue in progress.
 
         The task ends once the file is stored and marked irreplaceable, or raises
@@ -365,17 +384,21 @@ class Index:
         key = (registry.name, file_key(file))
         task = self._rescues.get(key)
         if task is None:
-            task = asyncio.create_task(self._rescue_one(registry, file), name=f"rescue {file.filename}")
+            task = asyncio.create_task(
+                self._rescue_one(registry, file, authorization), name=f"rescue {file.filename}"
+            )
             self._rescues[key] = task
             task.add_done_callback(lambda done: self._rescued(key, file.filename, done))
         return task
 
-    async def _rescue_one(self, registry: Registry, file: DistFile) -> None:
+    async def _rescue_one(
+        self, registry: Registry, file: DistFile, authorization: str | None
+    ) -> None:
         if self._rescue is None:
             raise RescueError(f"{file.filename}: no file store to keep it in")
         try:
             async with self._rescue_slots:
-                downloaded = await self._rescue(registry, file)
+                downloaded = await self._rescue(registry, file, authorization)
         except RescueError:
             await asyncio.to_thread(
                 self.history.note_rescue, registry.name, file_key(file), file.filename, False
@@ -441,6 +464,12 @@ class Index:
         if self._needs_observation(last, cutoff):
             try:
                 observed = await self._observe_shared(registry, name, headers, authorization, load=True)
+                if observed is not None and cutoff is not None and observed[0].at < cutoff:
+                    # Joined a fetch asked for before the cutoff: it cannot describe the
+                    # cutoff, so observe again (the fetch asked for now comes after it).
+                    observed = await self._observe_shared(
+                        registry, name, headers, authorization, load=True
+                    )
                 if observed is None:
                     raise NotObserved(name)
                 # Not kept: a first observation's change lists every file it added (20,000
