@@ -395,3 +395,27 @@ def test_html_cut_short_is_refused_before_it_can_lose_files() -> None:
         check_html_complete(half)
     check_html_complete(b"<html><body></body>")  # </html> may be omitted after </body>
     check_html_complete(b"<HTML><BODY></BODY></HTML>\n\n")
+
+
+# --- HTML as plain web servers write it -------------------------------------------------------
+
+
+def test_html_filename_comes_from_the_url_as_pip_and_uv_read_it() -> None:
+    """nginx's autoindex cuts link text longer than 50 bytes ("..&gt;"); pip and uv take a
+    file's name from the URL, so the text must not rename the file."""
+    name = "a_rather_long_project_name_for_autoindex-1.0-py3-none-any.whl"
+    body = (
+        '<html><body><pre><a href="../">../</a>\r\n'
+        f'<a href="{name}">{name[:47]}..&gt;</a>   01-Jan-2023 00:00   1234\r\n'
+        "</pre></body></html>"
+    ).encode()
+    page = parse_html_page(body, "https://files.test/simple/a/", "a")
+    assert [f.filename for f in page.files] == [name]  # and "../" is no file
+
+
+def test_html_page_is_decoded_in_the_charset_its_content_type_names() -> None:
+    body = '<a href="foo-1.0.tar.gz" data-yanked="retir\u00e9e">foo-1.0.tar.gz</a>'.encode("latin-1")
+    (f,) = parse_html_page(body, BASE, "foo", "text/html; charset=ISO-8859-1").files
+    assert f.yanked == "retir\u00e9e"
+    with pytest.raises(PageError):
+        parse_html_page(body, BASE, "foo", "text/html")  # no charset: UTF-8, which it is not

@@ -245,3 +245,24 @@ def test_json_api_of_a_fixed_view_never_changes(fake_pypi, proxy):
     assert up.status == 200 and json.loads(up.body)["info"]["requires_dist"] == ["beta"]
     assert down.status in (502, 503), down.body
     assert json.loads(down.body)["message"]
+
+
+def test_json_api_finds_a_release_by_an_equal_version(graph, proxy):
+    """PyPI answers /pypi/P/1.0.0/json for release 1.0 (warehouse falls back to the canonical
+    version); render_json_api does too, so the route must not 404 first."""
+    one = proxy.get("/2023-07-01/pypi/alpha/1.0/json")
+    assert one.status == 200
+    same = proxy.get("/2023-07-01/pypi/alpha/1.0.0/json")
+    assert same.status == 200, same.body
+    assert json.loads(same.body)["info"]["version"] == "1.0"
+    assert json.loads(same.body)["urls"] == json.loads(one.body)["urls"]
+
+
+def test_if_none_match_uses_weak_comparison(graph, proxy):
+    """RFC 9110 13.1.2: If-None-Match compares weakly, so a tag a cache in between made weak
+    (nginx's gzip does) or `*` still revalidates to a 304."""
+    r = proxy.get("/2023-03-01/simple/alpha/", {"Accept": JSON})
+    etag = r.header("ETag")
+    for sent in (etag, "W/" + etag, f'"other", W/{etag}', "*"):
+        again = proxy.get("/2023-03-01/simple/alpha/", {"Accept": JSON, "If-None-Match": sent})
+        assert again.status == 304, sent

@@ -9,6 +9,7 @@ import os
 import secrets
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import pytest
 from clients import pip_install, pip_resolve, uv_compile
 from fakepypi import FakePyPI
 from proxyproc import Proxy, Response, fetch, write_config
+from scripted import ScriptedServer
 
 JSON = "application/vnd.pypi.simple.v1+json"
 PIN = "2024-01-01"  # before anything was observed: the first observation is what it sees
@@ -305,3 +307,70 @@ def test_a_login_redirect_for_an_anonymous_client_opens_nothing(
         page = passthrough.get(page_path, {"Accept": JSON})
         wheel = fetch(link)
     assert (page.status, wheel.status) == (401, 401), (page.body[:200], wheel.body[:60])
+
+
+# -- HTML pages as plain web servers write them ----------------------------------------------
+
+
+@contextmanager
+def _static_registry(tmp_path: Path, public: FakePyPI) -> Iterator[tuple[Proxy, ScriptedServer]]:
+    """A registry of pages as a plain web server writes them (routes set by the test)."""
+    with ScriptedServer() as server:
+        extra = f'[[registry]]\nname = "static"\nurl = "{server.url}/simple/"\n'
+        proxy = start_proxy(tmp_path, public, extra)
+        try:
+            yield proxy, server
+        finally:
+            proxy.stop()
+
+
+def test_an_nginx_autoindex_registry_installs_through_datepin_as_it_does_directly(
+    tmp_path: Path, public: FakePyPI
+) -> None:
+    """A directory of wheels behind nginx's `autoindex on` is a PEP 503 index to pip and uv:
+    both take a file's name from its URL.  nginx cuts names longer than 50 bytes in the link
+    text ("...m..&gt;"), so datepin must not take the name from the text either."""
+    project = "a-rather-long-project-name-for-autoindex"
+    wheel = public.add_wheel(project, "1.0", upload_time="2023-01-01T00:00:00Z", metadata_file=False)
+    assert len(wheel.filename) > 50
+    shown = wheel.filename[:47] + "..&gt;"
+    page = (
+        f"<html>\r\n<head><title>Index of /simple/{project}/</title></head>\r\n<body>\r\n"
+        f"<h1>Index of /simple/{project}/</h1><hr><pre><a href=\"../\">../</a>\r\n"
+        f'<a href="{wheel.url}">{shown}</a>{" " * 3}01-Jan-2023 00:00{" " * 7}{wheel.size}\r\n'
+        "</pre><hr></body>\r\n</html>\r\n"
+    ).encode()
+    with _static_registry(tmp_path, public) as (proxy, server):
+        server.route(f"/simple/{project}/", 200, page, content_type="text/html")
+        direct = f"{server.url}/simple/"
+        assert pip_resolve(direct, [project]) == {project: "1.0"}
+        assert uv_compile(direct, [project]) == {project: "1.0"}
+        through = f"{proxy.url}/{PIN}/r/static/"
+        listed = [f["filename"] for f in json.loads(proxy.get(f"/{PIN}/r/static/{project}/", {"Accept": JSON}).body)["files"]]
+        assert wheel.filename in listed, listed
+        assert pip_resolve(through, [project]) == {project: "1.0"}
+        assert uv_compile(through, [project]) == {project: "1.0"}
+
+
+def test_an_html_registry_page_in_latin_1_is_read_as_pip_and_uv_read_it(
+    tmp_path: Path, public: FakePyPI
+) -> None:
+    """pip and uv decode an HTML page in the charset its Content-Type names (UTF-8 if none)."""
+    wheel = public.add_wheel("latin", "1.0", upload_time="2023-01-01T00:00:00Z", metadata_file=False)
+    page = (
+        '<!DOCTYPE html>\n<html><head><title>Liens pour latin \u2013 d\u00e9p\u00f4t</title></head>'
+        f'<body>\n<a href="{wheel.url}#sha256={wheel.sha256}" data-yanked="retir\u00e9e">{wheel.filename}</a>\n'
+        "</body></html>\n"
+    ).replace("\u2013", "-").encode("iso-8859-1")
+    with _static_registry(tmp_path, public) as (proxy, server):
+        server.route("/simple/latin/", 200, page, content_type="text/html; charset=ISO-8859-1")
+        direct = f"{server.url}/simple/"
+        assert pip_resolve(direct, ["latin==1.0"]) == {"latin": "1.0"}  # yanked, pinned
+        assert uv_compile(direct, ["latin==1.0"]) == {"latin": "1.0"}
+        r = proxy.get(f"/{PIN}/r/static/latin/", {"Accept": JSON})
+        assert r.status == 200, r.body
+        [entry] = json.loads(r.body)["files"]
+        assert entry["yanked"] == "retir\u00e9e"
+        through = f"{proxy.url}/{PIN}/r/static/"
+        assert pip_resolve(through, ["latin==1.0"]) == {"latin": "1.0"}
+        assert uv_compile(through, ["latin==1.0"]) == {"latin": "1.0"}

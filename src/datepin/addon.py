@@ -26,6 +26,7 @@ from datepin.history import StoredFile, file_key
 from datepin.model import DistFile, View
 from datepin.pages import Page, PageCache, build_page
 from datepin.pins import Pin, PinError, format_time, parse_pin
+from datepin.rewrite.filenames import parse_version
 from datepin.rewrite.negotiate import choose_format, content_type
 from datepin.rewrite.render import (
     LinkFn,
@@ -491,17 +492,21 @@ class DatepinAddon:
             # Check the version first: release_info asks upstream for what history lacks, and
             # a version outside the view must not cost an upstream request (a fixed view is
             # answered from history alone).
-            if route.version is not None and route.version not in view.versions:
-                return self._not_found(True, "release not found", pin, view)
+            version = route.version
+            if version is not None:
+                # As PyPI: an equal version spelled otherwise (1.0.0 for 1.0) is that release.
+                version = release_named(view, version)
+                if version is None:
+                    return self._not_found(True, "release not found", pin, view)
             try:
                 info = await self.index.release_info(
-                    registry, view, route.version, authorization=authorization
+                    registry, view, version, authorization=authorization
                 )
             except UpstreamError as e:
                 return error_response(e, json_api=True, headers=headers)
             if info is None:
                 return self._not_found(True, "release not found", pin, view)
-            body = render_json_api(view, info[1], link, version=route.version)
+            body = render_json_api(view, info[1], link, version=version)
             return self._page(ask, [body], "application/json", headers, pin, forward_mode, private=private)
         chunks = iter_json(view, link) if fmt == "v1+json" else iter_html(view, link)
         page = build_page(chunks, content_type(fmt), view.kind)
@@ -569,7 +574,7 @@ class DatepinAddon:
             "ETag": etag,
             "Cache-Control": self._page_cache_control(pin, forward_mode, private),
         }
-        if etag in [t.strip() for t in (ask.headers.get("If-None-Match") or "").split(",")]:
+        if _none_match(ask.headers.get("If-None-Match"), etag):
             return Reply(304, headers=headers)
         if gzipped:
             headers["Content-Encoding"] = "gzip"
@@ -667,6 +672,23 @@ class DatepinAddon:
         flow.request.port = self.files.port
         flow.request.path = ticket
         flow.metadata[STREAM_FLAG] = True
+
+
+def _none_match(header: str | None, etag: str) -> bool:
+    """Whether If-None-Match names `etag`, compared weakly (RFC 9110 13.1.2), or is `*`."""
+    tags = [t.strip() for t in (header or "").split(",")]
+    return "*" in tags or etag in [t.removeprefix("W/") for t in tags]
+
+
+def release_named(view: View, version: str) -> str | None:
+    """The view's spelling of the release `version` names (the same text, else an equal
+    version), or None if the view has no such release."""
+    if version in view.versions:
+        return version
+    wanted = parse_version(version)
+    if wanted is None:
+        return None
+    return next((v for v in view.versions if parse_version(v) == wanted), None)
 
 
 def _plain_get(ask: Ask) -> bool:

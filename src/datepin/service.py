@@ -192,7 +192,9 @@ class Index:
                 del fetched
             else:
                 check_html_complete(fetched.body)
-                read = functools.partial(parse_html_page, fetched.body, base_url, name)
+                read = functools.partial(
+                    parse_html_page, fetched.body, base_url, name, fetched.content_type
+                )
             page = read() if small else await asyncio.to_thread(read)
         except PageError as e:
             reason = one_line(str(e))

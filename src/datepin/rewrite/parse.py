@@ -267,18 +267,23 @@ def _load_json_object(body: bytes | bytearray) -> dict[str, object]:
 # --- PEP 503 HTML -------------------------------------------------------------------------
 
 
-def parse_html_page(body: bytes | bytearray, base_url: str, name: str) -> ProjectPage:
-    """A PEP 503 project page (with PEP 592/629/658/700/714/792 attributes)."""
+def parse_html_page(
+    body: bytes | bytearray, base_url: str, name: str, content_type: str = ""
+) -> ProjectPage:
+    """A PEP 503 project page (with PEP 592/629/658/700/714/792 attributes), decoded in the
+    charset its `content_type` names, else UTF-8 (as pip and uv read it)."""
     from bs4 import Tag
 
-    soup = _soup(body)
+    soup = _soup(body, _charset(content_type))
     base_tag = soup.find("base", href=True)
     if isinstance(base_tag, Tag):
         base_url = urljoin(base_url, _attr(base_tag, "href") or "")
     files = tuple(
         _html_file(anchor, base_url)
         for anchor in soup.find_all("a")
-        if isinstance(anchor, Tag) and _attr(anchor, "href") is not None
+        if isinstance(anchor, Tag)
+        and (href := _attr(anchor, "href")) is not None
+        and not _is_directory(urljoin(base_url, href))
     )
     return ProjectPage(
         name=canonicalize_name(name),
@@ -309,7 +314,9 @@ def check_html_complete(body: bytes | bytearray) -> None:
 def _html_file(anchor: Tag, base_url: str) -> DistFile:
     href = _attr(anchor, "href") or ""
     url, fragment = urldefrag(urljoin(base_url, href))
-    filename = anchor.get_text().strip() or _last_segment(url)
+    # The name is the URL's, as pip and uv read it: PEP 503 says the text must match it, but
+    # web servers' directory listings cut long names short in the text ("...m..>", nginx).
+    filename = _last_segment(url) or anchor.get_text().strip()
     if not filename:
         raise PageError(f"link {href!r} names no file")
     metadata = _attr(anchor, "data-core-metadata")
@@ -363,14 +370,31 @@ def _last_segment(url: str) -> str:
     return unquote(posixpath.basename(urlsplit(url).path))
 
 
-def _soup(body: bytes | bytearray) -> BeautifulSoup:
+def _is_directory(url: str) -> bool:
+    """A link to a directory (a listing's "../", "sub/"): never a distribution file."""
+    path = urlsplit(url).path
+    return path.endswith("/") or posixpath.basename(path) in (".", "..")
+
+
+def _charset(content_type: str) -> str:
+    """The `charset` parameter of a Content-Type, else UTF-8 (pip's and uv's default)."""
+    for param in content_type.split(";")[1:]:
+        key, _, value = param.partition("=")
+        if key.strip().lower() == "charset" and value.strip().strip('"'):
+            return value.strip().strip('"')
+    return "utf-8"
+
+
+def _soup(body: bytes | bytearray, charset: str = "utf-8") -> BeautifulSoup:
     from bs4 import BeautifulSoup
     from bs4.exceptions import ParserRejectedMarkup
 
     try:
-        text = body.decode("utf-8")
+        text = body.decode(charset)
+    except LookupError:
+        raise PageError(f"HTML page in an unknown charset {charset!r}") from None
     except UnicodeDecodeError as exc:
-        raise PageError(f"HTML page is not UTF-8: {exc}") from None
+        raise PageError(f"HTML page is not {charset}: {exc}") from None
     try:
         return BeautifulSoup(text, "html.parser")
     except (ParserRejectedMarkup, AssertionError) as exc:
