@@ -29,7 +29,8 @@ def exports(text: str) -> dict[str, str]:
     )
     variables = dict(item.split("=", 1) for item in proc.stdout.split("\0") if "=" in item)
     names = ("HTTPS_PROXY", "PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "PIP_INDEX_URL",
-             "UV_DEFAULT_INDEX", "PDM_PYPI_URL", "PIP_TRUSTED_HOST", "UV_INSECURE_HOST")
+             "UV_DEFAULT_INDEX", "PDM_PYPI_URL", "PIP_TRUSTED_HOST", "UV_INSECURE_HOST",
+             "PDM_PYPI_VERIFY_SSL")
     return {k: v for k, v in variables.items() if k in names}
 
 
@@ -172,6 +173,110 @@ def test_what_env_prints_for_forward_mode_works_with_pip_and_uv(fake_pypi, proxy
     fake_pypi.add_wheel("beta", "1.0", upload_time="2022-12-01T10:00:00Z")
     fake_pypi.add_wheel("beta", "2.0", upload_time="2023-05-01T10:00:00Z")
     code, out = invoke("env", "--data-dir", str(proxy.data_dir), "--pin", "2023-03-01",
+                       "--mode", "forward", "--proxy", proxy.url)
+    assert code == 0
+    values = exports(out)
+    assert pip_resolve("https://pypi.org/simple/", ["beta"], env_extra=values) == {"beta": "1.0"}
+    assert uv_compile("https://pypi.org/simple/", ["beta"], env_extra=values) == {"beta": "1.0"}
+
+
+# -- what `datepin env` prints for path mode, used as printed -----------------------------------
+
+
+def _loopback_name() -> str | None:
+    """A host name other than localhost that resolves to a loopback address (this machine's
+    own name usually does): clients treat it as any remote host."""
+    import socket
+
+    name = socket.gethostname()
+    try:
+        addr = socket.gethostbyname(name)
+    except OSError:
+        return None
+    return name if addr.startswith("127.") and name not in ("localhost",) else None
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "by-name"])
+@pytest.mark.parametrize("pin", ["2023-03-01", "2023-03-01T12:00:00+02:00"])
+def test_what_env_prints_for_path_mode_works_with_pip_uv_and_pdm(fake_pypi, proxy, tmp_path, host, pin):
+    import json
+    import sys
+    import tomllib
+
+    from clients import run, uv_bin, parse_pins
+
+    if host == "by-name":
+        host = _loopback_name() or pytest.skip("no host name resolving to 127.x")
+    fake_pypi.add_wheel("beta", "1.0", upload_time="2022-12-01T10:00:00Z")
+    fake_pypi.add_wheel("beta", "2.0", upload_time="2023-05-01T10:00:00Z")
+    code, out = invoke("env", "--pin", pin, "--proxy", f"http://{host}:{proxy.port}")
+    assert code == 0, out
+    values = exports(out)
+
+    report = tmp_path / "report.json"
+    run([sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "-q",
+         "--report", str(report), "beta"], env_extra=values)
+    assert [i["metadata"]["version"] for i in json.loads(report.read_text())["install"]] == ["1.0"]
+
+    proc = run([uv_bin(), "pip", "compile", "-", "--no-header", "--no-annotate"],
+               env_extra=values, input="beta\n")
+    assert parse_pins(proc.stdout) == {"beta": "1.0"}
+
+    demo = tmp_path / "demo"
+    demo.mkdir()
+    (demo / "pyproject.toml").write_text(
+        '[project]\nname = "demo"\nversion = "0.1.0"\nrequires-python = ">=3.12"\n'
+        'dependencies = ["beta"]\n')
+    home = tmp_path / "home"
+    pdm_env = {"HOME": str(home), "XDG_CONFIG_HOME": str(home / "c"), "XDG_CACHE_HOME": str(home / "k"),
+               "XDG_DATA_HOME": str(home / "d"), "PDM_CHECK_UPDATE": "false",
+               "PDM_NON_INTERACTIVE": "1", "PDM_PYTHON": sys.executable,
+               "PYTHON_KEYRING_BACKEND": "keyring.backends.null.Keyring"}
+    run([str(Path(sys.executable).parent / "pdm"), "lock"], cwd=demo, env_extra={**pdm_env, **values})
+    packages = tomllib.loads((demo / "pdm.lock").read_text())["package"]
+    assert {p["name"]: p["version"] for p in packages} == {"beta": "1.0"}
+
+
+@pytest.mark.parametrize("mode", ["path", "forward"])
+def test_env_dockerfile_lines_bracket_an_ipv6_proxy_address(tmp_path, mode):
+    from urllib.parse import urlsplit
+
+    code, out = invoke("env", "--data-dir", str(tmp_path), "--pin", "2023-11-18", "--mode", mode,
+                       "--proxy", "http://[fd00::5]:8080")
+    assert code == 0, out
+    urls = [word.split("=", 1)[-1].strip("'\"") for line in out.splitlines() for word in line.split()
+            if "http://" in word]
+    assert urls
+    for url in urls:  # every URL printed, shell or Dockerfile, names the proxy it was given
+        parts = urlsplit(url)
+        assert (parts.hostname, parts.port) == ("fd00::5", 8080), url
+    if mode == "path":
+        assert "ARG UV_INSECURE_HOST=[fd00::5]:8080" in out and "ARG PDM_PYPI_VERIFY_SSL=false" in out
+
+
+@pytest.mark.parametrize("shell", ["bash", "sh"])
+@pytest.mark.parametrize("args", [
+    ["--pin", "2023-11-18"],
+    ["--pin", "2023-11-18T14:05:00.5-03:30", "--proxy", "http://[::1]:18128"],
+    ["--pin", "live", "--proxy", "http://10.1.2.3:3128"],
+    ["--pin", "2023-11-18", "--mode", "forward"],
+    ["--pin", "2023-11-18T14:05:00+02:00", "--mode", "forward", "--proxy", "http://proxy.internal:8080"],
+])
+def test_env_output_can_be_evaluated_whole(tmp_path, shell, args):
+    """`eval "$(datepin env ...)"`: every line printed is shell; nothing fails or complains."""
+    data = tmp_path / "a dir with 'quotes' and spaces"
+    code, out = invoke("env", "--data-dir", str(data), *args)
+    assert code == 0, out
+    proc = subprocess.run([shell, "-euc", 'eval "$1"; echo "${PIP_CERT:-}${PIP_INDEX_URL:-}"', "sh", out],
+                          capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "PWD": "/tmp"}, cwd="/tmp")
+    assert (proc.returncode, proc.stderr) == (0, ""), proc.stderr if "PIP_CERT" in out else None
+
+
+@pytest.mark.parametrize("pin", ["2023-03-01T12:00:00+02:00", "2023-03-01T12:00:00.25-03:30"])
+def test_what_env_prints_for_forward_mode_with_an_offset_timestamp(fake_pypi, proxy, pin):
+    fake_pypi.add_wheel("beta", "1.0", upload_time="2022-12-01T10:00:00Z")
+    fake_pypi.add_wheel("beta", "2.0", upload_time="2023-05-01T10:00:00Z")
+    code, out = invoke("env", "--data-dir", str(proxy.data_dir), "--pin", pin,
                        "--mode", "forward", "--proxy", proxy.url)
     assert code == 0
     values = exports(out)

@@ -125,3 +125,44 @@ def test_poetry_and_pdm_lock_through_https_proxy_with_requests_ca_bundle(graph, 
     }
     run([exe, "lock"], cwd=path, env_extra=env)
     assert locked(path / f"{name}.lock") == {"alpha": "1.0", "beta": "1.0"}
+
+
+# -- lock, install, upstream deletes a file, install again from the lock -----------------------
+
+
+@pytest.mark.parametrize("name", ["poetry", "pdm"])
+def test_lock_install_then_reinstall_after_upstream_deleted_a_file(tmp_path, name):
+    import subprocess
+
+    exe = tool(name)
+    with FakePyPI() as fake:
+        fake.add_wheel("beta", "1.0", upload_time="2022-12-01T10:00:00Z")
+        fake.add_wheel("alpha", "1.0", upload_time="2023-01-01T10:00:00Z", requires_dist=["beta"])
+        fake.add_wheel("beta", "2.0", upload_time="2023-05-01T10:00:00Z")
+        config = write_config(tmp_path / "proxy.toml", simple_url=fake.simple_url,
+                              json_url=fake.json_url, files_url=fake.files_url)
+        with Proxy(data_dir=tmp_path / "data", config=config) as proxy:
+            index = proxy.index("2023-03-01")
+            source = (f'[[tool.poetry.source]]\nname = "datepin"\nurl = "{index}"\npriority = "primary"\n'
+                      if name == "poetry" else f'[[tool.pdm.source]]\nname = "pypi"\nurl = "{index}"\n')
+            path = project(tmp_path / "demo", source)
+            venv = tmp_path / "venv"
+            subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+
+            def install(home: str) -> None:
+                env = {**isolated_env(tmp_path / home), "VIRTUAL_ENV": str(venv),
+                       "PDM_PYTHON": str(venv / "bin" / "python"), "PDM_IGNORE_ACTIVE_VENV": "0",
+                       "PATH": f"{venv / 'bin'}:/usr/bin:/bin"}
+                cmd = [exe, "install", "--no-root"] if name == "poetry" else [exe, "sync", "--no-self"]
+                run(cmd, cwd=path, env_extra=env)
+
+            run([exe, "lock"], cwd=path, env_extra=isolated_env(tmp_path / "home-lock"))
+            install("home-1")
+            fake.delete("alpha-1.0-py3-none-any.whl")
+            fake.delete("beta-1.0-py3-none-any.whl")
+            shutil.rmtree(venv)
+            subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+            install("home-2")  # fresh client caches: every file from datepin
+            site = next(venv.glob("lib/python*/site-packages"))
+            assert sorted(p.name for p in site.glob("*.dist-info")) == [
+                "alpha-1.0.dist-info", "beta-1.0.dist-info"]

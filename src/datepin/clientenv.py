@@ -5,7 +5,9 @@ Pure: values in, text out.  Which variable each client reads (checked against th
 - pip: `PIP_INDEX_URL`; CA: `REQUESTS_CA_BUNDLE` wins over `PIP_CERT`, so both.
 - uv: `UV_DEFAULT_INDEX`; CA: `SSL_CERT_FILE` (uv 0.13 adds no other variable for it).
 - Poetry: sources live in pyproject.toml only; CA through requests: `REQUESTS_CA_BUNDLE`.
-- PDM: `PDM_PYPI_URL`; CA: `REQUESTS_CA_BUNDLE` (else truststore, which reads `SSL_CERT_FILE`).
+- PDM: `PDM_PYPI_URL`, plus `PDM_PYPI_VERIFY_SSL=false` for plain HTTP to a host other than
+  localhost, 127.0.0.0/8 or ::1 (unearth skips such pages as untrusted otherwise); CA:
+  `REQUESTS_CA_BUNDLE` (else truststore, which reads `SSL_CERT_FILE`).
 - Forward mode: `HTTPS_PROXY` with the pin as the proxy user name (or password).
 """
 
@@ -77,8 +79,12 @@ def render(pin: Pin, mode: Mode, proxy: ProxyAddress, bundle: str | None = None)
         f" (cutoff {format_time(pin.cutoff)})" if pin.cutoff else " (today's index)"
     )]
     if mode == "path":
-        return "\n".join(header + _path_exports(pin, proxy) + [""] + _path_docker(pin, proxy)) + "\n"
-    return "\n".join(header + _forward_exports(pin, proxy, bundle) + [""] + _forward_docker(pin, proxy)) + "\n"
+        shell, docker = _path_exports(pin, proxy), _path_docker(pin, proxy)
+    else:
+        shell, docker = _forward_exports(pin, proxy, bundle), _forward_docker(pin, proxy)
+    # The whole output is shell (`eval "$(datepin env ...)"`): the Dockerfile lines are comments.
+    docker = [line if line.startswith("#") else f"# {line}" for line in docker]
+    return "\n".join(header + shell + [""] + docker) + "\n"
 
 
 def _export(name: str, value: str, comment: str = "", *, raw: bool = False) -> str:
@@ -102,6 +108,7 @@ def _path_exports(pin: Pin, proxy: ProxyAddress) -> list[str]:
         lines += [
             _export("PIP_TRUSTED_HOST", proxy.host, "pip: plain HTTP"),
             _export("UV_INSECURE_HOST", proxy.netloc, "uv: plain HTTP"),
+            _export("PDM_PYPI_VERIFY_SSL", "false", "PDM: plain HTTP"),
         ]
     lines += [
         "# Poetry reads its sources from pyproject.toml only:",
@@ -110,19 +117,25 @@ def _path_exports(pin: Pin, proxy: ProxyAddress) -> list[str]:
     return lines
 
 
+def _docker_proxy(proxy: ProxyAddress) -> ProxyAddress:
+    """Where a container reaches the proxy."""
+    return ProxyAddress(DOCKER_HOST, proxy.port) if proxy.is_loopback else proxy
+
+
 def _path_docker(pin: Pin, proxy: ProxyAddress) -> list[str]:
-    host = DOCKER_HOST if proxy.is_loopback else proxy.host
-    index = f"http://{host}:{proxy.port}/{quote(pin.text, safe='')}/simple/"
+    there = _docker_proxy(proxy)
+    index = f"{there.url}/{quote(pin.text, safe='')}/simple/"
     lines = ["# Dockerfile (path mode):"]
     if proxy.is_loopback:
         lines += _docker_reach_note(proxy)
     lines += [
         "# Build args are in the environment of RUN steps and not kept in the image.",
         f"ARG PIP_INDEX_URL={index}",
-        f"ARG PIP_TRUSTED_HOST={host}",
+        f"ARG PIP_TRUSTED_HOST={there.host}",
         f"ARG UV_DEFAULT_INDEX={index}",
-        f"ARG UV_INSECURE_HOST={host}:{proxy.port}",
+        f"ARG UV_INSECURE_HOST={there.netloc}",
         f"ARG PDM_PYPI_URL={index}",
+        "ARG PDM_PYPI_VERIFY_SSL=false",
         "RUN pip install -r requirements.txt   # or: uv pip install / pdm install",
     ]
     return lines
@@ -148,8 +161,7 @@ def _forward_exports(pin: Pin, proxy: ProxyAddress, bundle: str | None) -> list[
 
 
 def _forward_docker(pin: Pin, proxy: ProxyAddress) -> list[str]:
-    host = DOCKER_HOST if proxy.is_loopback else proxy.host
-    proxy_url = f"http://{proxy_credentials(pin)}@{host}:{proxy.port}"
+    proxy_url = f"http://{proxy_credentials(pin)}@{_docker_proxy(proxy).netloc}"
     lines = ["# Dockerfile (forward mode):"]
     if proxy.is_loopback:
         lines += _docker_reach_note(proxy)
