@@ -18,6 +18,15 @@ from proxyproc import Proxy, write_config
 from test_crash import JSON, OLD, PIN, file_paths, get
 
 
+def stop_with(proxy: Proxy, sig: signal.Signals) -> tuple[int, float]:
+    """Send `sig` to the running proxy; its exit code and how long it took to exit."""
+    started = time.monotonic()
+    assert proxy.process is not None
+    proxy.process.send_signal(sig)
+    code = proxy.process.wait(20)
+    return code, time.monotonic() - started
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_during_a_cold_fill_stops_cleanly_and_keeps_what_was_verified(tmp_path: Path, sig) -> None:
     with FakePyPI() as fake:
@@ -40,11 +49,7 @@ def test_signal_during_a_cold_fill_stops_cleanly_and_keeps_what_was_verified(tmp
             while not storecheck.temp_files(tmp_path / "data") and time.monotonic() < deadline:
                 time.sleep(0.05)
             assert storecheck.temp_files(tmp_path / "data"), "the slow fill never started"
-            started = time.monotonic()
-            assert proxy.process is not None
-            proxy.process.send_signal(sig)
-            code = proxy.process.wait(20)
-            took = time.monotonic() - started
+            code, took = stop_with(proxy, sig)
         finally:
             proxy.kill()
         log = "".join(proxy.log)
@@ -101,11 +106,7 @@ def test_signal_during_the_servers_own_snapshot(tmp_path: Path, sig) -> None:
             while not fake.requests_for("/simple/beta/") and time.monotonic() < deadline:
                 time.sleep(0.05)
             assert fake.requests_for("/simple/beta/")
-            started = time.monotonic()
-            assert proxy.process is not None
-            proxy.process.send_signal(sig)
-            code = proxy.process.wait(20)
-            took = time.monotonic() - started
+            code, took = stop_with(proxy, sig)
         finally:
             proxy.kill()
     log = "".join(proxy.log)
