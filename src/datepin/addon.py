@@ -495,7 +495,7 @@ class DatepinAddon:
             version = route.version
             if version is not None:
                 # As PyPI: an equal version spelled otherwise (1.0.0 for 1.0) is that release.
-                version = release_named(view, version)
+                version = _release_named(view, version)
                 if version is None:
                     return self._not_found(True, "release not found", pin, view)
             try:
@@ -680,7 +680,7 @@ def _none_match(header: str | None, etag: str) -> bool:
     return "*" in tags or etag in [t.removeprefix("W/") for t in tags]
 
 
-def release_named(view: View, version: str) -> str | None:
+def _release_named(view: View, version: str) -> str | None:
     """The view's spelling of the release `version` names (the same text, else an equal
     version), or None if the view has no such release."""
     if version in view.versions:
