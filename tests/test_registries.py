@@ -374,3 +374,169 @@ def test_an_html_registry_page_in_latin_1_is_read_as_pip_and_uv_read_it(
         through = f"{proxy.url}/{PIN}/r/static/"
         assert pip_resolve(through, ["latin==1.0"]) == {"latin": "1.0"}
         assert uv_compile(through, ["latin==1.0"]) == {"latin": "1.0"}
+
+
+# -- a PyTorch-like index: HTML only, files on a CDN and under another path ------------------
+
+
+def _torch_like_page(project: str, links: list[tuple[str, str, str | None]]) -> bytes:
+    """PyTorch's page layout: `(href, filename, requires_python)` per file."""
+    from html import escape
+
+    anchors = "".join(
+        f'    <a href="{escape(href)}"'
+        + (f' data-requires-python="{escape(rp)}"' if rp else "")
+        + f" >{escape(name)}</a><br/>\n"
+        for href, name, rp in links
+    )
+    return (f"<!DOCTYPE html>\n<html>\n  <body>\n    <h1>Links for {project}</h1>\n"
+            f"{anchors}  </body>\n</html>\n").encode()
+
+
+def test_a_pytorch_like_index_installs_beside_pinned_pypi(tmp_path: Path, public: FakePyPI) -> None:
+    from fakepypi import build_wheel
+
+    with FakePyPI() as cdn, ScriptedServer() as index:
+        links = []
+        for tag in ("cp312-cp312-win_amd64", "cp312-cp312-macosx_11_0_arm64", "py3-none-any"):
+            f = cdn.add_wheel("torchy", "2.1.0+cu121", upload_time="2025-01-01T00:00:00Z",
+                              tag=tag, requires_dist=["beta"], requires_python=">=3.8")
+            links.append((f"{cdn.url}{f.path.replace('+', '%2B')}#sha256={f.sha256}", f.filename, ">=3.8"))
+        # An older release under another path of the index's own host.
+        old = build_wheel("torchy", "2.0.0+cu121", requires_dist=["beta"])
+        quoted = "/whl/cu121/" + old.filename.replace("+", "%2B")
+        index.route(quoted, 200, old.content, content_type="application/octet-stream")
+        index.route("/whl/cu121/" + old.filename, 200, old.content, content_type="application/octet-stream")
+        import hashlib
+        links.append((f"{quoted}#sha256={hashlib.sha256(old.content).hexdigest()}", old.filename, ">=3.8"))
+        index.route("/whl/torchy/", 200, _torch_like_page("torchy", links), content_type="text/html")
+        extra = f'[[registry]]\nname = "pytorch"\nurl = "{index.url}/whl/"\n'
+        proxy = start_proxy(tmp_path, public, extra)
+        try:
+            page = proxy.get(f"/{PIN}/r/pytorch/torchy/", {"Accept": JSON})
+            assert page.status == 200, page.body
+            files = json.loads(page.body)["files"]
+            assert sorted(f["filename"] for f in files) == sorted(name for _, name, _ in links)
+            assert {f["requires-python"] for f in files} == {">=3.8"}
+            torch_index = f"{proxy.url}/{PIN}/r/pytorch/"
+            extra_args = ["--extra-index-url", torch_index]
+            assert pip_install(proxy.index(PIN), ["torchy"], target_venv=tmp_path / "venv",
+                               extra_args=extra_args) == {"torchy": "2.1.0+cu121", "beta": "1.0"}
+            assert pip_resolve(proxy.index(PIN), ["torchy==2.0.0+cu121"], extra_args=extra_args) == {
+                "torchy": "2.0.0+cu121", "beta": "1.0"}
+            for strategy in ("first-index", "unsafe-best-match"):
+                assert uv_compile(proxy.index(PIN), ["torchy"], extra_args=[
+                    *extra_args, "--index-strategy", strategy]) == {"torchy": "2.1.0+cu121", "beta": "1.0"}
+            assert uv_compile(proxy.index(PIN), ["torchy==2.0.0+cu121"], extra_args=[
+                "--index", torch_index]) == {"torchy": "2.0.0+cu121", "beta": "1.0"}
+        finally:
+            proxy.stop()
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_an_nvidia_like_index_whose_pages_redirect(tmp_path: Path, public: FakePyPI, status: int) -> None:
+    from fakepypi import build_wheel
+    import hashlib
+
+    wheel = build_wheel("nvidia-cudnn-cu12", "9.1.0.70", tag="py3-none-manylinux2014_x86_64")
+    wheel_any = build_wheel("nvidia-cudnn-cu12", "9.0.0", requires_dist=["beta"])
+    with ScriptedServer() as index, ScriptedServer() as other:
+        # The name as the index spells it: underscores; the page's links are relative.
+        links = [(f"../../files/{w.filename}#sha256={hashlib.sha256(w.content).hexdigest()}", w.filename, None)
+                 for w in (wheel, wheel_any)]
+        other.route("/pypi/nvidia_cudnn_cu12/", 200, _torch_like_page("nvidia-cudnn-cu12", links),
+                    content_type="text/html")
+        for w in (wheel, wheel_any):
+            other.route(f"/files/{w.filename}", 200, w.content, content_type="application/octet-stream")
+        index.route("/simple/nvidia-cudnn-cu12/", status, b"moved\n",
+                    Location=f"{other.url}/pypi/nvidia_cudnn_cu12/")
+        extra = f'[[registry]]\nname = "nvidia"\nurl = "{index.url}/simple/"\n'
+        proxy = start_proxy(tmp_path, public, extra)
+        try:
+            page = proxy.get(f"/{PIN}/r/nvidia/nvidia_cudnn_cu12/", {"Accept": JSON})
+            assert page.status == 301
+            page = proxy.get(f"/{PIN}/r/nvidia/nvidia-cudnn-cu12/", {"Accept": JSON})
+            assert page.status == 200, page.body
+            assert len(json.loads(page.body)["files"]) == 2
+            nv = ["--extra-index-url", f"{proxy.url}/{PIN}/r/nvidia/"]
+            assert pip_resolve(proxy.index(PIN), ["nvidia_cudnn_cu12==9.0.0"], extra_args=nv) == {
+                "nvidia-cudnn-cu12": "9.0.0", "beta": "1.0"}
+            assert uv_compile(proxy.index(PIN), ["nvidia.cudnn.cu12==9.0.0"], extra_args=nv) == {
+                "nvidia-cudnn-cu12": "9.0.0", "beta": "1.0"}
+            [hit] = [f for f in json.loads(page.body)["files"] if f["filename"] == wheel.filename]
+            got = fetch(hit["url"])
+            assert got.status == 200 and got.body == wheel.content
+        finally:
+            proxy.stop()
+
+
+def test_files_deleted_from_an_html_registry_still_install_at_the_old_pin(
+    tmp_path: Path, public: FakePyPI
+) -> None:
+    """No hashes, no upload times (a plain directory listing): installed once, deleted
+    upstream, seen gone; the old pin still installs it from the store, with pinned PyPI."""
+    from fakepypi import build_wheel
+
+    wheels = [build_wheel("listed", v, requires_dist=["beta"]) for v in ("1.0", "2.0")]
+
+    def page(ws):
+        return _torch_like_page("listed", [(w.filename, w.filename, None) for w in ws])
+
+    with _static_registry(tmp_path, public) as (proxy, server):
+        for w in wheels:
+            server.route(f"/simple/listed/{w.filename}", 200, w.content, content_type="application/octet-stream")
+        server.route("/simple/listed/", 200, page(wheels[:1]), content_type="text/html")
+        assert proxy.get("/live/r/static/listed/").status == 200
+        t1 = now_pin()
+        idx = ["--extra-index-url", f"{proxy.url}/{t1}/r/static/"]
+        assert pip_install(proxy.index(t1), ["listed"], target_venv=tmp_path / "v1", extra_args=idx) == {
+            "listed": "1.0", "beta": "1.0"}
+        # 1.0 goes away upstream, 2.0 arrives.
+        server.route("/simple/listed/", 200, page(wheels[1:]), content_type="text/html")
+        server.route(f"/simple/listed/{wheels[0].filename}", 404, b"gone\n")
+        live = json.loads(proxy.get("/live/r/static/listed/", {"Accept": JSON}).body)
+        assert live["versions"] == ["2.0"]
+        t2 = now_pin()
+        assert pip_install(proxy.index(t1), ["listed"], target_venv=tmp_path / "v2", extra_args=idx) == {
+            "listed": "1.0", "beta": "1.0"}
+        assert uv_compile(proxy.index(t1), ["listed"], extra_args=idx) == {"listed": "1.0", "beta": "1.0"}
+        from clients import uv_install
+        assert uv_install(proxy.index(t1), ["listed"], target_venv=tmp_path / "v3", extra_args=idx) == {
+            "listed": "1.0", "beta": "1.0"}
+        idx2 = ["--extra-index-url", f"{proxy.url}/{t2}/r/static/"]
+        assert pip_resolve(proxy.index(t2), ["listed"], extra_args=idx2) == {"listed": "2.0", "beta": "1.0"}
+
+
+@pytest.mark.parametrize("secret", ["tok-bearer-123", "bob:s3cret"])
+def test_static_credentials_go_to_the_registry_host_only(
+    tmp_path: Path, public: FakePyPI, secret: str
+) -> None:
+    import hashlib
+
+    from fakepypi import build_wheel
+
+    expected = ("Bearer " + secret) if ":" not in secret else (
+        "Basic " + base64.b64encode(secret.encode()).decode())
+    local = build_wheel("corpy", "1.0", requires_dist=["beta"])
+    with ScriptedServer() as index, FakePyPI() as cdn:
+        remote = cdn.add_wheel("corpy", "2.0", upload_time="2023-01-01T00:00:00Z", requires_dist=["beta"])
+        index.route(f"/files/{local.filename}", 200, local.content, content_type="application/octet-stream")
+        links = [(f"/files/{local.filename}#sha256={hashlib.sha256(local.content).hexdigest()}", local.filename, None),
+                 (f"{remote.url}#sha256={remote.sha256}", remote.filename, None)]
+        index.route("/simple/corpy/", 200, _torch_like_page("corpy", links), content_type="text/html")
+        extra = (f'[[registry]]\nname = "corp"\nurl = "{index.url}/simple/"\n'
+                 f'auth = "static"\nauth_env = "CORP_SECRET"\n')
+        proxy = start_proxy(tmp_path, public, extra, env={**os.environ, "CORP_SECRET": secret})
+        try:
+            idx = ["--extra-index-url", f"{proxy.url}/{PIN}/r/corp/"]
+            assert pip_install(proxy.index(PIN), ["corpy"], target_venv=tmp_path / "v",
+                               extra_args=idx) == {"corpy": "2.0", "beta": "1.0"}
+            assert pip_install(proxy.index(PIN), ["corpy==1.0"], target_venv=tmp_path / "v1",
+                               extra_args=idx) == {"corpy": "1.0", "beta": "1.0"}
+            api = proxy.get(f"/{PIN}/r/corp/pypi/corpy/json")
+            assert api.status == 200 and json.loads(api.body)["info"]["requires_dist"] == ["beta"]
+        finally:
+            proxy.stop()
+        assert {"/simple/corpy/", f"/files/{local.filename}"} <= {r.path for r in index.requests}
+        assert all(r.headers.get("Authorization") == expected for r in index.requests)
+        assert cdn.requests and all("authorization" not in r.headers for r in cdn.requests)

@@ -355,7 +355,9 @@ class DatepinAddon:
         request = flow.request
         host = request.pretty_host
         if host not in (forward.INDEX_HOST, forward.FILES_HOST):
-            registry = forward.intercepted_registry(self.config, request.host, request.port)
+            registry = forward.intercepted_registry(
+                self.config, request.host, request.port, request.path
+            )
             if registry is not None:
                 return routes.route_registry_forward(
                     request.method, registry.name, registry.url, request.url
@@ -399,8 +401,8 @@ class DatepinAddon:
         if request.pretty_host == forward.FILES_HOST:
             stored, metadata = await asyncio.to_thread(self._find_upstream_file, urlsplit(url).path)
         else:
-            registry = forward.intercepted_registry(self.config, request.host, request.port)
-            stored, metadata = await asyncio.to_thread(self._find_registry_file, url, registry)
+            registries = forward.intercepted_registries(self.config, request.host, request.port)
+            stored, metadata = await asyncio.to_thread(self._find_registry_file, url, registries)
         if stored is None:
             return text_response(404, f"{url}: datepin has never listed this file")
         registry = self.config.registry(stored.registry)
@@ -417,26 +419,32 @@ class DatepinAddon:
         )
 
     def _find_registry_file(
-        self, url: str, registry: Registry | None
+        self, url: str, registries: list[Registry]
     ) -> tuple[StoredFile | None, bool]:
         """A file on an intercepted registry's host, by its URL (or its `.metadata`), only
-        if that registry listed it.  Runs in a thread (SQLite)."""
-        if registry is None:
+        if one of the registries at that host listed it.  Runs in a thread (SQLite)."""
+        if not registries:
             return None, False
-        return self._find_by_url(lambda u: [u], url, registry=registry.name)
+        names = frozenset(r.name for r in registries)
+        return self._find_by_url(forward.registry_file_urls, url, registry=names)
 
     def _find_by_url(
-        self, urls: Callable[[str], list[str]], where: str, *, registry: str | None
+        self,
+        urls: Callable[[str], list[str]],
+        where: str,
+        *,
+        registry: frozenset[str] | None,
     ) -> tuple[StoredFile | None, bool]:
         """Look a file up by the upstream URLs `where` may stand for, then, for a `.metadata`
-        path, the file it belongs to; with `registry`, only a file that registry listed."""
+        path, the file it belongs to; with `registry`, only a file one of those registries
+        listed."""
         attempts = [(where, False)]
         if where.endswith(".metadata"):
             attempts.append((where.removesuffix(".metadata"), True))
         for candidate, metadata in attempts:
             for url in urls(candidate):
                 stored = self.index.history.find_file_by_url(url)
-                if stored is not None and registry in (None, stored.registry):
+                if stored is not None and (registry is None or stored.registry in registry):
                     return stored, metadata
         return None, False
 

@@ -19,6 +19,7 @@ from datepin.config import Config, Registry
 from datepin.model import DistFile
 from datepin.pins import Pin, PinError, parse_pin
 from datepin.rewrite.render import LinkFn
+from datepin.routes import base_path_segments
 
 INDEX_HOST = "pypi.org"
 FILES_HOST = "files.pythonhosted.org"
@@ -52,12 +53,25 @@ def registry_address(registry: Registry) -> tuple[str, int] | None:
     return parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
 
 
-def intercepted_registry(config: Config, host: str, port: int) -> Registry | None:
-    """The extra registry (intercept = true) served at host:port, if any."""
-    for registry in config.registries:
-        if registry.intercept and registry_address(registry) == (host, port):
-            return registry
-    return None
+def intercepted_registries(config: Config, host: str, port: int) -> list[Registry]:
+    """The extra registries (intercept = true) served at host:port (several indexes may share
+    a host: download.pytorch.org/whl/cu121/ and .../whl/cpu/)."""
+    return [r for r in config.registries if r.intercept and registry_address(r) == (host, port)]
+
+
+def intercepted_registry(
+    config: Config, host: str, port: int, path: str = "/"
+) -> Registry | None:
+    """The extra registry (intercept = true) served at host:port whose index URL path is the
+    longest prefix of `path` (segment by segment); the first one at host:port if none is."""
+    registries = intercepted_registries(config, host, port)
+    segs = base_path_segments(path.partition("?")[0].partition("#")[0])
+
+    def depth(registry: Registry) -> int:
+        base = base_path_segments(urlsplit(registry.url).path)
+        return len(base) if segs[: len(base)] == base else -1
+
+    return max(registries, key=depth, default=None)
 
 
 def intercept_patterns(hosts: Iterable[tuple[str, int]]) -> list[str]:
@@ -153,3 +167,12 @@ def upstream_file_urls(path: str, files_url: str) -> list[str]:
     path = path.partition("?")[0].partition("#")[0].lstrip("/")
     variants = [path, unquote(path), quote(unquote(path), safe="/")]
     return list(dict.fromkeys(files_url + v for v in variants))
+
+
+def registry_file_urls(url: str) -> list[str]:
+    """Upstream URLs a request for `url` on an intercepted registry's host may stand for:
+    the URL as sent, then with its path decoded and re-encoded (pip re-quotes a link's path,
+    so a `+` the index wrote as is arrives as `%2B`; uv sends it as written)."""
+    parts = urlsplit(url.partition("#")[0])
+    variants = [parts.path, unquote(parts.path), quote(unquote(parts.path), safe="/")]
+    return list(dict.fromkeys(parts._replace(path=v).geturl() for v in variants))

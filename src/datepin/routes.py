@@ -217,19 +217,30 @@ def route_registry_forward(method: str, registry: str, base: str, url: str) -> R
     if method not in ("GET", "HEAD"):
         return Reject(405, f"{method} is not supported through datepin\n")
     parts, base_parts = urlsplit(url), urlsplit(base)
-    segs, slash, query = _split(parts.path)
+    segs, slash, _ = _split(parts.path)
+    query = parts.query
     if any(s in (".", "..") for s in segs):
         return Reject(400, "path segments '.' and '..' are not allowed\n")
-    base_segs = [s for s in base_parts.path.split("/") if s]
+    # Compared decoded, segment by segment, as the request's: an index URL may carry an
+    # encoded segment (GitLab's `projects/group%2Fproject/`).
+    base_segs = base_path_segments(base_parts.path)
     if not slash or segs[: len(base_segs)] != base_segs:
         return UpstreamFile(url.partition("#")[0])
     rest = segs[len(base_segs):]
-    prefix = base_parts.path.rstrip("/")
     if not rest:
         return Root("", registry)
     if len(rest) != 1 or not _NAME.match(rest[0]):
         return Reject(404, f"not a project page of registry {registry!r}\n")
     normal = canonicalize_name(rest[0])
     if rest[0] != normal:
-        return Redirect(_with_query(f"{prefix}/{normal}/", query))
+        # The path as the client sent it (still encoded), with the name replaced.
+        head = parts.path.rstrip("/")
+        location = head[: head.rfind("/") + 1] + normal + "/"
+        location = quote(location, safe="/%" + _SAFE)
+        return Redirect(f"{location}?{quote(query, safe='/?%' + _SAFE)}" if query else location)
     return Project("", registry, normal)
+
+
+def base_path_segments(path: str) -> list[str]:
+    """An index URL's path as `_split` reads a request's: non-empty segments, decoded."""
+    return [unquote(s) for s in path.split("/") if s]
