@@ -333,3 +333,23 @@ def test_a_client_is_not_refused_for_another_clients_credentials(
             history.close()
 
     run(go)
+
+
+def test_a_project_upstream_stops_showing_a_credential_gets_no_grace(
+    private: FakePyPI, tmp_path: Path
+) -> None:
+    """Registries that hide private projects answer 404 to credentials without access
+    (GitLab, GitHub).  A 404 to a once-accepted credential ends its access like a 401 does:
+    no grace when upstream is down later."""
+    async def body(index: Index, reg: Registry, clock: Clock) -> None:
+        await index.authorize(reg, "alpha", GOOD)
+        clock.now += 301  # past access_ttl: the next request asks upstream again
+        private.fault("/simple/alpha/", "status", status=404, times=1)
+        with pytest.raises(NotObserved):
+            await index.authorize(reg, "alpha", GOOD)
+        private.fault("/simple/", "status", status=503, times=None)
+        with pytest.raises(UpstreamError) as e:  # within ttl + grace of the old grant
+            await index.authorize(reg, "alpha", GOOD)
+        assert e.value.status == 502
+
+    checked(private, tmp_path, 600, body)
