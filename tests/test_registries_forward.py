@@ -3,14 +3,23 @@ index URL and reach it through the proxy; datepin answers with the pinned view."
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import os
+import ssl
+import subprocess
+import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from clients import pip_install, pip_resolve, uv_compile
-from fakepypi import FakePyPI
-from proxyproc import Proxy, write_config
+from clients import ClientError, ca_bundle_env, pip_install, pip_resolve, uv_compile
+from fakepypi import FakePyPI, build_wheel
+from proxyproc import Proxy, fetch, write_config
+from scripted import ScriptedServer, self_signed_cert
+from test_registries import _torch_like_page
 
 
 @pytest.fixture
@@ -76,13 +85,6 @@ def test_a_local_version_file_with_a_plus_in_its_link_installs_through_the_proxy
 def test_two_intercepted_registries_on_one_host_each_serve_their_own_index(tmp_path, fake_pypi):
     """PyTorch's indexes share one host (download.pytorch.org/whl/cu121/, .../whl/cpu/): a
     user who pins both keeps both index URLs, and each must answer with its own view."""
-    import hashlib
-
-    from fakepypi import build_wheel
-    from scripted import ScriptedServer
-
-    from test_registries import _torch_like_page
-
     with ScriptedServer() as host:
         for variant in ("cu121", "cpu"):
             w = build_wheel("torchy", f"2.1.0+{variant}")
@@ -109,10 +111,6 @@ def test_two_intercepted_registries_on_one_host_each_serve_their_own_index(tmp_p
 def _tls(fake: FakePyPI, tmp_path: Path) -> str:
     """Serve `fake` over TLS with a self-signed certificate for 127.0.0.1 (one for all the
     servers of a test: two of that name in one bundle would confuse OpenSSL); its path."""
-    import ssl
-
-    from scripted import self_signed_cert
-
     if (tmp_path / "tls" / "cert.pem").exists():
         cert, key = tmp_path / "tls" / "cert.pem", tmp_path / "tls" / "key.pem"
     else:
@@ -123,41 +121,43 @@ def _tls(fake: FakePyPI, tmp_path: Path) -> str:
     return str(cert)
 
 
-def test_https_intercepted_private_registry_with_files_on_a_cdn(tmp_path, fake_pypi):
-    import base64
-    import os
-    import subprocess
-    import sys
+@contextmanager
+def https_forward(tmp_path: Path, fake_pypi: FakePyPI, registry: str, upstream_cert: str) -> Iterator[dict[str, str]]:
+    """A proxy intercepting an HTTPS registry (`registry`: its [[registry]] table) whose
+    certificate is `upstream_cert`; yields a client's forward-mode variables at 2023-03-01,
+    trusting datepin's CA and that certificate."""
+    upstream_ca = tmp_path / "upstream-ca.pem"
+    upstream_ca.write_text(Path(upstream_cert).read_text())
+    config = write_config(
+        tmp_path / "proxy.toml", simple_url=fake_pypi.simple_url, json_url=fake_pypi.json_url,
+        files_url=fake_pypi.files_url, upstream_timeout="5s", extra=registry,
+    )
+    env = {**os.environ, "SSL_CERT_FILE": str(upstream_ca)}
+    with Proxy(data_dir=tmp_path / "data", config=config, env=env) as proxy:
+        pem = subprocess.run([sys.executable, "-m", "datepin", "ca", "--data-dir", str(proxy.data_dir), "--pem"],
+                             check=True, capture_output=True, text=True).stdout
+        bundle = tmp_path / "bundle.pem"
+        bundle.write_text(pem + upstream_ca.read_text())
+        yield {"HTTPS_PROXY": f"http://2023-03-01:x@127.0.0.1:{proxy.port}", **ca_bundle_env(bundle)}
 
-    from clients import ca_bundle_env
 
+
+def test_https_intercepted_passthrough_registry(tmp_path, fake_pypi):
     token = "tok-forward"
-    with FakePyPI() as corp, FakePyPI() as cdn:
-        corp_cert, cdn_cert = _tls(corp, tmp_path), _tls(cdn, tmp_path)
+    with FakePyPI() as corp:
+        corp_cert = _tls(corp, tmp_path)
         corp.require_basic = ("alice", token)
         corp.relative_links = True
         corp.add_wheel("widget", "1.0", upload_time="2023-01-01T00:00:00Z")
         corp.add_wheel("widget", "2.0", upload_time="2023-06-01T00:00:00Z")
         base = f"https://127.0.0.1:{corp.port}"
-        upstream_ca = tmp_path / "upstream-ca.pem"
-        upstream_ca.write_text(Path(corp_cert).read_text())
-        config = write_config(
-            tmp_path / "proxy.toml", simple_url=fake_pypi.simple_url, json_url=fake_pypi.json_url,
-            files_url=fake_pypi.files_url, upstream_timeout="5s",
-            extra=f'[[registry]]\nname = "corp"\nurl = "{base}/simple/"\nintercept = true\nauth = "passthrough"\n',
-        )
-        env = {**os.environ, "SSL_CERT_FILE": str(upstream_ca)}
-        with Proxy(data_dir=tmp_path / "data", config=config, env=env) as proxy:
-            pem = subprocess.run([sys.executable, "-m", "datepin", "ca", "--data-dir", str(proxy.data_dir), "--pem"],
-                                 check=True, capture_output=True, text=True).stdout
-            bundle = tmp_path / "bundle.pem"
-            bundle.write_text(pem + upstream_ca.read_text())
-            client = {"HTTPS_PROXY": f"http://2023-03-01:x@127.0.0.1:{proxy.port}", **ca_bundle_env(bundle)}
+        registry = f'[[registry]]\nname = "corp"\nurl = "{base}/simple/"\nintercept = true\nauth = "passthrough"\n'
+        with https_forward(tmp_path, fake_pypi, registry, corp_cert) as client:
             index = f"https://alice:{token}@127.0.0.1:{corp.port}/simple/"
             assert pip_resolve(index, ["widget"], env_extra=client) == {"widget": "1.0"}
             assert uv_compile(index, ["widget"], env_extra=client) == {"widget": "1.0"}
             # Without credentials: refused, nothing from the store.
-            with pytest.raises(Exception):
+            with pytest.raises(ClientError):
                 pip_resolve(f"{base}/simple/", ["widget"], env_extra=client)
             corp.clear_log()
             assert pip_resolve(index, ["widget"], env_extra=client) == {"widget": "1.0"}
@@ -166,17 +166,6 @@ def test_https_intercepted_private_registry_with_files_on_a_cdn(tmp_path, fake_p
 
 
 def test_https_intercepted_registry_with_files_on_a_cdn_host(tmp_path, fake_pypi):
-    import hashlib
-    import os
-    import subprocess
-    import sys
-
-    from clients import ca_bundle_env
-    from fakepypi import build_wheel
-    from scripted import ScriptedServer
-
-    from test_registries import _torch_like_page
-
     with ScriptedServer(tls_dir=tmp_path / "tls") as index, FakePyPI() as cdn:
         cdn_cert = _tls(cdn, tmp_path)
         f = cdn.add_wheel("torchy", "2.1.0+cu121", upload_time="2023-01-01T00:00:00Z")
@@ -186,20 +175,8 @@ def test_https_intercepted_registry_with_files_on_a_cdn_host(tmp_path, fake_pypi
         links = [(href, f.filename, ">=3.8"),
                  (f"/whl/{local.filename}#sha256={hashlib.sha256(local.content).hexdigest()}", local.filename, None)]
         index.route("/whl/torchy/", 200, _torch_like_page("torchy", links), content_type="text/html")
-        upstream_ca = tmp_path / "upstream-ca.pem"
-        upstream_ca.write_text(Path(cdn_cert).read_text())
-        config = write_config(
-            tmp_path / "proxy.toml", simple_url=fake_pypi.simple_url, json_url=fake_pypi.json_url,
-            files_url=fake_pypi.files_url, upstream_timeout="5s",
-            extra=f'[[registry]]\nname = "torch"\nurl = "{index.url}/whl/"\nintercept = true\n',
-        )
-        env = {**os.environ, "SSL_CERT_FILE": str(upstream_ca)}
-        with Proxy(data_dir=tmp_path / "data", config=config, env=env) as proxy:
-            pem = subprocess.run([sys.executable, "-m", "datepin", "ca", "--data-dir", str(proxy.data_dir), "--pem"],
-                                 check=True, capture_output=True, text=True).stdout
-            bundle = tmp_path / "bundle.pem"
-            bundle.write_text(pem + upstream_ca.read_text())
-            client = {"HTTPS_PROXY": f"http://2023-03-01:x@127.0.0.1:{proxy.port}", **ca_bundle_env(bundle)}
+        registry = f'[[registry]]\nname = "torch"\nurl = "{index.url}/whl/"\nintercept = true\n'
+        with https_forward(tmp_path, fake_pypi, registry, cdn_cert) as client:
             for req, want in (("torchy", "2.1.0+cu121"), ("torchy==2.0.0", "2.0.0")):
                 assert pip_install(f"{index.url}/whl/", [req], env_extra=client,
                                    target_venv=tmp_path / f"v-{want}") == {"torchy": want}
@@ -210,13 +187,6 @@ def test_https_intercepted_registry_with_files_on_a_cdn_host(tmp_path, fake_pypi
 def test_intercepted_gitlab_registry_with_an_encoded_project_path(tmp_path, fake_pypi):
     """GitLab names a project by id or by its URL-encoded path (`group%2Fproject`): the
     index URL a client keeps has a `%2F` in it, and its pages must still be answered."""
-    import hashlib
-
-    from fakepypi import build_wheel
-    from scripted import ScriptedServer
-
-    from test_registries import _torch_like_page
-
     prefix = "/api/v4/projects/group%2Fproject/packages/pypi"
     w = build_wheel("widget", "1.0")
     with ScriptedServer() as gitlab:
@@ -231,7 +201,6 @@ def test_intercepted_gitlab_registry_with_an_encoded_project_path(tmp_path, fake
         )
         with Proxy(data_dir=tmp_path / "data", config=config) as proxy:
             # Path mode reads it.
-            from proxyproc import fetch
             assert fetch(f"{proxy.url}/2023-03-01/r/gitlab/widget/").status == 200
             index = f"{gitlab.url}{prefix}/simple/"
             env = through(proxy, "2023-03-01")
