@@ -19,7 +19,7 @@ from datepin.config import Config, Registry
 from datepin.model import DistFile
 from datepin.pins import Pin, PinError, parse_pin
 from datepin.rewrite.render import LinkFn
-from datepin.routes import base_path_segments
+from datepin.routes import path_segments
 
 INDEX_HOST = "pypi.org"
 FILES_HOST = "files.pythonhosted.org"
@@ -65,10 +65,10 @@ def intercepted_registry(
     """The extra registry (intercept = true) served at host:port whose index URL path is the
     longest prefix of `path` (segment by segment); the first one at host:port if none is."""
     registries = intercepted_registries(config, host, port)
-    segs = base_path_segments(path.partition("?")[0].partition("#")[0])
+    segs = path_segments(path)
 
     def depth(registry: Registry) -> int:
-        base = base_path_segments(urlsplit(registry.url).path)
+        base = path_segments(urlsplit(registry.url).path)
         return len(base) if segs[: len(base)] == base else -1
 
     return max(registries, key=depth, default=None)
@@ -165,8 +165,7 @@ def upstream_file_urls(path: str, files_url: str) -> list[str]:
     history keeps them: the path as sent, then decoded and re-encoded (clients differ in
     which characters of a file name they percent-encode)."""
     path = path.partition("?")[0].partition("#")[0].lstrip("/")
-    variants = [path, unquote(path), quote(unquote(path), safe="/")]
-    return list(dict.fromkeys(files_url + v for v in variants))
+    return [files_url + v for v in _spellings(path)]
 
 
 def registry_file_urls(url: str) -> list[str]:
@@ -174,5 +173,10 @@ def registry_file_urls(url: str) -> list[str]:
     the URL as sent, then with its path decoded and re-encoded (pip re-quotes a link's path,
     so a `+` the index wrote as is arrives as `%2B`; uv sends it as written)."""
     parts = urlsplit(url.partition("#")[0])
-    variants = [parts.path, unquote(parts.path), quote(unquote(parts.path), safe="/")]
-    return list(dict.fromkeys(parts._replace(path=v).geturl() for v in variants))
+    return [parts._replace(path=v).geturl() for v in _spellings(parts.path)]
+
+
+def _spellings(path: str) -> list[str]:
+    """A URL path as sent, decoded, and re-encoded, once each: clients differ in which
+    characters of a file name they percent-encode, and history keeps the index's spelling."""
+    return list(dict.fromkeys([path, unquote(path), quote(unquote(path), safe="/")]))

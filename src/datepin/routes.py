@@ -95,17 +95,23 @@ def _split(path: str) -> tuple[list[str], bool, str]:
     """Segments (with // collapsed), whether the path ended in '/', and the query string."""
     path, _, query = path.partition("?")
     path = path.partition("#")[0]
-    segments = [unquote(s) for s in path.split("/") if s]
-    return segments, path.endswith("/"), query
+    return path_segments(path), path.endswith("/"), query
+
+
+def path_segments(path: str) -> list[str]:
+    """A URL path's non-empty segments, decoded (a request's, or an index URL's, which may
+    carry an encoded segment: GitLab's `projects/group%2Fproject/`)."""
+    return [unquote(s) for s in path.partition("?")[0].partition("#")[0].split("/") if s]
 
 
 _SAFE = "!$&'()*+,;=:@-._~"
 
 
-def _with_query(location: str, query: str) -> str:
+def _with_query(location: str, query: str, *, encoded: bool = False) -> str:
     """A Location on this proxy, percent-encoded: segments were unquoted, and a CR LF sent as
-    %0d%0a would otherwise end the header and let a request write its own response headers."""
-    location = quote(location, safe="/" + _SAFE)
+    %0d%0a would otherwise end the header and let a request write its own response headers.
+    `encoded`: `location` is a path as the client sent it, whose escapes stay as they are."""
+    location = quote(location, safe="/" + _SAFE + ("%" if encoded else ""))
     return f"{location}?{quote(query, safe='/?%' + _SAFE)}" if query else location
 
 
@@ -221,9 +227,7 @@ def route_registry_forward(method: str, registry: str, base: str, url: str) -> R
     query = parts.query
     if any(s in (".", "..") for s in segs):
         return Reject(400, "path segments '.' and '..' are not allowed\n")
-    # Compared decoded, segment by segment, as the request's: an index URL may carry an
-    # encoded segment (GitLab's `projects/group%2Fproject/`).
-    base_segs = base_path_segments(base_parts.path)
+    base_segs = path_segments(base_parts.path)  # compared decoded, as the request's
     if not slash or segs[: len(base_segs)] != base_segs:
         return UpstreamFile(url.partition("#")[0])
     rest = segs[len(base_segs):]
@@ -236,11 +240,5 @@ def route_registry_forward(method: str, registry: str, base: str, url: str) -> R
         # The path as the client sent it (still encoded), with the name replaced.
         head = parts.path.rstrip("/")
         location = head[: head.rfind("/") + 1] + normal + "/"
-        location = quote(location, safe="/%" + _SAFE)
-        return Redirect(f"{location}?{quote(query, safe='/?%' + _SAFE)}" if query else location)
+        return Redirect(_with_query(location, query, encoded=True))
     return Project("", registry, normal)
-
-
-def base_path_segments(path: str) -> list[str]:
-    """An index URL's path as `_split` reads a request's: non-empty segments, decoded."""
-    return [unquote(s) for s in path.split("/") if s]
