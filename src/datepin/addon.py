@@ -26,12 +26,12 @@ from datepin.history import StoredFile, file_key
 from datepin.model import DistFile, View
 from datepin.pages import Page, PageCache, build_page
 from datepin.pins import Pin, PinError, format_time, parse_pin
-from datepin.rewrite.filenames import parse_version
 from datepin.rewrite.negotiate import choose_format, content_type
 from datepin.rewrite.render import (
     LinkFn,
     iter_html,
     iter_json,
+    release_named,
     render_json_api,
     render_root_html,
     render_root_json,
@@ -503,7 +503,7 @@ class DatepinAddon:
             version = route.version
             if version is not None:
                 # As PyPI: an equal version spelled otherwise (1.0.0 for 1.0) is that release.
-                version = _release_named(view, version)
+                version = release_named(view.versions, version)
                 if version is None:
                     return self._not_found(True, "release not found", pin, view)
             try:
@@ -686,17 +686,6 @@ def _none_match(header: str | None, etag: str) -> bool:
     """Whether If-None-Match names `etag`, compared weakly (RFC 9110 13.1.2), or is `*`."""
     tags = [t.strip() for t in (header or "").split(",")]
     return "*" in tags or etag in [t.removeprefix("W/") for t in tags]
-
-
-def _release_named(view: View, version: str) -> str | None:
-    """The view's spelling of the release `version` names (the same text, else an equal
-    version), or None if the view has no such release."""
-    if version in view.versions:
-        return version
-    wanted = parse_version(version)
-    if wanted is None:
-        return None
-    return next((v for v in view.versions if parse_version(v) == wanted), None)
 
 
 def _plain_get(ask: Ask) -> bool:

@@ -318,15 +318,24 @@ def _releases(view: View) -> dict[Version, tuple[str, tuple[DistFile, ...]]]:
     return grouped
 
 
+def release_named(versions: Iterable[str], version: str) -> str | None:
+    """The spelling among `versions` of the release `version` names: the same text, else an
+    equal version (1.0 for 1.0.0, as PyPI finds it); None if there is no such release."""
+    versions = tuple(versions)
+    if version in versions:
+        return version
+    wanted = parse_version(version)
+    if wanted is None:
+        return None
+    return next((v for v in versions if parse_version(v) == wanted), None)
+
+
 def _find_release(
     releases: Mapping[Version, tuple[str, tuple[DistFile, ...]]], version: str
 ) -> tuple[str, tuple[DistFile, ...]] | None:
-    """The release named `version`: same text, else an equal version (1.0 for 1.0.0)."""
-    for release in releases.values():
-        if release[0] == version:
-            return release
-    wanted = parse_version(version)
-    return releases.get(wanted) if wanted is not None else None
+    """The release named `version` (see release_named)."""
+    text = release_named((text for text, _ in releases.values()), version)
+    return next((release for release in releases.values() if release[0] == text), None)
 
 
 # --- core metadata -> JSON API info ---------------------------------------------------------
