@@ -159,6 +159,13 @@ def test_pip_and_uv_resolve_each_pin_named_in_the_proxy_credentials(graph, proxy
     assert uv_compile(PYPI, ["alpha"], env_extra=late) == {"alpha": "2.0", "beta": "2.0"}
 
 
+def test_a_timestamp_pin_as_the_proxy_user_name(graph, proxy, bundle):
+    # HTTPS_PROXY=http://2023-07-01T00%3A00%3A00Z:x@host:port, as README writes a pin's colons.
+    env = forward_env(proxy, bundle, "2023-07-01T00%3A00%3A00Z:x")
+    assert pip_resolve(PYPI, ["alpha"], env_extra=env) == {"alpha": "2.0", "beta": "2.0"}
+    assert uv_compile(PYPI, ["alpha"], env_extra=env) == {"alpha": "2.0", "beta": "2.0"}
+
+
 def test_default_pin_applies_when_the_client_names_none(fake_pypi, tmp_path):
     proxy = start_proxy(tmp_path, add_alpha_beta(fake_pypi), "default", default_pin="2023-03-01")
     try:
@@ -392,6 +399,12 @@ def test_the_ca_is_private(proxy, bundle):
         ("pin:2023-11-18", "2023-11-18"),
         ("pin:2023-11-18T14:05:00Z", "2023-11-18T14:05:00Z"),
         ("pin:2023-11-18T14%3A05%3A00Z", "2023-11-18T14:05:00Z"),  # not percent-decoded
+        # A timestamp as the user name, percent-encoded in the proxy URL: clients decode it,
+        # so its colons reach datepin unescaped, before the one that ends the user name.
+        ("2023-11-18T14:05:00Z:x", "2023-11-18T14:05:00Z"),
+        ("2023-11-18T14:05:00Z:", "2023-11-18T14:05:00Z"),
+        ("2023-11-18T15:05:00+01:00:x", "2023-11-18T15:05:00+01:00"),
+        ("2023-11-18T14:05:00.5Z:a:b", "2023-11-18T14:05:00.5Z"),
     ],
 )
 def test_pin_from_credentials(credentials, pin):

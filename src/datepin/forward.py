@@ -17,7 +17,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from datepin.config import Config, Registry
 from datepin.model import DistFile
-from datepin.pins import Pin, PinError, parse_pin
+from datepin.pins import Pin, PinError, parse_pin, parse_timestamp
 from datepin.rewrite.render import LinkFn
 from datepin.routes import path_segments
 
@@ -133,7 +133,25 @@ def _basic_credentials(authorization: str) -> tuple[str, str]:
         decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
     except (binascii.Error, UnicodeDecodeError):
         raise CredentialsError(f"unreadable proxy credentials: {PROXY_PIN_FORMS}") from None
+    return _split_user(decoded)
+
+
+def _split_user(decoded: str) -> tuple[str, str]:
+    """The user name and password of decoded Basic credentials.  A user name holds no colon
+    (RFC 7617), but a timestamp pin does: pip and uv percent-decode
+    `http://2023-11-18T14%3A05%3A00Z:x@host` and send `2023-11-18T14:05:00Z:x`.  So a text
+    that starts with a timestamp has it as its user name; the colon after it ends it."""
     user, _, password = decoded.partition(":")
+    if not _looks_like_pin(user):
+        return user, password
+    for end, char in enumerate(decoded):
+        if char != ":" or end <= len(user):
+            continue
+        try:
+            parse_timestamp(decoded[:end])
+        except PinError:
+            continue
+        return decoded[:end], decoded[end + 1 :]
     return user, password
 
 
