@@ -18,12 +18,14 @@ import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
 import storecheck
+from datepin.pins import format_time
 from fakepypi import FakePyPI, closed_port
 from proxyproc import Proxy, Response, write_config
 from scripted import ScriptedServer
@@ -167,6 +169,26 @@ def test_upstream_down_serves_history_and_fails_the_rest_clearly(up: Env) -> Non
     assert storecheck.observations(up.data, "down-a") == before
     assert storecheck.observations(up.data, "down-never") == 0
     assert_store_sound(up)
+
+
+def test_a_pinned_view_answered_from_older_history_is_not_cached(up: Env) -> None:
+    """Upstream down and history older than the cutoff: the view may still change (it lacks
+    what was uploaded in between), so no cache may keep it; once observed, it is fixed."""
+    fake, proxy = up.fake, up.proxy
+    fake.add_wheel("stale-a", "1.0", upload_time=OLD)
+    assert names(proxy.get("/live/simple/stale-a/", {"Accept": JSON})) == ["stale_a-1.0-py3-none-any.whl"]
+    newer = fake.add_wheel("stale-a", "2.0", upload_time=datetime.now(UTC))
+    pin = format_time(newer.upload_time + timedelta(microseconds=1))  # over by the request
+    fake.fault("/simple/stale-a/", "status", status=503, times=None)
+    stale = proxy.get(f"/{pin}/simple/stale-a/", {"Accept": JSON})
+    assert names(stale) == ["stale_a-1.0-py3-none-any.whl"] and stale.header("Warning")
+    assert stale.header("Cache-Control") == "no-cache"
+    api = proxy.get(f"/{pin}/pypi/stale-a/json")
+    assert api.status == 200 and api.header("Cache-Control") == "no-cache"
+    fake.clear_faults()
+    fixed = proxy.get(f"/{pin}/simple/stale-a/", {"Accept": JSON})
+    assert newer.filename in names(fixed) and fixed.header("Warning") is None
+    assert fixed.header("Cache-Control") == "max-age=600, public"
 
 
 @pytest.mark.parametrize(

@@ -515,12 +515,17 @@ class DatepinAddon:
             if info is None:
                 return self._not_found(True, "release not found", pin, view)
             body = render_json_api(view, info[1], link, version=version)
-            return self._page(ask, [body], "application/json", headers, pin, forward_mode, private=private)
+            return self._page(
+                ask, [body], "application/json", headers, pin, forward_mode,
+                private=private, fixed=answer.fixed,
+            )
         chunks = iter_json(view, link) if fmt == "v1+json" else iter_html(view, link)
         page = build_page(chunks, content_type(fmt), view.kind)
         if cacheable and answer.fixed:
             self.pages.put(key, page)
-        return self._send_page(ask, page, headers, pin, forward_mode, private=private)
+        return self._send_page(
+            ask, page, headers, pin, forward_mode, private=private, fixed=answer.fixed
+        )
 
     async def _root(
         self,
@@ -554,9 +559,11 @@ class DatepinAddon:
         forward_mode: bool = False,
         *,
         private: bool = False,
+        fixed: bool = True,
     ) -> Reply:
         return self._send_page(
-            ask, build_page(chunks, ctype), headers, pin, forward_mode, private=private
+            ask, build_page(chunks, ctype), headers, pin, forward_mode, private=private,
+            fixed=fixed,
         )
 
     def _send_page(
@@ -568,9 +575,11 @@ class DatepinAddon:
         forward_mode: bool = False,
         *,
         private: bool = False,
+        fixed: bool = True,
     ) -> Reply:
         """Answer with a rendered page: strong ETag per body, cutoff and encoding, 304, gzip.
-        `private`: a passthrough registry's page, which no shared cache may keep."""
+        `private`: a passthrough registry's page, which no shared cache may keep.  `fixed`
+        False: a pinned view answered from history older than its cutoff (upstream failed)."""
         cutoff = format_time(pin.cutoff) if pin.cutoff else "live"
         gz = "gzip" in (ask.headers.get("Accept-Encoding") or "")
         body, gzipped = page.body(gzip_ok=gz)
@@ -580,7 +589,7 @@ class DatepinAddon:
             "Content-Type": page.content_type,
             "Vary": PAGE_VARY,
             "ETag": etag,
-            "Cache-Control": self._page_cache_control(pin, forward_mode, private),
+            "Cache-Control": self._page_cache_control(pin, forward_mode, private, fixed),
         }
         if _none_match(ask.headers.get("If-None-Match"), etag):
             return Reply(304, headers=headers)
@@ -588,11 +597,15 @@ class DatepinAddon:
             headers["Content-Encoding"] = "gzip"
         return Reply(200, body, headers)
 
-    def _page_cache_control(self, pin: Pin, forward_mode: bool, private: bool) -> str:
+    def _page_cache_control(
+        self, pin: Pin, forward_mode: bool, private: bool, fixed: bool = True
+    ) -> str:
         scope = "private" if private else "public"
-        if forward_mode:
-            # One URL, a page per pin: a client's cache must ask again every time (the ETag
-            # names the cutoff, so a revalidation under another pin gets the other page).
+        # Forward mode: one URL, a page per pin: a client's cache must ask again every time
+        # (the ETag names the cutoff, so a revalidation under another pin gets the other
+        # page).  A pinned view from history older than its cutoff (upstream failed) lacks
+        # what came in between and changes once upstream answers: asked again too.
+        if forward_mode or (pin.cutoff is not None and not fixed):
             return "no-cache, private" if private else "no-cache"
         if pin.cutoff is None:
             return f"max-age=60, {scope}"
