@@ -49,7 +49,7 @@ from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import BinaryIO, Literal
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from packaging.requirements import Requirement
 from packaging.tags import parse_tag
@@ -480,6 +480,17 @@ def _text(status: int, message: str, headers: Iterable[tuple[str, str]] = ()) ->
     )
 
 
+LOGIN_PATH = "/login"
+# A sign-in form: HTML that answers 200 and has a link, but no package file among its links.
+_LOGIN_PAGE = b"""<!DOCTYPE html>
+<html><head><title>Sign in</title></head><body>
+<form method="post" action="/login"><input name="user"><input name="password" type="password">
+<button>Sign in</button></form>
+<a href="/login/reset">Forgot your password?</a>
+</body></html>
+"""
+
+
 def _json_reply(status: int, doc: object, content_type: str = "application/json") -> _Reply:
     return _Reply(status, [("Content-Type", content_type)], json.dumps(doc).encode())
 
@@ -819,6 +830,20 @@ class FakePyPI:
     def project_url(self, project: str) -> str:
         return f"{self.simple_url}{canonicalize_name(project)}/"
 
+    @property
+    def login_url(self) -> str:
+        """A sign-in form, served to anyone (credentials or not), as a single sign-on front
+        (oauth2-proxy, Cloudflare Access, IAP) serves its login page."""
+        return f"{self.url}{LOGIN_PATH}"
+
+    def send_to_login(self, match: str, login_url: str | None = None) -> Fault:
+        """Answer requests whose path starts with `match` with a 302 to a login page (this
+        fake's own, or `login_url` on another host) until `clear_faults`, as a single sign-on
+        front does when a session or token has expired."""
+        target = login_url or self.login_url
+        return self.fault(match, "status", status=302, times=None,
+                          headers={"Location": f"{target}?next={quote(match)}"})
+
     # -- uploads ----------------------------------------------------------------------------
 
     def add_wheel(
@@ -1032,6 +1057,8 @@ class FakePyPI:
     # -- routing ----------------------------------------------------------------------------
 
     def _respond(self, method: str, path: str, query: str, headers: Mapping[str, str]) -> _Reply:
+        if path == LOGIN_PATH:
+            return _Reply(200, [("Content-Type", "text/html; charset=utf-8")], _LOGIN_PAGE)
         if not self._authorized(headers.get("authorization")):
             scheme = "Basic" if self.require_basic else "Bearer"
             return _text(401, "Unauthorized", [("WWW-Authenticate", f'{scheme} realm="fakepypi"')])

@@ -257,6 +257,25 @@ def test_a_redirect_to_a_login_page_on_another_host_is_no_acceptance(
         checked(private, tmp_path, 0, body)
 
 
+def test_a_redirect_to_a_login_page_on_the_registrys_own_host_is_no_acceptance(
+    private: FakePyPI, tmp_path: Path
+) -> None:
+    """The same with the login page on the registry's own host (a reverse proxy's sign-in
+    path), which gets the credentials: a page reached by a redirect that lists no package
+    is not the project's page, and no acceptance."""
+    async def body(index: Index, reg: Registry, clock: Clock) -> None:
+        await index.authorize(reg, "alpha", GOOD)
+        private.send_to_login("/simple/alpha/")
+        with pytest.raises(UpstreamError) as e:
+            await index.authorize(reg, "alpha", None)
+        assert e.value.status == 401 and "/login" in str(e.value)
+        history = index.history.load("corp", "alpha")
+        assert history is not None
+        assert [f.states[-1].file is not None for f in history.files] == [True]
+
+    checked(private, tmp_path, 0, body)
+
+
 def test_a_credential_upstream_refuses_while_observing_loses_access_at_once(
     private: FakePyPI, tmp_path: Path
 ) -> None:

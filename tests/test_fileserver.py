@@ -51,7 +51,7 @@ def run(make: Callable[[], Awaitable[None]], timeout: float = 60.0) -> None:
 class Behaviour:
     """How the upstream answers for one file.
 
-    mode: ok | 500 | 404 | stall_headers | stall_body | cut | wrong | chunked
+    mode: ok | 500 | 404 | 401 | 403 | stall_headers | stall_body | cut | wrong | chunked
     """
 
     body: bytes | Path
@@ -94,7 +94,7 @@ class Upstream:
         name = request.match_info["name"]
         self.requests.append((request.method, name, dict(request.headers)))
         b = self.files[name]
-        if b.mode in ("500", "404"):
+        if b.mode in ("500", "404", "401", "403"):
             return web.Response(status=int(b.mode), text="nope")
         if b.mode == "stall_headers":
             await asyncio.sleep(3600)
@@ -749,6 +749,43 @@ def test_conditional_requests_on_a_miss(tmp_path: Path) -> None:
             stale = await env.fetch(env.target("n.whl"), Range="bytes=10-", **{"If-Range": '"sha256-00"'})
             assert (stale.status, stale.body) == (200, data)  # a full fill
             assert env.store.has(sha(data))
+
+    run(body)
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_refusal_of_the_clients_credentials_is_reported_and_passed_on(
+    tmp_path: Path, status: int
+) -> None:
+    """Upstream refusing a file to the client's own credentials (a passthrough registry), to
+    a GET, a HEAD or a range: the target's `on_refused` hears of it (its access ends), and the
+    client gets the refusal, a 401 with a challenge to give credentials.  Refused to datepin's
+    own credentials (no `on_refused`), it is datepin's setup: 502."""
+    data = os.urandom(SIZE)
+
+    async def body() -> None:
+        async with environment(tmp_path) as env:
+            env.upstream.files["r.whl"] = Behaviour(data, mode=str(status))
+            refusals: list[str] = []
+
+            def target(**kwargs: Any) -> FileTarget:
+                return env.target("r.whl", on_refused=lambda: refusals.append("r.whl"), **kwargs)
+
+            answers = [
+                await env.fetch(target()),
+                await env.fetch(target(size=None), "HEAD"),
+                await env.fetch(target(), Range="bytes=0-9"),
+            ]
+            assert [a.status for a in answers] == [status] * 3
+            challenges = {a.headers.get("WWW-Authenticate") for a in answers}
+            assert challenges == ({'Basic realm="datepin"'} if status == 401 else {None})
+            assert refusals == ["r.whl"] * 3
+            with pytest.raises(FillError) as e:
+                await env.server.small(target(metadata=True))
+            assert e.value.status == status and len(refusals) == 4
+            own = await env.fetch(env.target("r.whl"))
+            assert own.status == 502 and "WWW-Authenticate" not in own.headers
+            assert stored_nothing(env)
 
     run(body)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from clients import pip_install, pip_resolve, uv_compile
+from clients import ClientError, pip_install, pip_resolve, uv_compile, uv_install
 from fakepypi import FakePyPI
 from proxyproc import Proxy, Response, fetch, write_config
 from scripted import ScriptedServer
@@ -163,6 +163,42 @@ def test_stored_private_files_go_only_to_clients_upstream_accepts(
     assert_secret_kept(token, passthrough.data_dir, passthrough.log)
 
 
+@pytest.mark.parametrize("client", ["pip", "uv"])
+def test_a_credential_refused_for_a_file_loses_access_to_the_stored_files(
+    passthrough: Proxy, private: FakePyPI, token: str, tmp_path: Path, client: str
+) -> None:
+    """The registry revokes a client's token while datepin's acceptance of it is still
+    fresh; datepin learns it when it fetches a file (not a page) with that token.  That
+    refusal ends the token's access at once, as a page's does: the files datepin stored for
+    it are not served to it, nor to anyone without credentials, until upstream accepts the
+    client again."""
+    private.add_wheel("secretpkg", "2.0", upload_time="2023-02-01T00:00:00Z", requires_dist=["beta"])
+    install = pip_install if client == "pip" else uv_install
+    extra = ["--extra-index-url", private_index(passthrough, token)]
+    assert install(passthrough.index(PIN), ["secretpkg==1.0"], target_venv=tmp_path / "v1",
+                   extra_args=extra) == {"secretpkg": "1.0", "beta": "1.0"}
+    good = basic(USER, token)
+    page = passthrough.get(f"/{PIN}/r/private/secretpkg/", {"Accept": JSON, "Authorization": good})
+    [link] = [f["url"] for f in json.loads(page.body)["files"] if "-1.0-" in f["filename"]]
+    assert fetch(link, headers={"Authorization": good}).status == 200  # stored
+
+    private.require_basic = (USER, "rotated")  # the token is revoked upstream
+    with pytest.raises(ClientError):  # 2.0 is not stored: fetched with the token, refused
+        install(passthrough.index(PIN), ["secretpkg==2.0"], target_venv=tmp_path / "v2",
+                extra_args=extra)
+    for headers in ({"Authorization": good}, {}):
+        denied = fetch(link, headers=headers)
+        assert denied.status == 401, (headers, denied.status, denied.body[:80])
+        assert denied.header("WWW-Authenticate") == 'Basic realm="datepin"'
+    with pytest.raises(ClientError):  # 1.0 is stored, but no longer for this token
+        install(passthrough.index(PIN), ["secretpkg==1.0"], target_venv=tmp_path / "v3",
+                extra_args=extra)
+    # The new token: upstream accepts it for the project, and the stored file is served.
+    private.clear_log()
+    again = fetch(link, headers={"Authorization": basic(USER, "rotated")})
+    assert again.status == 200 and private.requests_for("/files/") == []
+
+
 def test_a_cookie_upstream_set_for_one_client_never_goes_out_for_another(
     tmp_path: Path, public: FakePyPI, private: FakePyPI, token: str
 ) -> None:
@@ -223,6 +259,43 @@ def test_static_credentials_from_the_environment(
         finally:
             proxy.stop()
         assert_secret_kept(token, proxy.data_dir, proxy.log)
+
+
+@pytest.mark.parametrize("login", ["on another host", "on the registry's host"])
+def test_a_static_registry_sending_datepin_to_log_in_is_an_upstream_failure(
+    tmp_path: Path, public: FakePyPI, token: str, login: str
+) -> None:
+    """A registry behind a single sign-on front answers a project page, once datepin's token
+    has expired there, with a redirect to a login page: HTML that answers 200 and lists no
+    package.  That is upstream failing, not the project having no files; recorded, it would
+    show every pin of that moment the project as empty, for good."""
+    with FakePyPI() as corp, FakePyPI() as sso:
+        corp.require_bearer = token
+        corp.add_wheel("corpy", "1.0", upload_time="2023-01-01T00:00:00Z", requires_dist=["beta"])
+        corp.add_wheel("later", "1.0", upload_time="2023-01-01T00:00:00Z")
+        extra = (f'[[registry]]\nname = "corp"\nurl = "{corp.simple_url}"\n'
+                 f'auth = "static"\nauth_env = "CORP_INDEX_TOKEN"\n')
+        proxy = start_proxy(tmp_path, public, extra, env={**os.environ, "CORP_INDEX_TOKEN": token})
+        try:
+            assert proxy.get("/live/r/corp/corpy/").status == 200  # observed once, stored
+            corp.send_to_login("/simple/", sso.login_url if login == "on another host" else None)
+            live = proxy.get("/live/r/corp/corpy/", {"Accept": JSON})
+            assert live.status == 200, live.body
+            assert json.loads(live.body)["versions"] == ["1.0"]
+            assert "answered from history" in live.header("Warning")
+            never = proxy.get("/live/r/corp/later/")
+            assert never.status == 502 and b"redirected to" in never.body, never.body
+            during = now_pin()
+            assert pip_resolve(proxy.index(during), ["corpy"], extra_args=[
+                "--extra-index-url", f"{proxy.url}/{during}/r/corp/"]) == {"corpy": "1.0", "beta": "1.0"}
+            corp.clear_faults()
+            # Upstream is back: the pin of the failure sees what the registry had then.
+            idx = ["--extra-index-url", f"{proxy.url}/{during}/r/corp/"]
+            assert uv_compile(proxy.index(during), ["corpy"], extra_args=idx) == {
+                "corpy": "1.0", "beta": "1.0"}
+            assert proxy.get(f"/{during}/r/corp/corpy/").header("Datepin-View") == "observed"
+        finally:
+            proxy.stop()
 
 
 def test_missing_static_secret_stops_startup_naming_the_variable(

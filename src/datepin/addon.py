@@ -9,6 +9,7 @@ mitmproxy, whose hooks (and the flows they carry) live here too.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -20,8 +21,15 @@ from urllib.parse import quote, urlsplit
 from mitmproxy import connection, ctx, http
 
 from datepin import forward, routes
+from datepin.auth import CHALLENGE
 from datepin.config import Config, Registry
-from datepin.fileserver import FileServer, FileTarget, FillError, fill_error_text
+from datepin.fileserver import (
+    FileServer,
+    FileTarget,
+    FillError,
+    fill_error_headers,
+    fill_error_text,
+)
 from datepin.history import StoredFile, file_key
 from datepin.model import DistFile, View
 from datepin.pages import Page, PageCache, build_page
@@ -43,9 +51,6 @@ log = logging.getLogger(__name__)
 
 PAGE_VARY = "Accept, Accept-Encoding"
 STREAM_FLAG = "datepin-stream"
-# pip and uv answer a 401 with this challenge by retrying with the credentials of the index
-# URL (or their keyring).
-CHALLENGE = 'Basic realm="datepin"'
 
 
 class HeaderLookup(Protocol):
@@ -158,10 +163,12 @@ def file_target(
     on_commit: Callable[[str, int], None] | None = None,
     upstream_headers: Mapping[str, str] | None = None,
     private: bool = False,
+    on_refused: Callable[[], None] | None = None,
 ) -> FileTarget:
     """What the file server needs to serve or fetch a file (or its PEP 658 `.metadata`).
     `upstream_headers`: credentials for a private registry (never logged); `private`: a
-    passthrough registry's file, answered as no shared cache may keep."""
+    passthrough registry's file, answered as no shared cache may keep; `on_refused`: called
+    when upstream refuses the client's own credentials (passthrough) for the file."""
     if metadata:
         return FileTarget(
             upstream_url=file.url + ".metadata",
@@ -171,6 +178,7 @@ def file_target(
             upstream_headers=dict(upstream_headers or {}),
             irreplaceable=irreplaceable,
             private=private,
+            on_refused=on_refused,
         )
     return FileTarget(
         upstream_url=file.url,
@@ -181,6 +189,7 @@ def file_target(
         irreplaceable=irreplaceable,
         on_commit=on_commit,
         private=private,
+        on_refused=on_refused,
     )
 
 
@@ -666,6 +675,13 @@ class DatepinAddon:
                 history.set_sha256(name, key, filename, computed)
 
         url = stored.file.url + (".metadata" if metadata else "")
+        on_refused = None
+        if registry.auth == "passthrough":
+            # The file's refusal ends this client's access as a page's would (DESIGN.md: fail
+            # closed): stored files of the project wait for upstream to accept it again.
+            on_refused = functools.partial(
+                self.index.refused, registry, stored.project, authorization
+            )
         target = file_target(
             stored.file,
             sha256=stored.sha256,
@@ -674,11 +690,12 @@ class DatepinAddon:
             on_commit=on_commit,
             upstream_headers=self.index.upstream_headers(registry, url, authorization),
             private=registry.auth == "passthrough",
+            on_refused=on_refused,
         )
         try:
             small = await self.files.small(target) if _plain_get(ask) else None
         except FillError as e:
-            return text_response(e.status, fill_error_text(target, e))
+            return text_response(e.status, fill_error_text(target, e), fill_error_headers(e))
         if small is not None:
             data, headers = small
             return Reply(200, data, headers)

@@ -23,9 +23,12 @@ from urllib.parse import urlsplit
 
 from datepin.config import ConfigError, Registry
 
-__all__ = ["AccessGate", "UpstreamAuth", "authorization_header", "same_origin"]
+__all__ = ["CHALLENGE", "AccessGate", "UpstreamAuth", "authorization_header", "same_origin"]
 
 Grant = Literal["fresh", "grace"]
+# What a passthrough registry's refusal is answered with: pip and uv answer a 401 with this
+# challenge by retrying with the credentials of the index URL (or their keyring).
+CHALLENGE = 'Basic realm="datepin"'
 
 
 def authorization_header(secret: str) -> str:

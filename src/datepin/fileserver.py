@@ -50,6 +50,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
+from datepin.auth import CHALLENGE
 from datepin.blobs import BlobHandle, BlobStore, Fill, HashMismatch, check_sha256
 from datepin.memory import give_back
 
@@ -88,6 +89,10 @@ class FileTarget:
     irreplaceable: bool = False  # mark the blob irreplaceable when committed
     on_commit: Callable[[str, int], None] | None = field(default=None, repr=False)
     private: bool = False  # a passthrough registry's file: no shared cache may keep it
+    # Set when `upstream_headers` carry the client's own credentials (passthrough): called
+    # when upstream refuses them (401/403), so that they lose the access they were granted;
+    # the client is then told so (401/403) rather than sent a 502.
+    on_refused: Callable[[], None] | None = field(default=None, repr=False)
 
     @property
     def known_small(self) -> bool:
@@ -225,6 +230,19 @@ def _send_now(sock_fd: int, file_fd: int, offset: int, count: int) -> int:
         return os.sendfile(sock_fd, file_fd, offset, count)
     except (BlockingIOError, InterruptedError):
         return 0
+
+
+def refusal(target: FileTarget, status: int, what: str = "") -> FillError:
+    """Upstream answered `target`'s request with 401/403 (`what`: to which request)."""
+    if target.on_refused is None:  # datepin's own credentials, or none: its setup is wrong
+        return FillError(502, f"upstream answered HTTP {status}{what}")
+    target.on_refused()
+    return FillError(status, f"the registry refused these credentials (HTTP {status}{what})")
+
+
+def fill_error_headers(exc: FillError) -> dict[str, str]:
+    """A 401 asks for credentials: pip and uv retry with their index URL's or keyring's."""
+    return {"WWW-Authenticate": CHALLENGE} if exc.status == 401 else {}
 
 
 def fill_error_text(target: FileTarget, exc: FillError) -> str:
@@ -575,7 +593,9 @@ class FileServer:
         return headers
 
     def _error(self, target: FileTarget, exc: FillError) -> web.Response:
-        return web.Response(status=exc.status, text=fill_error_text(target, exc))
+        return web.Response(
+            status=exc.status, text=fill_error_text(target, exc), headers=fill_error_headers(exc)
+        )
 
     # -- store hits ----------------------------------------------------------------------------
 
@@ -837,6 +857,8 @@ class FileServer:
             auto_decompress=False,
             read_bufsize=_READ_BUFFER,
         ) as upstream:
+            if upstream.status in (401, 403):
+                raise refusal(target, upstream.status)
             if upstream.status != 200:
                 raise FillError(502, f"upstream answered HTTP {upstream.status}")
             _check_identity(upstream)
@@ -978,6 +1000,8 @@ class FileServer:
                 timeout=self._client_timeout(),
                 allow_redirects=True,
             ) as upstream:
+                if upstream.status in (401, 403):
+                    raise refusal(target, upstream.status, " to HEAD")
                 if upstream.status != 200:
                     raise FillError(502, f"upstream answered HTTP {upstream.status} to HEAD")
                 _check_identity(upstream)
@@ -1051,6 +1075,8 @@ class FileServer:
                             502, f"upstream announced {upstream.content_length} bytes, not {size}"
                         )
                     skip = wanted.start  # upstream ignores ranges: slice the whole body
+                elif upstream.status in (401, 403):
+                    raise refusal(target, upstream.status, " to a range request")
                 else:
                     raise FillError(502, f"upstream answered HTTP {upstream.status} to a range request")
                 response = web.StreamResponse(status=206, headers=headers)

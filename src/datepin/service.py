@@ -176,16 +176,17 @@ class Index:
             raise _refused(registry, url, fetched.status)
         if fetched.status != 200:
             raise UpstreamError(f"{mask_url(url)} answered HTTP {fetched.status}")
-        if registry.auth == "passthrough" and not same_origin(fetched.url, registry):
+        if registry.auth != "none" and not same_origin(fetched.url, registry):
             # Redirected to another host (a single sign-on front's login page, say), which
-            # got no credentials: its 200 is not the registry accepting this client.
+            # got no credentials: its 200 is not the registry accepting them.
             raise _refused(registry, url, 401, f"redirected to {mask_url(fetched.url)}")
-        base_url = fetched.url
+        base_url, redirected = fetched.url, fetched.redirected
+        json_page = "json" in fetched.content_type
         # Big pages (thousands of files) take milliseconds to parse: off the event loop.  A
         # small one is read here: the hop to a thread would cost more than the reading.
         small = len(fetched.body) <= SMALL_PAGE
         try:
-            if "json" in fetched.content_type:
+            if json_page:
                 # The bytes go before the files are read: a 20,000-file page is 12 MB of
                 # them, on top of its text and its files (bench/run, growth: peak RSS).
                 read = functools.partial(parse_json_page, json_text(fetched.body), base_url)
@@ -199,6 +200,13 @@ class Index:
         except PageError as e:
             reason = one_line(str(e))
             raise UpstreamError(f"{mask_url(url)} sent a page datepin cannot read: {reason}") from None
+        if redirected and not json_page and all(version_of(f.filename) is None for f in page.files):
+            # Sent to an HTML page that lists no package, on whatever host: a login page (a
+            # single sign-on front whose session expired), not the project.  Recorded, it
+            # would be the project having no files at that moment, for every pin (DESIGN.md
+            # "Determinism"); an empty project's page is answered where it was asked for.
+            how = f"redirected to {mask_url(base_url)}, a page that lists no package: a login page?"
+            raise _refused(registry, url, 401, how)
         # A link with user:password in it would put a secret into history.
         files = tuple(
             replace(f, url=strip_userinfo(f.url)) if "@" in f.url else f for f in page.files
@@ -340,9 +348,7 @@ class Index:
             page = await self.fetch_page(registry, name, authorization=authorization)
         except UpstreamError as e:
             if e.status in (401, 403):
-                self.gate.revoke(key)
-                self.access_denied += 1
-                log.info("%s/%s: upstream refused the client's credentials", registry.name, name)
+                self.refused(registry, name, authorization)
                 raise
             if self.gate.state(key, ttl=registry.access_ttl, grace=registry.grace) == "grace":
                 log.warning("%s/%s: access not re-checked, within grace: %s", registry.name, name, e)
@@ -359,6 +365,13 @@ class Index:
         self.gate.grant(key)
         log.debug("%s/%s: upstream accepted the client's credentials", registry.name, name)
         await self._record(registry, name, page, started, authorization=authorization)
+
+    def refused(self, registry: Registry, name: str, authorization: str | None) -> None:
+        """Upstream refused these credentials for a page or a file of the project: they lose
+        the access they were granted, and its grace, until upstream accepts them again."""
+        self.gate.revoke(self.gate.key(authorization, registry.name, name))
+        self.access_denied += 1
+        log.info("%s/%s: upstream refused the client's credentials", registry.name, name)
 
     async def visible_names(self, registry: Registry, authorization: str | None) -> list[str]:
         """The root page: projects with files; for passthrough registries only those these
@@ -591,18 +604,24 @@ class Index:
         files = [f for f in result.files if str(version_of(f.filename)) == version]
         for f in files:
             if f.core_metadata is not None:
+                url = f.url + ".metadata"
                 try:
-                    url = f.url + ".metadata"
                     fetched = await self.upstream.get(
                         url, headers=self.upstream_headers(registry, url, authorization)
                     )
-                    if fetched.status == 200:
-                        return info_from_metadata(fetched.body)
-                    if fetched.status not in (404, 410):
-                        failures.append(f"{f.filename}.metadata: HTTP {fetched.status}")
                 except UpstreamError as e:
                     log.info("metadata of %s: %s", f.filename, e)
                     failures.append(str(e))
+                    continue
+                if fetched.status == 200:
+                    return info_from_metadata(fetched.body)
+                if fetched.status in (401, 403) and registry.auth == "passthrough":
+                    # A file refused to the client's credentials ends their access, as a
+                    # page refused does.
+                    self.refused(registry, result.name, authorization)
+                    raise _refused(registry, url, fetched.status)
+                if fetched.status not in (404, 410):
+                    failures.append(f"{f.filename}.metadata: HTTP {fetched.status}")
         if self.fetch_file is None:
             return None
         for f in files:
@@ -625,8 +644,9 @@ def _log_checkpoint_failure(task: asyncio.Task[None]) -> None:
 
 
 def _refused(registry: Registry, url: str, status: int, how: str | None = None) -> UpstreamError:
-    """Upstream answered 401/403.  Only a passthrough client can fix that with its own
-    credentials; otherwise it is datepin's configuration (502)."""
+    """Upstream answered 401/403 (or sent the request to log in, `how`).  Only a passthrough
+    client can fix that with its own credentials; otherwise it is datepin's configuration
+    (502)."""
     if registry.auth == "passthrough":
         return UpstreamError(
             f"registry {registry.name!r} refused these credentials ({how or f'HTTP {status}'}) for "
@@ -639,7 +659,7 @@ def _refused(registry: Registry, url: str, status: int, how: str | None = None) 
     else:
         hint = 'it needs credentials: set auth = "static" or "passthrough" in proxy.toml'
     return UpstreamError(
-        f"{mask_url(url)} refused datepin (HTTP {status}): {hint}", status=502
+        f"{mask_url(url)} refused datepin ({how or f'HTTP {status}'}): {hint}", status=502
     )
 
 

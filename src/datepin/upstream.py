@@ -36,6 +36,7 @@ class Fetched:
     content_type: str
     body: bytearray
     headers: Mapping[str, str]
+    redirected: bool = False  # `url` is where a redirect led, not what was asked for
 
 
 def mask_url(url: str) -> str:
@@ -121,6 +122,7 @@ class Upstream:
                     content_type=resp.headers.get("Content-Type", ""),
                     body=body,
                     headers={k: v for k, v in resp.headers.items()},
+                    redirected=bool(resp.history),
                 )
         except TimeoutError:
             raise UpstreamError(f"{shown} timed out after {self.timeout:g}s", status=504) from None
