@@ -185,6 +185,8 @@ def test_a_pinned_view_answered_from_older_history_is_not_cached(up: Env) -> Non
     assert stale.header("Cache-Control") == "no-cache"
     api = proxy.get(f"/{pin}/pypi/stale-a/json")
     assert api.status == 200 and api.header("Cache-Control") == "no-cache"
+    live = proxy.get("/live/simple/stale-a/", {"Accept": JSON})  # last look, with a Warning
+    assert live.header("Warning") and live.header("Cache-Control") == "no-cache"
     fake.clear_faults()
     fixed = proxy.get(f"/{pin}/simple/stale-a/", {"Accept": JSON})
     assert newer.filename in names(fixed) and fixed.header("Warning") is None
@@ -404,6 +406,10 @@ GOOD_FILE = {
         ("bad-time", _page("lack", [{**GOOD_FILE, "upload-time": "yesterday"}])),
         ("bad-size", _page("lack", [{**GOOD_FILE, "size": -1}])),
         ("bad-yanked", _page("lack", [{**GOOD_FILE, "yanked": 1}])),
+        ("sha256-not-hex", _page("lack", [{**GOOD_FILE, "hashes": {"sha256": "NOTHEX"}}])),
+        ("sha256-a-path", _page("lack", [{**GOOD_FILE, "hashes": {"sha256": "../../" + "0" * 58}}])),
+        ("api-version-2", json.dumps({"meta": {"api-version": "2.0"}, "name": "lack",
+                                      "files": [GOOD_FILE]}).encode()),
         ("array", b"[]"),
         ("empty", b""),
         ("deep", b"[" * 60_000),
@@ -468,7 +474,7 @@ def test_upstream_text_cannot_forge_log_lines(up: Env) -> None:
     up.scripted.route("/simple/forge/", 200, _page("forge", [forged]), content_type=JSON)
     page = up.proxy.get(f"/{PIN}/r/scripted/forge/", {"Accept": JSON})
     [url] = [f["url"] for f in json.loads(page.body)["files"]]
-    assert get_file(url).status == 502  # the fill fails and is logged, with the file name
+    assert get_file(url).status == 404  # the fill fails (upstream: 404) and is logged, with the file name
     deadline = time.monotonic() + 5
     while not any("forge-1.0.tar.gz" in line for line in up.proxy.log):
         assert time.monotonic() < deadline
@@ -490,3 +496,55 @@ def test_the_same_bytes_under_two_names_are_both_served(up: Env) -> None:
         [url] = [f["url"] for f in json.loads(page.body)["files"]]
         got = get_file(url)
         assert got.status == 200 and got.body == content, (name, got.status, got.body[:100])
+
+
+@pytest.mark.parametrize("status", [404, 410])
+def test_a_file_upstream_no_longer_has_is_not_found_not_a_bad_gateway(up: Env, status: int) -> None:
+    """pip and uv retry a 502 (pip five times, about 8 s) and then fail anyway; a 404 from
+    upstream is an answer, passed on as one (one upstream request, a clear reason)."""
+    fake, proxy = up.fake, up.proxy
+    name = f"nofile-{status}"
+    wheel = fake.add_wheel(name, "1.0", upload_time=OLD, payload_size=300_000)
+    page = proxy.get(f"/{PIN}/simple/{name}/", {"Accept": JSON})
+    [url] = [f["url"] for f in json.loads(page.body)["files"]]
+    fake.fault(wheel.path, "status", status=status, times=None)
+    try:
+        fake.clear_log()
+        for target in (url + ".metadata", url):
+            got = get_file(target)
+            assert got.status == status, (target, got.status, got.body)
+            assert f"upstream answered HTTP {status}".encode() in got.body
+        head = proxy.get(urlsplit(url).path, method="HEAD")
+        assert head.status in (200, status)  # the index gives the size: no need to ask
+        ranged = proxy.get(urlsplit(url).path, {"Range": "bytes=0-99"})
+        assert ranged.status == status, ranged.body
+        assert len(fake.requests_for(wheel.path)) == 3  # .metadata, whole file, range
+    finally:
+        fake.clear_faults()
+    assert hashlib.sha256(get_file(url).body).hexdigest() == wheel.sha256
+    assert_store_sound(up)
+
+
+@pytest.mark.parametrize(
+    ("case", "status", "headers", "reason"),
+    [
+        ("huge-header", 200, {"X-Padding": "a" * 20_000}, b"unreadable HTTP answer"),
+        ("bad-length", 200, {"Content-Length": "twelve"}, b"unreadable HTTP answer"),
+        ("redirect-loop", 301, {"Location": "/simple/odd-redirect-loop/"}, b"too many redirects"),
+        ("undecodable", 200, {"Content-Encoding": "br"}, b"cannot decode"),
+    ],
+)
+def test_an_unreadable_answer_is_not_reported_as_an_upstream_status(
+    up: Env, case: str, status: int, headers: dict[str, str], reason: bytes
+) -> None:
+    """Upstream answers that datepin's HTTP client cannot read were reported as "HTTP 400"
+    (or "HTTP 0"), a status upstream never sent, sometimes over two lines."""
+    project = f"odd-{case}"
+    good = _page(project, [{**GOOD_FILE, "filename": f"{project}-1.0.tar.gz"}])
+    up.scripted.route(f"/simple/{project}/", status, good, content_type=JSON, **headers)
+    r = up.proxy.get(f"/{PIN}/r/scripted/{project}/")
+    assert r.status == 502, (case, r.status, r.body)
+    assert reason in r.body, r.body
+    assert b"HTTP 400" not in r.body and b"HTTP 0" not in r.body
+    assert r.body.count(b"\n") == 1, r.body
+    assert storecheck.observations(up.data, project, "scripted") == 0

@@ -332,7 +332,7 @@ def test_read_small_marks_an_irreplaceable_file(tmp_path: Path) -> None:
 FAULTS = {
     # mode: (status the client sees, or None for "200 then a cut body")
     "500": 502,
-    "404": 502,
+    "404": 404,  # an answer, passed on (pip and uv would retry a 502)
     "stall_headers": 504,
     "refused": 502,
     "stall_body": None,
@@ -370,7 +370,7 @@ def test_fault_fails_the_client_stores_nothing_and_a_retry_fills(tmp_path: Path,
     run(body)
 
 
-SMALL_FAULTS = {"500": 502, "404": 502, "stall_headers": 504, "cut": 502, "wrong": 502, "short": 502}
+SMALL_FAULTS = {"500": 502, "404": 404, "stall_headers": 504, "cut": 502, "wrong": 502, "short": 502}
 
 
 @pytest.mark.parametrize("mode", SMALL_FAULTS)

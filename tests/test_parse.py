@@ -95,13 +95,13 @@ def _file(**fields: object) -> dict[str, object]:
 
 def test_json_name_is_normalized_and_relative_urls_resolved() -> None:
     page = parse_json_page(
-        _json([_file(url="../../files/foo-1.0.tar.gz#sha256=AA", hashes={"sha256": "ABCDEF"})]),
+        _json([_file(url="../../files/foo-1.0.tar.gz#sha256=AA", hashes={"sha256": "ABCDEF" * 10 + "ABCD"})]),
         "https://example.test/simple/foo-bar/",
     )
     assert page.name == "foo-bar"
     (f,) = page.files
     assert f.url == "https://example.test/files/foo-1.0.tar.gz"
-    assert f.hashes == {"sha256": "abcdef"}
+    assert f.hashes == {"sha256": "abcdef" * 10 + "abcd"}
 
 
 @pytest.mark.parametrize(
@@ -122,14 +122,14 @@ def test_json_yanked_absent_means_not_yanked() -> None:
     [
         ({"core-metadata": True}, {}),
         ({"core-metadata": False}, None),
-        ({"core-metadata": {"sha256": "AB"}}, {"sha256": "ab"}),
+        ({"core-metadata": {"sha256": "AB" * 32}}, {"sha256": "ab" * 32}),
         ({"dist-info-metadata": True}, {}),
-        ({"dist-info-metadata": {"sha256": "cd"}}, {"sha256": "cd"}),
+        ({"dist-info-metadata": {"sha256": "cd" * 32}}, {"sha256": "cd" * 32}),
         # PEP 714: core-metadata wins over the old key.
         ({"core-metadata": False, "dist-info-metadata": True}, None),
         (
-            {"core-metadata": {"sha256": "ab"}, "dist-info-metadata": {"sha256": "cd"}},
-            {"sha256": "ab"},
+            {"core-metadata": {"sha256": "ab" * 32}, "dist-info-metadata": {"sha256": "cd" * 32}},
+            {"sha256": "ab" * 32},
         ),
     ],
 )
@@ -236,7 +236,7 @@ def _reference_files(body: bytes) -> list[tuple[str, str]]:
 _FILE = st.fixed_dictionaries(
     {"filename": st.text("abc._-", min_size=1, max_size=8), "url": st.text("abc.", min_size=1, max_size=8)},
     optional={"size": st.integers(0, 10**12), "yanked": st.booleans() | st.text(max_size=5),
-              "hashes": st.dictionaries(st.sampled_from(["sha256", "md5"]), st.text("0123456789abcdef", max_size=8)),
+              "hashes": st.sampled_from([{}, {"sha256": "0f" * 32}, {"md5": "a" * 32, "sha256": "1" * 64}]),
               "core-metadata": st.booleans(), "requires-python": st.text(max_size=6)},
 )
 _PAGE = st.fixed_dictionaries(
@@ -296,11 +296,11 @@ HTML = b"""<!DOCTYPE html>
 <meta name="pypi:project-status-reason" content="moved to &quot;bar&quot;">
 <base href="https://mirror.test/root/">
 </head><body>
-<a href="pkgs/foo-1.0.tar.gz#sha256=ABCDEF" data-requires-python="&gt;=3.8,&lt;4"
-   data-yanked="bad &amp; broken" data-core-metadata="sha256=1234"
-   data-dist-info-metadata="sha256=9999" data-upload-time="2023-11-18T07:08:33.123456Z">
+<a href="pkgs/foo-1.0.tar.gz#sha256=ABCDEF""" + b"AB" * 29 + b"""" data-requires-python="&gt;=3.8,&lt;4"
+   data-yanked="bad &amp; broken" data-core-metadata="sha256=""" + b"12" * 32 + b""""
+   data-dist-info-metadata="sha256=""" + b"99" * 32 + b"""" data-upload-time="2023-11-18T07:08:33.123456Z">
    foo-1.0.tar.gz </a><br/>
-<a href="/abs/foo-1.1-py3-none-any.whl#md5=0f0f" data-yanked data-dist-info-metadata="true"></a>
+<a href="/abs/foo-1.1-py3-none-any.whl#md5=""" + b"0f" * 16 + b"""" data-yanked data-dist-info-metadata="true"></a>
 <a href="https://other.test/foo-1.2.zip#egg=foo" data-core-metadata="false">foo-1.2.zip</a>
 <a name="no-href">not a file</a>
 </body></html>
@@ -315,9 +315,9 @@ def test_html_page_attributes() -> None:
     assert a == DistFile(
         filename="foo-1.0.tar.gz",
         url="https://mirror.test/root/pkgs/foo-1.0.tar.gz",
-        hashes={"sha256": "abcdef"},
+        hashes={"sha256": "abcdef" + "ab" * 29},
         requires_python=">=3.8,<4",
-        core_metadata={"sha256": "1234"},  # data-core-metadata wins over the old name
+        core_metadata={"sha256": "12" * 32},  # data-core-metadata wins over the old name
         yanked="bad & broken",
         upload_time=datetime(2023, 11, 18, 7, 8, 33, 123456, tzinfo=UTC),
         upload_time_raw="2023-11-18T07:08:33.123456Z",
@@ -325,7 +325,7 @@ def test_html_page_attributes() -> None:
     # No text: the filename is the last path segment; md5 is a hashlib name.
     assert b.filename == "foo-1.1-py3-none-any.whl"
     assert b.url == "https://mirror.test/abs/foo-1.1-py3-none-any.whl"
-    assert b.hashes == {"md5": "0f0f"}
+    assert b.hashes == {"md5": "0f" * 16}
     assert b.yanked == ""
     assert b.core_metadata == {}
     assert b.requires_python is None and b.upload_time is None
@@ -419,3 +419,60 @@ def test_html_page_is_decoded_in_the_charset_its_content_type_names() -> None:
     assert f.yanked == "retir\u00e9e"
     with pytest.raises(PageError):
         parse_html_page(body, BASE, "foo", "text/html")  # no charset: UTF-8, which it is not
+
+
+# --- what no bytes can match, and versions of the API this reader does not know ----------
+
+_SHA = "ab" * 32
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"hashes": {"sha256": "NOTHEX"}},
+        {"hashes": {"sha256": "ab" * 31}},  # 62 digits: no sha256 is that short
+        {"hashes": {"sha256": "../../" + "a" * 58}},
+        {"hashes": {"sha256": ""}},
+        {"hashes": {"sha256": _SHA, "md5": "xyz"}},
+        {"hashes": {"sha256": _SHA}, "core-metadata": {"sha256": "zz"}},
+    ],
+)
+def test_json_hash_no_bytes_can_match_is_refused(fields: dict[str, object]) -> None:
+    """A file is stored and linked under its sha256 (/files/<registry>/<sha256>/<name>) and
+    served only if its bytes match: a digest that is not hex of the algorithm's length names
+    a file nobody can fetch, so the page is refused like any other malformed field."""
+    with pytest.raises(PageError, match="hash"):
+        parse_json_page(_json([_file(**fields)]), BASE)
+
+
+@pytest.mark.parametrize("fragment", ["#sha256=NOTHEX", "#sha256=abc", "#sha256=" + "0" * 63 + "g"])
+def test_html_hash_no_bytes_can_match_is_refused(fragment: str) -> None:
+    body = f'<html><body><a href="/p/foo-1.0.tar.gz{fragment}">foo-1.0.tar.gz</a></body></html>'
+    with pytest.raises(PageError, match="hash"):
+        parse_html_page(body.encode(), BASE, "foo")
+
+
+def test_hashes_are_kept_lowercase_whatever_case_upstream_wrote() -> None:
+    (f,) = parse_json_page(_json([_file(hashes={"sha256": _SHA.upper()})]), BASE).files
+    assert f.hashes == {"sha256": _SHA}
+
+
+@pytest.mark.parametrize("version", ["2.0", "10.1", 2, "x"])
+def test_json_page_of_an_api_major_version_not_1_is_refused(version: object) -> None:
+    """PEP 629: a client seeing a major version it does not know must fail hard."""
+    body = json.dumps({"meta": {"api-version": version}, "name": "foo", "files": []}).encode()
+    with pytest.raises(PageError, match="api-version"):
+        parse_json_page(body, BASE)
+
+
+@pytest.mark.parametrize("version", ["1.0", "1.1", "1.4", "1.99"])
+def test_json_page_of_api_version_1_is_read(version: str) -> None:
+    body = json.dumps({"meta": {"api-version": version}, "name": "foo", "files": []}).encode()
+    assert parse_json_page(body, BASE).files == ()
+
+
+def test_html_page_of_a_repository_version_not_1_is_refused() -> None:
+    body = (b'<html><head><meta name="pypi:repository-version" content="2.0"></head>'
+            b'<body><a href="/p/foo-1.0.tar.gz">foo-1.0.tar.gz</a></body></html>')
+    with pytest.raises(PageError, match="repository-version"):
+        parse_html_page(body, BASE, "foo")

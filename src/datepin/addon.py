@@ -505,6 +505,8 @@ class DatepinAddon:
         private = registry.auth == "passthrough"
         if answer.warning:
             headers["Warning"] = warning_header(answer.warning)
+        # Caches may keep it for its max-age: not answered from history for want of upstream.
+        settled = answer.warning is None and (pin.cutoff is None or answer.fixed)
         if isinstance(route, routes.JsonApi):
             # Check the version first: release_info asks upstream for what history lacks, and
             # a version outside the view must not cost an upstream request (a fixed view is
@@ -526,15 +528,13 @@ class DatepinAddon:
             body = render_json_api(view, info[1], link, version=version)
             return self._page(
                 ask, [body], "application/json", headers, pin, forward_mode,
-                private=private, fixed=answer.fixed,
+                private=private, settled=settled,
             )
         chunks = iter_json(view, link) if fmt == "v1+json" else iter_html(view, link)
         page = build_page(chunks, content_type(fmt), view.kind)
         if cacheable and answer.fixed:
             self.pages.put(key, page)
-        return self._send_page(
-            ask, page, headers, pin, forward_mode, private=private, fixed=answer.fixed
-        )
+        return self._send_page(ask, page, headers, pin, forward_mode, private=private, settled=settled)
 
     async def _root(
         self,
@@ -568,11 +568,11 @@ class DatepinAddon:
         forward_mode: bool = False,
         *,
         private: bool = False,
-        fixed: bool = True,
+        settled: bool = True,
     ) -> Reply:
         return self._send_page(
             ask, build_page(chunks, ctype), headers, pin, forward_mode, private=private,
-            fixed=fixed,
+            settled=settled,
         )
 
     def _send_page(
@@ -584,11 +584,12 @@ class DatepinAddon:
         forward_mode: bool = False,
         *,
         private: bool = False,
-        fixed: bool = True,
+        settled: bool = True,
     ) -> Reply:
         """Answer with a rendered page: strong ETag per body, cutoff and encoding, 304, gzip.
-        `private`: a passthrough registry's page, which no shared cache may keep.  `fixed`
-        False: a pinned view answered from history older than its cutoff (upstream failed)."""
+        `private`: a passthrough registry's page, which no shared cache may keep.  `settled`
+        False: answered from history because upstream failed, so it may change once upstream
+        answers (a pinned view lacking what came after the last look; live's last look)."""
         cutoff = format_time(pin.cutoff) if pin.cutoff else "live"
         gz = "gzip" in (ask.headers.get("Accept-Encoding") or "")
         body, gzipped = page.body(gzip_ok=gz)
@@ -598,7 +599,7 @@ class DatepinAddon:
             "Content-Type": page.content_type,
             "Vary": PAGE_VARY,
             "ETag": etag,
-            "Cache-Control": self._page_cache_control(pin, forward_mode, private, fixed),
+            "Cache-Control": self._page_cache_control(pin, forward_mode, private, settled),
         }
         if _none_match(ask.headers.get("If-None-Match"), etag):
             return Reply(304, headers=headers)
@@ -606,15 +607,12 @@ class DatepinAddon:
             headers["Content-Encoding"] = "gzip"
         return Reply(200, body, headers)
 
-    def _page_cache_control(
-        self, pin: Pin, forward_mode: bool, private: bool, fixed: bool = True
-    ) -> str:
+    def _page_cache_control(self, pin: Pin, forward_mode: bool, private: bool, settled: bool) -> str:
         scope = "private" if private else "public"
         # Forward mode: one URL, a page per pin: a client's cache must ask again every time
         # (the ETag names the cutoff, so a revalidation under another pin gets the other
-        # page).  A pinned view from history older than its cutoff (upstream failed) lacks
-        # what came in between and changes once upstream answers: asked again too.
-        if forward_mode or (pin.cutoff is not None and not fixed):
+        # page).  A page not settled changes once upstream answers: asked again too.
+        if forward_mode or not settled:
             return "no-cache, private" if private else "no-cache"
         if pin.cutoff is None:
             return f"max-age=60, {scope}"

@@ -188,6 +188,14 @@ def _check_identity(upstream: aiohttp.ClientResponse) -> None:
         raise FillError(502, f"upstream sent the file recoded (Content-Encoding {shown})")
 
 
+def _not_ok(status: int, what: str = "") -> FillError:
+    """A fill that upstream answered other than with the file.  Its 404 and 410 are answers,
+    passed on as such: a 502 makes pip and uv retry (pip five times, about 8 s) a file that
+    is not there, asking upstream each time."""
+    client_status = status if status in (404, 410) else 502
+    return FillError(client_status, f"upstream answered HTTP {status}{what}")
+
+
 def _checked_sha256(digest: str, expected: str | None) -> str:
     if expected is not None and digest != expected:
         raise FillError(502, f"sha256 mismatch: the index says {expected}, upstream sent {digest}")
@@ -860,7 +868,7 @@ class FileServer:
             if upstream.status in (401, 403):
                 raise refusal(target, upstream.status)
             if upstream.status != 200:
-                raise FillError(502, f"upstream answered HTTP {upstream.status}")
+                raise _not_ok(upstream.status)
             _check_identity(upstream)
             length = upstream.content_length
             if target.size is not None:
@@ -1003,7 +1011,7 @@ class FileServer:
                 if upstream.status in (401, 403):
                     raise refusal(target, upstream.status, " to HEAD")
                 if upstream.status != 200:
-                    raise FillError(502, f"upstream answered HTTP {upstream.status} to HEAD")
+                    raise _not_ok(upstream.status, " to HEAD")
                 _check_identity(upstream)
                 return upstream.content_length
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -1078,7 +1086,7 @@ class FileServer:
                 elif upstream.status in (401, 403):
                     raise refusal(target, upstream.status, " to a range request")
                 else:
-                    raise FillError(502, f"upstream answered HTTP {upstream.status} to a range request")
+                    raise _not_ok(upstream.status, " to a range request")
                 response = web.StreamResponse(status=206, headers=headers)
                 response.headers["Content-Range"] = spec
                 response.content_length = remaining

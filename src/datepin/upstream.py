@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
+from aiohttp.http_exceptions import ContentEncodingError
 
 log = logging.getLogger(__name__)
 
@@ -126,9 +127,7 @@ class Upstream:
                 )
         except TimeoutError:
             raise UpstreamError(f"{shown} timed out after {self.timeout:g}s", status=504) from None
-        except aiohttp.ClientPayloadError as e:
-            raise UpstreamError(f"{shown}: body cut short ({e})") from None
-        except aiohttp.ClientError as e:
+        except aiohttp.ClientError as e:  # a body cut short or undecodable, too
             raise UpstreamError(f"{shown}: {describe(e)}") from None
         except asyncio.CancelledError:
             raise
@@ -142,6 +141,14 @@ def describe(e: BaseException) -> str:
         return "host name not found"
     if isinstance(e, aiohttp.ClientConnectorError):
         return f"cannot connect ({e.os_error.strerror or e.os_error})"
+    if isinstance(e, aiohttp.TooManyRedirects):
+        return f"too many redirects ({len(e.history)})"
     if isinstance(e, aiohttp.ClientResponseError):
-        return f"HTTP {e.status}"
-    return f"{type(e).__name__}: {e}".rstrip(": ")
+        # Raised by aiohttp's parser (its `status` is the parser's own 400): answers with an
+        # upstream status are read, not raised, so this one is never "upstream said 400".
+        return f"unreadable HTTP answer ({one_line(str(e.message))[:200]})"
+    if isinstance(e, aiohttp.ClientPayloadError):
+        if isinstance(e.__cause__, ContentEncodingError):
+            return f"cannot decode the body ({one_line(str(e.__cause__.message)).strip()})"
+        return f"body cut short ({one_line(str(e))})"
+    return one_line(f"{type(e).__name__}: {e}".rstrip(": "))

@@ -37,6 +37,13 @@ __all__ = [
 _HASH_NAMES = frozenset(hashlib.algorithms_guaranteed | hashlib.algorithms_available)
 # One string per algorithm name for all files, not a copy per file from the JSON decoder.
 _NAME_STRINGS: dict[str, str] = {name: name for name in _HASH_NAMES}
+_HEX = re.compile(r"[0-9a-f]+")
+# Hex digits of a digest, for the algorithms pip checks (PEP 503's "hashlib names"); others
+# (blake2b under another length, say) are passed on as upstream wrote them.
+_HEX_LENGTHS: dict[str, int] = {
+    name: 2 * hashlib.new(name).digest_size
+    for name in ("md5", "sha1", "sha224", "sha256", "sha384", "sha512")
+}
 
 
 class PageError(ValueError):
@@ -52,6 +59,9 @@ def parse_json_page(body: bytes | str, base_url: str) -> ProjectPage:
     `body` may be the text already decoded (`json_text`), so that a caller can let go of
     the bytes before the files are read."""
     doc, files = _load_project_json(body, base_url)
+    meta = doc.get("meta", {})
+    if isinstance(meta, dict) and "api-version" in meta:
+        _check_api_version(meta["api-version"], "meta.api-version")
     name = doc.get("name")
     if not isinstance(name, str) or not name:
         raise PageError("project page without a name")
@@ -225,8 +235,27 @@ def _hashes(value: object, where: str) -> dict[str, str]:
         raise PageError(f"{where}: hashes must map names to strings")
     hashes: dict[str, str] = {}
     for algo, digest in value.items():
-        hashes[_NAME_STRINGS.get(algo) or algo] = digest.lower()
+        hashes[_NAME_STRINGS.get(algo) or algo] = _digest(algo, digest, where)
     return hashes
+
+
+def _digest(algo: str, digest: str, where: str) -> str:
+    """A hex digest, lowercased.  One that is not hex of its algorithm's length matches no
+    bytes, so the file could never be served (files are stored, linked and checked by their
+    sha256): the page is refused rather than listing a file nobody can fetch."""
+    digest = digest.lower()
+    length = _HEX_LENGTHS.get(algo)
+    if length is not None and (len(digest) != length or not _HEX.fullmatch(digest)):
+        raise PageError(f"{where}: {algo} hash {digest[:80]!r} is not a {algo} digest")
+    return digest
+
+
+def _check_api_version(value: object, what: str) -> None:
+    """PEP 629: a client must fail hard on a major version it does not know; this reader
+    knows version 1 (PEP 691, 700, 714, 792 are all 1.x)."""
+    major = value.partition(".")[0] if isinstance(value, str) else None
+    if major != "1":
+        raise PageError(f"{what} is {value!r}: datepin reads version 1 of the simple API")
 
 
 def _size(value: object, where: str) -> int | None:
@@ -275,6 +304,8 @@ def parse_html_page(
     from bs4 import Tag
 
     soup = _soup(body, _charset(content_type))
+    if (version := _meta_content(soup, "pypi:repository-version")) is not None:
+        _check_api_version(version.strip(), "pypi:repository-version")
     base_tag = soup.find("base", href=True)
     if isinstance(base_tag, Tag):
         base_url = urljoin(base_url, _attr(base_tag, "href") or "")
@@ -326,7 +357,7 @@ def _html_file(anchor: Tag, base_url: str) -> DistFile:
     return DistFile(
         filename=filename,
         url=url,
-        hashes=_fragment_hash(fragment),
+        hashes=_fragment_hash(fragment, filename),
         requires_python=_attr(anchor, "data-requires-python"),  # bs4 unescapes &gt; etc.
         core_metadata=_html_core_metadata(metadata),
         yanked=_attr(anchor, "data-yanked"),  # "" when present without a reason
@@ -335,10 +366,10 @@ def _html_file(anchor: Tag, base_url: str) -> DistFile:
     )
 
 
-def _fragment_hash(fragment: str) -> dict[str, str]:
+def _fragment_hash(fragment: str, where: str) -> dict[str, str]:
     algo, sep, digest = fragment.partition("=")
     if sep and algo in _HASH_NAMES and digest:
-        return {algo: digest.lower()}
+        return {algo: _digest(algo, digest, where)}
     return {}
 
 
@@ -348,7 +379,10 @@ def _html_core_metadata(value: str | None) -> dict[str, str] | None:
         return None
     if value.strip().lower() == "true":
         return {}
-    hashes = _fragment_hash(value.strip())
+    try:
+        hashes = _fragment_hash(value.strip(), "data-core-metadata")
+    except PageError:
+        return None
     return hashes or None
 
 
