@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -23,7 +24,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from packaging.utils import canonicalize_name
 
-from datepin import routes
+from datepin import config as config_module, routes
 from datepin.config import Config, ConfigError, load, parse, parse_project
 from datepin.fileserver import ByteRange, RangeNotSatisfiable, parse_range
 from datepin.pins import PinError, format_time, parse_pin
@@ -322,6 +323,22 @@ def test_snapshot_concurrency_must_be_a_positive_integer(concurrency: object) ->
     )
 
 
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        # An empty data_dir would be the current directory, taken over (and made 0700) unasked.
+        ({"server": {"data_dir": ""}}, "[server] data_dir: "),
+        ({"server": {"data_dir": "  "}}, "[server] data_dir: "),
+        ({"registry": [{**CORP, "json_url": "ftp://corp.test/pypi/"}]}, "[[registry]] corp json_url: "),
+        ({"registry": [{**CORP, "url": "ftp://corp.test/simple/"}]}, "[[registry]] corp url: "),
+    ],
+)
+def test_config_errors_name_the_key_that_is_wrong(doc: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        parse(doc, source="proxy.toml")
+    assert str(e.value).startswith("proxy.toml: " + message), str(e.value)
+
+
 @settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.binary(max_size=200))
 @example(b"\xff\xfe[server]\n")
@@ -349,6 +366,19 @@ def test_the_documented_example_config_is_the_defaults() -> None:
             assert getattr(documented, name) == getattr(defaults, name), name
 
 
+def test_the_readme_documents_every_config_key_and_no_other() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    first_cells = [row.split(" | ")[0] for row in rows]
+    documented = {key for cell in first_cells for key in re.findall(r"`(\w+\.\w+)`", cell)}
+    accepted = {f"{table}.{key}" for table, keys in config_module._SCHEMA.items() for key in keys}
+    assert documented == accepted
+    [registry_row] = [row for row in rows if row.startswith("| `[[registry]]`")]
+    described = registry_row.split(" | ")[2].split(";")[0]
+    assert set(re.findall(r"`([a-z_]+)`", described)) == config_module._REGISTRY_KEYS
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [
@@ -373,6 +403,15 @@ def test_serve_with_a_bad_config_exits_with_one_clear_line(tmp_path: Path, conte
     assert "Traceback" not in run.stderr, run.stderr
     assert message in run.stderr, run.stderr
     assert run.stderr.startswith("Error: "), run.stderr
+
+
+@pytest.mark.parametrize("command", [["ca"], ["serve", "--listen", "127.0.0.1:0"], ["cache", "stats"]])
+def test_an_empty_data_dir_flag_is_refused_not_the_current_directory(tmp_path: Path, command: list[str]) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "DATEPIN_CONFIG"}
+    run = subprocess.run([sys.executable, "-m", "datepin", *command, "--data-dir", ""],
+                         capture_output=True, text=True, timeout=30, env=env, cwd=tmp_path)
+    assert run.returncode == 2 and "--data-dir" in run.stderr, run.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_data_dir_with_a_nul_byte_is_a_startup_error(tmp_path: Path) -> None:

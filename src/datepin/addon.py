@@ -730,7 +730,7 @@ Pick a pin: a date (2023-11-18 = the start of that day, UTC), an RFC 3339 timest
 
   pip     pip install -i http://{host}/2023-11-18/simple onnx==1.14.0
           (or PIP_INDEX_URL=http://{host}/2023-11-18/simple)
-  uv      UV_INDEX_URL=http://{host}/2023-11-18/simple uv pip install ...
+  uv      UV_DEFAULT_INDEX=http://{host}/2023-11-18/simple uv pip install ... (or uv lock)
           (uv add/lock: [[tool.uv.index]] url = "http://{host}/2023-11-18/simple", default = true)
   Poetry  poetry source add --priority=primary datepin http://{host}/2023-11-18/simple
   PDM     [[tool.pdm.source]] name = "pypi", url = "http://{host}/2023-11-18/simple"

@@ -16,7 +16,7 @@ import click
 from packaging.utils import NormalizedName
 
 from datepin import __version__
-from datepin.config import Config, ConfigError, Registry, parse_project, resolve
+from datepin.config import Config, ConfigError, Registry, directory, parse_project, resolve
 
 if TYPE_CHECKING:
     from datepin.snapshotter import Summary
@@ -29,11 +29,23 @@ config_option = click.option(
     type=click.Path(path_type=Path, dir_okay=False),
     help="proxy.toml to read (default: $DATEPIN_CONFIG, else built-in defaults).",
 )
+
+
+def data_dir_value(ctx: click.Context, param: click.Parameter, value: str | None) -> Path | None:
+    if value is None:
+        return None
+    try:
+        return Path(directory(value))
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
 data_dir_option = click.option(
     "--data-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    help="Where history, files and the CA live (default: $XDG_DATA_HOME/datepin, else"
-    " ~/.local/share/datepin).",
+    type=click.Path(file_okay=False),
+    callback=data_dir_value,
+    help="Where history, files and the CA live (default: server.data_dir from the config,"
+    " else $XDG_DATA_HOME/datepin, else ~/.local/share/datepin).",
 )
 
 
@@ -77,7 +89,11 @@ def main() -> None:
 @main.command()
 @config_option
 @data_dir_option
-@click.option("--listen", metavar="HOST:PORT", help="Address to listen on (default 127.0.0.1:8080).")
+@click.option(
+    "--listen",
+    metavar="HOST:PORT",
+    help="Address to listen on (default: server.listen from the config, else 127.0.0.1:8080).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")
 def serve(config_path: Path | None, data_dir: Path | None, listen: str | None, verbose: bool) -> None:
     """Run the proxy (path mode and forward mode on one port)."""
@@ -266,7 +282,8 @@ def cache_stats(config_path: Path | None, data_dir: Path | None, url: str | None
 @config_option
 @data_dir_option
 def cache_verify(config_path: Path | None, data_dir: Path | None) -> None:
-    """Re-hash every blob; move corrupt ones to quarantine.  Exits 1 if any was corrupt."""
+    """Re-hash every blob; move corrupt ones to quarantine.  Exits 1 if any was corrupt or
+    missing."""
     from datepin.reports import NoHistory, verify_store
 
     config = load_config(config_path, data_dir=data_dir)

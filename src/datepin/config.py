@@ -184,7 +184,7 @@ def parse_project(text: str, config: Config) -> tuple[Registry, NormalizedName]:
 _SCHEMA: dict[str, dict[str, str]] = {
     "server": {
         "listen": "str",
-        "data_dir": "str",
+        "data_dir": "path",
         "default_pin": "str",
         "live_ttl": "duration",
         "upstream_timeout": "positive duration",
@@ -200,16 +200,27 @@ _REGISTRY_KEYS = {"name", "url", "json_url", "intercept", "auth", "auth_env", "a
 # What a value of each kind should be, for errors about a value of the wrong type.
 _EXPECTED = {
     "str": "a string",
+    "path": "a string naming a directory",
     "bool": "true or false",
     "count": "an integer >= 1",
     "names": "a list of strings",
 }
 
 
+def directory(value: str) -> str:
+    """A data directory as given; an empty one is refused: Path("") is the current directory,
+    which datepin would take over (and make 0700) unasked."""
+    if not value.strip():
+        raise ValueError("must name a directory, got an empty string")
+    return value
+
+
 def _check(table: str, key: str, kind: str, value: Any) -> Any:
     try:
         if kind == "str" and isinstance(value, str):
             return value
+        if kind == "path" and isinstance(value, str):
+            return directory(value)
         if kind == "bool" and isinstance(value, bool):
             return value
         if kind == "count" and isinstance(value, int) and not isinstance(value, bool) and value > 0:
@@ -338,11 +349,8 @@ def _parse_registries(entries: Any) -> tuple[Registry, ...]:
         where = f"[[registry]] {name}"
         if any(r.name == name for r in out):
             raise ConfigError(f"{where}: name used twice")
-        try:
-            url = _url(entry.get("url"))
-            json_url = _url(entry["json_url"]) if "json_url" in entry else None
-        except ValueError as e:
-            raise ConfigError(f"{where} url: {e}") from None
+        url = _registry_url(entry, "url", where)
+        json_url = _registry_url(entry, "json_url", where) if "json_url" in entry else None
         intercept = entry.get("intercept", False)
         if not isinstance(intercept, bool):
             raise ConfigError(f"{where} intercept: expected true or false")
@@ -367,6 +375,13 @@ def _parse_registries(entries: Any) -> tuple[Registry, ...]:
             access_ttl=durations["access_ttl"], grace=durations["grace"],
         ))
     return tuple(out)
+
+
+def _registry_url(entry: Mapping[str, Any], key: str, where: str) -> str:
+    try:
+        return _url(entry.get(key))
+    except ValueError as e:
+        raise ConfigError(f"{where} {key}: {e}") from None
 
 
 def load(path: Path) -> Config:
