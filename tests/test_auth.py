@@ -372,3 +372,42 @@ def test_a_project_upstream_stops_showing_a_credential_gets_no_grace(
         assert e.value.status == 502
 
     checked(private, tmp_path, 600, body)
+
+
+def test_a_project_hidden_from_one_credential_is_not_recorded_as_removed(
+    private: FakePyPI, tmp_path: Path
+) -> None:
+    """Registries that hide private projects answer 404 to credentials without access
+    (GitLab, GitHub).  A client accepted a minute ago whose access has just been taken away
+    asks for the live page: that 404 says nothing about the project, only about the client.
+    Recorded, it would mark every file gone for every client (and for every pin after it)."""
+    reg = Registry("corp", private.simple_url, auth="passthrough", access_ttl=300)
+    other = "Basic " + base64.b64encode(b"v:other").decode()
+    pin = Pin("live", None)
+
+    async def go() -> None:
+        upstream = Upstream(timeout=5)
+        history = HistoryStore(tmp_path / "h.sqlite3")
+        try:
+            index = Index(Config(registries=(reg,), live_ttl=0), history, upstream,
+                          gate=AccessGate(clock=Clock()))
+            await index.authorize(reg, "alpha", GOOD)  # observed: one file
+            private.fault("/simple/alpha/", "status", status=404, times=2)  # GOOD loses access
+            with pytest.raises(NotObserved):
+                await index.answer(reg, "alpha", pin, authorization=GOOD)
+            with pytest.raises(NotObserved):  # and its acceptance with it
+                await index.authorize(reg, "alpha", GOOD)
+            loaded = history.load("corp", "alpha")
+            assert loaded is not None
+            assert [f.states[-1].file is not None for f in loaded.files] == [True]
+            # Another client upstream still accepts sees the project's file.
+            private.require_basic = ("v", "other")
+            await index.authorize(reg, "alpha", other)
+            private.fault("/simple/", "status", status=503, times=None)
+            answer = await index.answer(reg, "alpha", pin, authorization=other)
+            assert [f.filename for f in answer.view.files] == ["alpha-1.0-py3-none-any.whl"]
+        finally:
+            await upstream.close()
+            history.close()
+
+    run(go)

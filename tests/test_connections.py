@@ -6,11 +6,13 @@ import asyncio
 import socket
 import time
 
+import pytest
 from mitmproxy.connection import Client
 from mitmproxy.proxy import commands, events
+from mitmproxy.proxy.mode_servers import RegularInstance
 from mitmproxy.proxy.server import ConnectionHandler, ConnectionIO
 
-from datepin.connections import READ_PIECE, read_in_bigger_pieces
+from datepin.connections import READ_PIECE, hand_over_origin_form, read_in_bigger_pieces
 
 SENT = 4 << 20
 
@@ -60,3 +62,35 @@ def test_mitmproxy_reads_a_connection_in_pieces_bigger_than_its_64_kib() -> None
     # reading at 128 KiB), and the next read took a whole one.
     assert pieces[1] == READ_PIECE
     assert len(pieces) < SENT // 65535
+
+
+def test_a_connection_that_never_says_what_it_is_is_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before mitmproxy sees a connection (and its own idle timeout, `tcp_timeout`, starts),
+    datepin reads its first bytes to tell a path-mode one.  A client that sends nothing, or
+    a few bytes and then nothing (gone without a FIN, or holding connections on purpose),
+    must not keep its socket open for ever."""
+    handed: list[bytes] = []
+
+    async def mitmproxy_handles(self: object, reader: asyncio.StreamReader, writer: object) -> None:
+        handed.append(await reader.read())
+
+    monkeypatch.setattr(RegularInstance, "handle_stream", mitmproxy_handles)
+    hand_over_origin_form(lambda writer, first: None, idle_timeout=0.3)  # never decides
+
+    async def served(first: bytes) -> bytes:
+        ours, theirs = socket.socketpair()
+        theirs.setblocking(False)
+        reader, writer = await asyncio.open_connection(sock=ours)
+        loop = asyncio.get_running_loop()
+        await loop.sock_sendall(theirs, first)
+        await asyncio.wait_for(RegularInstance.handle_stream(None, reader, writer), 5)  # type: ignore[arg-type]
+        try:
+            return await asyncio.wait_for(loop.sock_recv(theirs, 10), 5)  # b"": closed
+        finally:
+            theirs.close()
+
+    for first in (b"", b"GE"):
+        t0 = time.monotonic()
+        assert asyncio.run(served(first)) == b""
+        assert time.monotonic() - t0 < 3
+    assert handed == []

@@ -357,6 +357,11 @@ def test_html_empty_page_is_a_page() -> None:
         b"\xff\xfe<html>",
         b'<a href="bad">x</a>'.replace(b"x", b"\xc3"),
         b'<a href="x" data-upload-time="soon">f</a>',
+        # Links urllib cannot read (a host that changes under NFKC normalisation, an IPv6
+        # address left open): refused like the rest, not a crash of the request.
+        '<a href="https://files.example\uff0fevil.example/f-1.0.tar.gz">f</a>'.encode(),
+        b'<a href="http://[::1/f-1.0.tar.gz">f</a>',
+        b'<base href="http://[::1/"><a href="f-1.0.tar.gz">f</a>',
     ],
 )
 def test_html_unreadable_raises_page_error(body: bytes) -> None:

@@ -53,21 +53,31 @@ def read_in_bigger_pieces() -> None:
     ConnectionHandler.handle_connection = handle_connection  # type: ignore[method-assign]
 
 
-def hand_over_origin_form(adopt: Callable[[asyncio.StreamWriter, bytes], bool | None]) -> None:
+def hand_over_origin_form(
+    adopt: Callable[[asyncio.StreamWriter, bytes], bool | None], *, idle_timeout: float
+) -> None:
     """Offer each new connection on a regular-mode port to `adopt` before mitmproxy sees it.
 
     `adopt(writer, first)` gets the bytes read so far: True if it has taken the connection
     (the writer's transport is then its own), False to leave it to mitmproxy (which reads
-    those bytes first), None to see more of them."""
+    those bytes first), None to see more of them.  A connection that has not said enough
+    within `idle_timeout` seconds is closed: mitmproxy's own idle timeout (`tcp_timeout`)
+    starts only once it has the connection, and a client gone without a FIN (or holding
+    connections open on purpose) would otherwise keep its socket for ever."""
     original = getattr(RegularInstance.handle_stream, "__wrapped__", RegularInstance.handle_stream)
 
     async def handle_stream(self: RegularInstance, reader: object, writer: object = None) -> None:
         if isinstance(reader, asyncio.StreamReader) and isinstance(writer, asyncio.StreamWriter):
             first = b""
             taken: bool | None = None
+            deadline = asyncio.get_running_loop().time() + idle_timeout
             while taken is None and isinstance(writer.transport, asyncio.Transport):
-                piece = await reader.read(READ_PIECE)
-                if not piece:  # closed before saying anything useful
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        piece = await reader.read(READ_PIECE)
+                except TimeoutError:
+                    piece = b""
+                if not piece:  # closed, or silent, before saying anything useful
                     writer.close()
                     return
                 first += piece

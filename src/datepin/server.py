@@ -281,7 +281,7 @@ async def run(
         addon = DatepinAddon(config, rt.index, rt.files, clock=clock)
         master.addons.add(addon)  # type: ignore[no-untyped-call]
         front = PathFront(addon, rt.files)
-        hand_over_origin_form(front.adopt)
+        hand_over_origin_form(front.adopt, idle_timeout=master.options.tcp_timeout)
         master.options.update(**late)  # type: ignore[no-untyped-call]
 
         loop = asyncio.get_running_loop()

@@ -274,6 +274,12 @@ class Index:
                 # no grace later (the access check's own refusals do the same).
                 self.gate.revoke(self.gate.key(authorization, registry.name, name))
             raise
+        if page is None and registry.auth == "passthrough":
+            # Registries that hide private projects answer 404 to credentials without access
+            # (GitLab, GitHub): it ends this client's access, and says nothing of the project
+            # for the clients upstream still shows it to (recorded, every file would be gone).
+            self.gate.revoke(self.gate.key(authorization, registry.name, name))
+            return None
         return await self._record(
             registry, name, page, started, load=load, authorization=authorization
         )

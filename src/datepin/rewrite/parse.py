@@ -308,13 +308,13 @@ def parse_html_page(
         _check_api_version(version.strip(), "pypi:repository-version")
     base_tag = soup.find("base", href=True)
     if isinstance(base_tag, Tag):
-        base_url = urljoin(base_url, _attr(base_tag, "href") or "")
+        base_url = _join(base_url, _attr(base_tag, "href") or "")
     files = tuple(
         _html_file(anchor, base_url)
         for anchor in soup.find_all("a")
         if isinstance(anchor, Tag)
         and (href := _attr(anchor, "href")) is not None
-        and not _is_directory(urljoin(base_url, href))
+        and not _is_directory(_join(base_url, href))
     )
     return ProjectPage(
         name=canonicalize_name(name),
@@ -344,7 +344,7 @@ def check_html_complete(body: bytes | bytearray) -> None:
 
 def _html_file(anchor: Tag, base_url: str) -> DistFile:
     href = _attr(anchor, "href") or ""
-    url, fragment = urldefrag(urljoin(base_url, href))
+    url, fragment = urldefrag(_join(base_url, href))
     # The name is the URL's, as pip and uv read it: PEP 503 says the text must match it, but
     # web servers' directory listings cut long names short in the text ("...m..>", nginx).
     filename = _last_segment(url) or anchor.get_text().strip()
@@ -398,6 +398,15 @@ def _attr(tag: Tag, name: str) -> str | None:
     if isinstance(value, list):  # bs4 splits multi-valued attributes (class, rel...)
         return " ".join(value)
     return value
+
+
+def _join(base_url: str, href: str) -> str:
+    """`href` resolved against `base_url`; PageError for a link urllib cannot read (a host
+    that changes under NFKC normalisation, an unclosed IPv6 address)."""
+    try:
+        return urljoin(base_url, href)
+    except ValueError as e:
+        raise PageError(f"link {href!r}: {e}") from None
 
 
 def _last_segment(url: str) -> str:
