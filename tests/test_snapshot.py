@@ -316,6 +316,30 @@ def test_a_request_that_sees_a_file_go_rescues_it(graph, tmp_path):
     asyncio.run(main())
 
 
+def test_an_unexpected_error_on_one_project_does_not_end_the_run(graph, tmp_path, monkeypatch):
+    from datepin.snapshotter import snapshot
+
+    async def main() -> tuple[str, list[tuple[str, str]], bool]:
+        async with runtime(config_for(graph, tmp_path / "data")) as rt:
+            observe = rt.index.observe
+
+            async def observe_or_break(registry: Registry, name: str) -> object:
+                if name == "alpha":
+                    raise KeyError("a bug")
+                return await observe(registry, name)
+
+            monkeypatch.setattr(rt.index, "observe", observe_or_break)
+            pypi = rt.config.pypi
+            summary = await snapshot(rt.index, [(pypi, "alpha"), (pypi, "beta")], concurrency=1)
+            seen = await asyncio.to_thread(rt.history.last_observed, "pypi", "beta") is not None
+            return summary.line(), summary.failures, seen
+
+    line, failures, beta_seen = asyncio.run(main())
+    assert line.startswith("observed 1,") and line.endswith("failures 1")
+    assert failures == [("alpha", "internal error: KeyError: 'a bug'")]
+    assert beta_seen
+
+
 def test_a_rescue_cut_short_is_retried_by_the_next_snapshot(graph, tmp_path):
     gone = graph.file("alpha-2.0-py3-none-any.whl")
     config = config_for(graph, tmp_path / "data")

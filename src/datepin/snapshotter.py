@@ -126,6 +126,12 @@ async def _observe_one(index: Index, registry: Registry, name: str, summary: Sum
     except (UpstreamError, OSError, sqlite3.Error) as e:
         summary.failures.append((what, str(e)))
         return
+    except Exception as e:
+        # A bug met on one project's page must not cost the run every project after it (the
+        # schedule would meet it again first, every day).
+        log.exception("snapshot of %s", what)
+        summary.failures.append((what, f"internal error: {type(e).__name__}: {e}"))
+        return
     if change is None:
         summary.failures.append((what, f"{registry.name} does not know this project (404)"))
         return
