@@ -25,13 +25,16 @@ import h2.connection
 import h2.events
 import pytest
 
-from clients import ClientError, ca_bundle_env, pip_resolve, uv_compile
-from fakepypi import FakePyPI, add_alpha_beta
+from clients import ClientError, ca_bundle_env, pip_resolve, uv_compile, uv_install
+from fakepypi import FakePyPI, add_alpha_beta, build_wheel, closed_port
 from proxyproc import Proxy, Response, write_config
 
 from datepin import forward
+from datepin.blobs import BlobStore
 from datepin.config import Config
 from datepin.forward import CredentialsError, pin_from_credentials, select_pin
+from datepin.history import HistoryStore
+from datepin.model import DistFile, ProjectPage
 from datepin.pins import PinError, parse_pin
 from datepin.server import proxy_options
 from datepin.upstream import trust_store
@@ -275,6 +278,44 @@ def test_files_are_served_from_the_store_by_upstream_url(graph, proxy, bundle):
     assert unknown.status == 404 and b"never listed" in unknown.body
 
 
+def test_files_recorded_from_pypi_are_served_after_the_pypi_urls_change(tmp_path):
+    """History recorded against PyPI itself lists files on files.pythonhosted.org.  With the
+    `[pypi]` URLs pointed elsewhere (a mirror, or nowhere while PyPI is down), a pinned page
+    still links those URLs, and the files behind them come from the store."""
+    wheel = build_wheel("alpha", "1.0")
+    sha256 = hashlib.sha256(wheel.content).hexdigest()
+    url = f"https://files.pythonhosted.org/packages/0a/1b/2c3d/{wheel.filename}"
+    uploaded = datetime(2023, 1, 1, tzinfo=UTC)
+    listed = DistFile(
+        filename=wheel.filename, url=url, hashes={"sha256": sha256}, upload_time=uploaded,
+        upload_time_raw="2023-01-01T00:00:00.000000Z", size=len(wheel.content),
+    )
+    data = tmp_path / "data"
+    history = HistoryStore(data / "history.sqlite3")
+    history.record("pypi", "alpha", ProjectPage(name="alpha", files=(listed,)),  # type: ignore[arg-type]
+                   datetime(2024, 1, 1, tzinfo=UTC))
+    history.close()
+    store = BlobStore(data / "blobs", size_limit=10**12)
+    store.put(sha256, wheel.content)
+    store.close()
+    down = f"http://127.0.0.1:{closed_port()}/"
+    config = write_config(tmp_path / "down.toml", simple_url=down + "simple/",
+                          json_url=down + "pypi/", files_url=down, upstream_timeout="5s")
+    with Proxy(data_dir=data, config=config) as proxy:
+        bundle = make_bundle(proxy, tmp_path / "bundle.pem")
+        page = tunnel_get(proxy, PYPI + "alpha/", bundle=bundle, credentials="2023-06-01:x",
+                          headers={"Accept": JSON})
+        assert page.status == 200, page.body
+        assert [f["url"] for f in json.loads(page.body)["files"]] == [url]
+        got = tunnel_get(proxy, url, bundle=bundle)
+        assert got.status == 200, got.body
+        assert hashlib.sha256(got.body).hexdigest() == sha256
+        env = forward_env(proxy, bundle, "2023-06-01:x")
+        assert uv_install(PYPI, ["alpha"], target_venv=tmp_path / "venv", env_extra=env) == {
+            "alpha": "1.0"
+        }
+
+
 def test_plain_http_proxy_requests_carry_their_own_credentials(graph, proxy):
     opener = urllib.request.build_opener(urllib.request.ProxyHandler(
         {"http": f"http://2023-03-01:x@127.0.0.1:{proxy.port}"}
@@ -448,7 +489,11 @@ def test_file_urls_map_between_upstream_and_files_pythonhosted_org():
     assert forward.upstream_file_urls("/packages/a/x%2Bcpu.whl?q", files) == [
         files + "packages/a/x%2Bcpu.whl",
         files + "packages/a/x+cpu.whl",
+        "https://files.pythonhosted.org/packages/a/x%2Bcpu.whl",
+        "https://files.pythonhosted.org/packages/a/x+cpu.whl",
     ]
+    public = "https://files.pythonhosted.org/"
+    assert forward.upstream_file_urls("/packages/a/x.whl", public) == [public + "packages/a/x.whl"]
 
 
 def test_mitmproxy_checks_upstream_tls_against_the_same_trust_store(tmp_path, shared):

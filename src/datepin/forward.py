@@ -181,9 +181,12 @@ def forward_links(files_url: str) -> LinkFn:
 def upstream_file_urls(path: str, files_url: str) -> list[str]:
     """Upstream URLs a request for `https://files.pythonhosted.org{path}` may stand for, as
     history keeps them: the path as sent, then decoded and re-encoded (clients differ in
-    which characters of a file name they percent-encode)."""
+    which characters of a file name they percent-encode); under `files_url`, then on
+    files.pythonhosted.org itself: a file recorded there (from PyPI, before `files_url` was
+    pointed elsewhere) keeps that URL on pages (public_file_url)."""
     path = path.partition("?")[0].partition("#")[0].lstrip("/")
-    return [files_url + v for v in _spellings(path)]
+    bases = dict.fromkeys([files_url, PUBLIC_FILES_URL])
+    return [base + v for base in bases for v in _spellings(path)]
 
 
 def registry_file_urls(url: str) -> list[str]:
