@@ -88,6 +88,37 @@ def test_observation_times_stay_increasing(tmp_path: Path) -> None:
     assert when2 > when1
 
 
+
+def test_an_observation_asked_before_the_last_recorded_one_changes_no_view(tmp_path: Path) -> None:
+    """Two processes on one data directory (the server and `datepin snapshot`) observe a
+    project at once; the page asked for first comes back last, older than what is recorded."""
+    store = HistoryStore(tmp_path / "h.sqlite3")
+    a = dist("1.0", uploaded=T0 - timedelta(days=30))
+    b = dist("1.1", uploaded=T0 + timedelta(seconds=1))  # between the two requests
+    store.record("pypi", "demo", page(a), T0 - timedelta(days=1))
+    store.record("pypi", "demo", page(a, b), T0 + timedelta(seconds=2))  # asked second
+    when, late = store.record("pypi", "demo", page(a), T0)  # asked first, recorded last
+    assert not late.is_change, late
+    store.record("pypi", "demo", page(a, b), T0 + timedelta(hours=2))  # a later request
+    history = store.load("pypi", "demo")
+    assert history is not None
+    cutoff = T0 + timedelta(hours=1)
+    assert [f.filename for f in view(history, cutoff).files] == [a.filename, b.filename]
+    assert all(state.file is not None for fh in history.files for state in fh.states)
+    assert when > T0 + timedelta(seconds=2)  # times stay increasing
+
+
+def test_observations_asked_at_one_moment_are_folded_in_the_order_recorded(tmp_path: Path) -> None:
+    """A clock that did not move between requests (coarse, or stopped in tests) says
+    nothing about their order: each observation still counts."""
+    store = HistoryStore(tmp_path / "h.sqlite3")
+    a, b = dist("1.0", uploaded=T0 - timedelta(days=2)), dist("1.1", uploaded=T0 - timedelta(days=1))
+    store.record("pypi", "demo", page(a), T0)
+    _, added = store.record("pypi", "demo", page(a, b), T0)
+    _, gone = store.record("pypi", "demo", page(a), T0)
+    assert [f.filename for f in added.added] == [b.filename]
+    assert [f.filename for f in gone.gone] == [b.filename]
+
 # URLs a registry may list: a query string, an encoded and a non-ASCII name, no file name.
 _ODD_URLS = (
     "https://files.example/packages/ab/cd/demo-1.0-py3-none-any.whl",

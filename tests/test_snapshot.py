@@ -531,6 +531,39 @@ def test_kill_9_during_a_snapshot_leaves_the_store_consistent(fake_pypi, proxy_c
             assert fetch(str(old["url"])).status == 200  # deleted upstream, kept here
 
 
+def test_a_page_the_snapshot_cli_asked_for_first_and_recorded_last_changes_no_view(
+    fake_pypi, proxy, proxy_config, tmp_path
+):
+    """`datepin snapshot` beside the server, on its data directory: the snapshot asks first,
+    a file is uploaded, the server asks and records; then the snapshot records its older page.
+    That page must not record the new file as deleted (hiding it from every later pin)."""
+    name = "raced"
+    old = fake_pypi.add_wheel(name, "1.0", upload_time="2023-01-01T00:00:00Z")
+    assert proxy.get(f"/live/simple/{name}/", {"Accept": JSON}).status == 200
+    fake_pypi.clear_log()
+    fake_pypi.fault(f"/simple/{name}/", "stall", seconds=2)
+    env = {k: v for k, v in os.environ.items() if k != "DATEPIN_CONFIG"}
+    snapshot = subprocess.Popen(
+        [sys.executable, "-m", "datepin", "snapshot", name,
+         "--config", str(proxy_config), "--data-dir", str(tmp_path / "data")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        wait_for(lambda: fake_pypi.requests_for(f"/simple/{name}/"), what="the snapshot's request")
+        new = fake_pypi.add_wheel(name, "1.1", upload_time="2023-02-01T00:00:00Z")
+        live = proxy.get(f"/live/simple/{name}/", {"Accept": JSON})
+        assert set(files_of(live.body)) == {old.filename, new.filename}
+        out, err = snapshot.communicate(timeout=60)
+    finally:
+        snapshot.kill()
+    assert snapshot.returncode == 0, err
+    assert "files gone 0" in out, out
+    pin = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")  # after both observations
+    pinned = proxy.get(f"/{pin}/simple/{name}/", {"Accept": JSON})
+    assert pinned.status == 200
+    assert set(files_of(pinned.body)) == {old.filename, new.filename}
+
+
 # -- an observation that spans a cutoff ----------------------------------------------------------
 
 

@@ -104,6 +104,10 @@ _INDEXES = (
 _URL_TAIL_SQL = "substr(url, length(rtrim(url, replace(url, '/', ''))) + 1)"
 
 
+# Observation times closer than this are one moment: their order is the order recorded.
+SAME_MOMENT_MICROS = 1000
+
+
 class HistoryWriteError(OSError):
     """History could not be written (disk full, database locked); nothing was recorded."""
 
@@ -367,12 +371,23 @@ class HistoryStore:
                 "SELECT max(at) FROM observations WHERE project_id=?", (pid,)
             ).fetchone()[0]
             t = to_micros(at)
+            # Asked for before the latest recorded observation, and recorded after it (another
+            # process, or another client's credentials, observed the project meanwhile): an
+            # older page than history holds.  Folded in, it would undo what the newer one saw,
+            # e.g. a file uploaded between the two requests would be recorded as deleted, and
+            # hidden for good from the pins after it.  It only says the project was observed.
+            # Observations asked at one moment as the clock tells (a coarse or stopped clock)
+            # are taken in the order they are recorded.
+            stale = last is not None and t < last - SAME_MOMENT_MICROS
             if last is not None and t <= last:
                 t = last + 1
             had_before = last is not None and db.execute(
                 "SELECT found FROM observations WHERE project_id=? AND at=?", (pid, last)
             ).fetchone()[0]
-            db.execute("INSERT INTO observations VALUES (?, ?, ?)", (pid, t, int(page is not None)))
+            found = bool(had_before) if stale else page is not None
+            db.execute("INSERT INTO observations VALUES (?, ?, ?)", (pid, t, int(found)))
+            if stale:
+                return from_micros(t), Change(project, from_micros(t))
             current = {
                 row[1]: (row[0], row[2], row[3])
                 for row in db.execute(
