@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import stat
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from mitmproxy.certs import CertStore
 
 from clients import pip_resolve, uv_compile
 from scripted import self_signed_cert
+from datepin.ca import ensure_ca
 from datepin.cli import main
 
 CERT = "-----BEGIN CERTIFICATE-----"
@@ -52,6 +55,55 @@ def test_ca_prints_the_path_and_creates_the_ca_once_and_privately(tmp_path):
     code, pem = invoke("ca", "--data-dir", str(tmp_path / "d"), "--pem")
     assert code == 0 and pem == first
 
+
+def test_a_ca_asked_for_by_two_processes_at_once_is_made_once(tmp_path, monkeypatch):
+    """`datepin serve` and `datepin ca --bundle` started together on a fresh data directory:
+    each must end up with the CA that stays on disk, or the bundle does not trust the proxy."""
+    both_creating = threading.Barrier(2)
+    create = CertStore.create_store
+    made: list[str] = []
+
+    def create_slowly(*args, **kwargs):  # the key takes a while to make: both are at it
+        made.append(threading.current_thread().name)
+        try:
+            both_creating.wait(timeout=1)
+        except threading.BrokenBarrierError:
+            pass  # the other caller waits for this one to finish
+        create(*args, **kwargs)
+
+    monkeypatch.setattr(CertStore, "create_store", staticmethod(create_slowly))
+    ca_dir = tmp_path / "d" / "ca"
+    seen: list[str] = []
+
+    def ask() -> None:
+        seen.append(ensure_ca(ca_dir).read_text())
+
+    callers = [threading.Thread(target=ask) for _ in range(2)]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join(30)
+    key = ca_dir / "mitmproxy-ca.pem"
+    assert len(made) == 1, f"two CAs made, one overwritten: {made}"
+    assert seen == [(ca_dir / "mitmproxy-ca-cert.pem").read_text()] * 2
+    assert seen[0] in key.read_text()  # the key on disk is the one the certificate names
+    assert sorted(p.name for p in ca_dir.iterdir() if p.name.startswith(".")) in ([], [".lock"])
+
+def test_a_ca_cut_short_while_being_made_is_made_again(tmp_path, monkeypatch):
+    """A `datepin serve` killed while writing its new CA must not leave a half-written key
+    that stops every later start with 'cannot create or read the CA'."""
+
+    def killed_while_writing(path, basename, *args, **kwargs):
+        (path / f"{basename}-ca.pem").write_bytes(b"-----BEGIN RSA PRIVATE KEY-----\nMIIE")
+        raise KeyboardInterrupt  # stands for the kill: nothing after this runs
+
+    ca_dir = tmp_path / "d" / "ca"
+    with monkeypatch.context() as patched:
+        patched.setattr(CertStore, "create_store", staticmethod(killed_while_writing))
+        with pytest.raises(KeyboardInterrupt):
+            ensure_ca(ca_dir)
+    cert = ensure_ca(ca_dir)
+    assert cert.read_text().startswith(CERT)
 
 def test_ca_reads_the_data_dir_from_the_config(tmp_path):
     config = tmp_path / "proxy.toml"

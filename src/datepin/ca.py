@@ -9,13 +9,21 @@ datepin's CA, for `PIP_CERT`, `REQUESTS_CA_BUNDLE` and `SSL_CERT_FILE`.
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import os
 import re
+import shutil
 import ssl
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from datepin.upstream import ca_file
+
+if TYPE_CHECKING:  # imported when needed: `datepin env` and `datepin ca --pem` start faster
+    from mitmproxy.certs import CertStore
 
 BASENAME = "mitmproxy"  # mitmproxy looks for <confdir>/mitmproxy-ca.pem
 KEY_SIZE = 2048
@@ -45,16 +53,44 @@ def ensure_ca(ca_dir: Path) -> Path:
     try:
         ca_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         ca_dir.chmod(0o700)
-        if not (ca_dir / SECRET_FILES[0]).exists():
-            # mitmproxy would create the same files, but name the CA "mitmproxy".
-            CertStore.create_store(ca_dir, BASENAME, KEY_SIZE, organization="datepin", cn=CA_NAME)
-        CertStore.from_store(ca_dir, BASENAME, KEY_SIZE)  # reads it: fails on a broken CA
+        # One process at a time (`datepin serve` and `datepin ca` started together on a
+        # fresh data directory would each make a CA, and keep the one the other overwrote).
+        with _locked(ca_dir / ".lock"):
+            if not (ca_dir / SECRET_FILES[0]).exists():
+                _create(ca_dir, CertStore)
+            CertStore.from_store(ca_dir, BASENAME, KEY_SIZE)  # reads it: fails on a broken CA
         for name in SECRET_FILES:
             if (ca_dir / name).exists():
                 (ca_dir / name).chmod(0o600)
     except (OSError, ValueError) as e:
         raise CAError(f"cannot create or read the CA in {ca_dir}: {e}") from None
     return ca_dir / CERT_FILE
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _create(ca_dir: Path, store: type[CertStore]) -> None:
+    """Make the CA in a directory of its own inside `ca_dir`, then move its files in, the
+    private key (whose presence says the CA exists) last: a process killed half-way leaves
+    no CA rather than a broken one."""
+    for left in ca_dir.glob(".new-*"):  # by a process killed while making one (we hold the lock)
+        shutil.rmtree(left, ignore_errors=True)
+    staging = Path(tempfile.mkdtemp(prefix=".new-", dir=ca_dir))
+    try:
+        # mitmproxy would create the same files, but name the CA "mitmproxy".
+        store.create_store(staging, BASENAME, KEY_SIZE, organization="datepin", cn=CA_NAME)
+        for name in sorted(os.listdir(staging), key=lambda n: n == SECRET_FILES[0]):
+            os.replace(staging / name, ca_dir / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def system_ca_file(environ: Mapping[str, str] = os.environ) -> Path | None:
