@@ -14,7 +14,9 @@ are printed (run with -s to see them).  DATEPIN_LOAD_SECONDS shortens or lengthe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import http.client
 import json
 import os
 import random
@@ -31,7 +33,7 @@ import pytest
 
 import storecheck
 from fakepypi import FakeFile, FakePyPI
-from proxyproc import Proxy, write_config
+from proxyproc import Proxy, fetch, write_config
 
 JSON = "application/vnd.pypi.simple.v1+json"
 CLIENTS = 64
@@ -197,6 +199,47 @@ class Load:
             self.stats = Stats()
             t0 = time.monotonic()
             await asyncio.gather(*(self.client(session, t0 + seconds, t0) for _ in range(CLIENTS)))
+
+
+def test_pages_and_metadata_never_wait_for_long_downloads(tmp_path: Path) -> None:
+    """Clients resolving (index pages, `.metadata` files) while others download big files:
+    a cold page must not queue behind as many whole-file downloads as upstream takes at
+    once (and fail once the wait exceeds the upstream timeout)."""
+    downloads = 80
+    with FakePyPI() as fake:
+        wheels = [fake.add_wheel(f"big{i}", "1.0", upload_time="2023-01-01T00:00:00Z",
+                                 payload_size=300_000) for i in range(downloads)]
+        other = fake.add_wheel("other", "1.0", upload_time="2023-01-01T00:00:00Z")
+        config = write_config(tmp_path / "proxy.toml", simple_url=fake.simple_url,
+                              json_url=fake.json_url, files_url=fake.files_url,
+                              upstream_timeout="60s")
+        with Proxy(data_dir=tmp_path / "data", config=config) as proxy:
+            urls = []
+            for wheel in wheels:
+                page = json.loads(proxy.get(f"/2023-03-01/simple/{wheel.project}/", {"Accept": JSON}).body)
+                urls.append(page["files"][0]["url"])
+            fake.fault(re.compile(r"^/files/.*big.*\.whl$"), "stall_body", times=None, seconds=60)
+
+            def download(url: str) -> None:
+                with contextlib.suppress(OSError, http.client.HTTPException):  # cut at the end
+                    fetch(url, timeout=90)
+
+            slow = [threading.Thread(target=download, args=(url,), daemon=True) for url in urls]
+            for thread in slow:
+                thread.start()
+            deadline = time.monotonic() + 30
+            while len(fake.requests_for("/files/")) < 64 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert len(fake.requests_for("/files/")) >= 64  # upstream busy with big files
+            started = time.monotonic()
+            page = proxy.get("/2023-03-01/simple/other/", {"Accept": JSON})
+            assert page.status == 200, page.body
+            [listed] = json.loads(page.body)["files"]
+            metadata = fetch(listed["url"] + ".metadata", timeout=30)
+            assert metadata.status == 200 and metadata.body == other.metadata
+            assert time.monotonic() - started < 10, "queued behind the downloads"
+        for thread in slow:
+            thread.join(30)
 
 
 @pytest.mark.slow

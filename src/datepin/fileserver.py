@@ -336,6 +336,7 @@ class FileServer:
         store: BlobStore,
         session: aiohttp.ClientSession,
         *,
+        downloads: aiohttp.ClientSession | None = None,
         timeout: float = 30.0,
         ticket_ttl: float = 60.0,
         max_tickets: int = 10_000,
@@ -344,6 +345,9 @@ class FileServer:
     ) -> None:
         self._store = store
         self._session = session
+        # Whole-file downloads of files not known to be small (`_fetch`); HEAD, ranges and
+        # small files use `session`, so that they never wait for a long download's connection.
+        self._bulk = downloads or session
         self._timeout = timeout
         self._ticket_ttl = ticket_ttl
         self._max_tickets = max_tickets
@@ -858,7 +862,8 @@ class FileServer:
 
     async def _fetch(self, download: _Download) -> None:
         target, sha = download.target, download.target.expected_sha256
-        async with self._session.get(
+        session = self._session if target.known_small else self._bulk
+        async with session.get(
             target.upstream_url,
             headers=self._upstream_headers(target),
             timeout=self._client_timeout(),

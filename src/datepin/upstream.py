@@ -1,4 +1,5 @@
-"""The only outbound HTTP: one aiohttp session, timeouts, trust store, credential masking."""
+"""The only outbound HTTP: aiohttp sessions (whole-file downloads in one of their own),
+timeouts, trust store, credential masking."""
 
 from __future__ import annotations
 
@@ -78,14 +79,21 @@ def ca_file(environ: Mapping[str, str] = os.environ) -> str | None:
 
 
 class Upstream:
-    """Owns the aiohttp session.  Construct inside the running loop."""
+    """Owns the aiohttp sessions.  Construct inside the running loop."""
 
     def __init__(self, *, timeout: float = 30.0, max_page_bytes: int = MAX_PAGE_BYTES) -> None:
         self.timeout = timeout
         self.max_page_bytes = max_page_bytes
-        connector = aiohttp.TCPConnector(ssl=trust_store(), limit=64, ttl_dns_cache=300)
-        self.session = aiohttp.ClientSession(
-            connector=connector,
+        self.session = self._session(timeout)
+        # Whole-file downloads, which may last minutes each, have connections of their own:
+        # sharing one pool, a cold index page or `.metadata` file waited for a download to
+        # end once 64 were running, and failed after `upstream_timeout`.
+        self.downloads = self._session(timeout)
+
+    @staticmethod
+    def _session(timeout: float) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=trust_store(), limit=64, ttl_dns_cache=300),
             # One session asks upstream for every client: a cookie set for one (a registry's
             # session, after it accepted their credentials) must never go out for another.
             cookie_jar=aiohttp.DummyCookieJar(),
@@ -96,6 +104,7 @@ class Upstream:
 
     async def close(self) -> None:
         await self.session.close()
+        await self.downloads.close()
 
     async def get(
         self, url: str, *, headers: Mapping[str, str] | None = None, max_bytes: int | None = None
