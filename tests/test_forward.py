@@ -564,3 +564,20 @@ def test_credentials_sent_over_http2_are_not_logged_at_debug(shared, tmp_path):
     assert any(" DEBUG " in line for line in proxy.log)
     leaked = [line for line in proxy.log if token in line or secret.split()[1] in line]
     assert leaked == [], leaked[:3]
+
+
+def test_a_file_url_from_a_lock_made_through_another_datepin(graph, tmp_path):
+    """Forward mode's lock files keep PyPI's own file URLs: a datepin that never listed one
+    (a fresh data directory) looks the project up upstream and serves it."""
+    fresh = start_proxy(tmp_path, graph, "fresh")
+    try:
+        bundle = make_bundle(fresh, tmp_path / "bundle.pem")
+        wheel = graph.file("alpha-1.0-py3-none-any.whl")
+        url = "https://files.pythonhosted.org/" + wheel.path.removeprefix("/files/")
+        r = tunnel_get(fresh, url, bundle=bundle)
+        assert r.status == 200 and hashlib.sha256(r.body).hexdigest() == wheel.sha256
+        assert tunnel_get(fresh, url + ".metadata", bundle=bundle).body == wheel.metadata
+        unlisted = tunnel_get(fresh, url.replace("alpha-1.0-", "alpha-9.0-"), bundle=bundle)
+        assert unlisted.status == 404 and b"never listed" in unlisted.body
+    finally:
+        fresh.stop()

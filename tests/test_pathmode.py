@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from clients import ClientError, pip_resolve, uv_compile
+from clients import ClientError, pip_resolve, run, uv_bin, uv_compile, venv_python
 from datepin import routes
 from datepin.blobs import INLINE_LIMIT
 from fakepypi import add_alpha_beta
-from proxyproc import fetch
+from proxyproc import Proxy, fetch
 
 JSON = "application/vnd.pypi.simple.v1+json"
 
@@ -266,3 +267,36 @@ def test_if_none_match_uses_weak_comparison(graph, proxy):
     for sent in (etag, "W/" + etag, f'"other", W/{etag}', "*"):
         again = proxy.get("/2023-03-01/simple/alpha/", {"Accept": JSON, "If-None-Match": sent})
         assert again.status == 304, sent
+
+
+# -- file URLs of a lock file, on another datepin -------------------------------------------
+
+
+def test_a_lock_made_through_one_datepin_installs_through_another(graph, proxy, proxy_config, tmp_path):
+    """uv.lock names files by datepin's date-independent URLs.  A lock committed to a
+    repository is installed by CI or a colleague through a datepin of their own at the same
+    address, whose history never listed those files: it looks the project up upstream."""
+    demo = tmp_path / "demo"
+    demo.mkdir()
+    (demo / "pyproject.toml").write_text(
+        '[project]\nname = "demo"\nversion = "0.1.0"\nrequires-python = ">=3.12"\n'
+        'dependencies = ["alpha"]\n'
+    )
+    run([uv_bin(), "lock", "--python", sys.executable, "--default-index", proxy.index("2023-03-01")],
+        cwd=demo)
+    with Proxy(data_dir=tmp_path / "other-data", config=proxy_config) as other:
+        lock = demo / "uv.lock"
+        lock.write_text(lock.read_text().replace(proxy.url, other.url))  # "the same address"
+        graph.clear_log()
+        run([uv_bin(), "sync", "--frozen", "--python", sys.executable], cwd=demo)
+        freeze = run([uv_bin(), "pip", "freeze", "--python", str(venv_python(demo / ".venv"))])
+        assert freeze.stdout.split() == ["alpha==1.0", "beta==1.0"]
+        # One look at each project, not one per file.
+        assert sorted(r.path for r in graph.requests_for("/simple/")) == [
+            "/simple/alpha/", "/simple/beta/"]
+        # Still only files upstream lists, under their own sha256.
+        wheel = graph.file("alpha-1.0-py3-none-any.whl")
+        assert other.get(f"/files/pypi/{wheel.sha256}/{wheel.filename}.metadata").body == wheel.metadata
+        wrong = other.get(f"/files/pypi/{'0' * 64}/{wheel.filename}")
+        assert wrong.status == 404 and b"never listed" in wrong.body
+        assert other.get(f"/files/pypi/{wheel.sha256}/alpha-9.0-py3-none-any.whl").status == 404

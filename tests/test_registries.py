@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import secrets
@@ -161,6 +162,23 @@ def test_stored_private_files_go_only_to_clients_upstream_accepts(
 
     passthrough.stop()
     assert_secret_kept(token, passthrough.data_dir, passthrough.log)
+
+
+def test_a_private_file_this_datepin_never_listed_is_looked_up_with_the_clients_credentials(
+    passthrough: Proxy, private: FakePyPI, token: str
+) -> None:
+    """A lock file made through another datepin names a private file this one never listed:
+    it is looked up upstream with the asking client's credentials, and only they get it."""
+    wheel = private.file("secretpkg-1.0-py3-none-any.whl")
+    path = f"/files/private/{wheel.sha256}/{wheel.filename}"
+    for headers in ({}, {"Authorization": basic(USER, "guess")}):
+        refused = passthrough.get(path, headers)
+        assert refused.status == 401 and refused.header("WWW-Authenticate"), refused.body
+    got = passthrough.get(path, {"Authorization": basic(USER, token)})
+    assert got.status == 200 and hashlib.sha256(got.body).hexdigest() == wheel.sha256
+    assert passthrough.get(path).status == 401  # still nothing for a client without them
+    other = f"/files/private/{'0' * 64}/{wheel.filename}"  # a name upstream lists, other bytes
+    assert passthrough.get(other, {"Authorization": basic(USER, token)}).status == 404
 
 
 @pytest.mark.parametrize("client", ["pip", "uv"])

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from mitmproxy import connection, ctx, http
 
@@ -34,6 +34,7 @@ from datepin.history import StoredFile, file_key
 from datepin.model import DistFile, View
 from datepin.pages import Page, PageCache, build_page
 from datepin.pins import Pin, PinError, format_time, parse_pin
+from datepin.rewrite.filenames import project_of
 from datepin.rewrite.negotiate import choose_format, content_type
 from datepin.rewrite.render import (
     LinkFn,
@@ -408,10 +409,24 @@ class DatepinAddon:
 
     async def _serve_upstream_file(self, ask: Ask, request: http.Request, url: str) -> Reply:
         if request.pretty_host == forward.FILES_HOST:
-            stored, metadata = await asyncio.to_thread(self._find_upstream_file, urlsplit(url).path)
+            registries = [self.config.pypi]
+            find = functools.partial(self._find_upstream_file, urlsplit(url).path)
         else:
             registries = forward.intercepted_registries(self.config, request.host, request.port)
-            stored, metadata = await asyncio.to_thread(self._find_registry_file, url, registries)
+            find = functools.partial(self._find_registry_file, url, registries)
+        stored, metadata = await asyncio.to_thread(find)
+        filename = unquote(urlsplit(url).path.rpartition("/")[2]).removesuffix(".metadata")
+        if stored is None and (project := project_of(filename)) is not None:
+            # A lock file made through another datepin names files this one never listed
+            # (see _serve_file).
+            for candidate in registries:
+                try:
+                    await self.index.look_up(candidate, project, ask.headers.get("Authorization"))
+                except NotObserved:
+                    continue
+                except UpstreamError as e:
+                    return error_response(e)
+            stored, metadata = await asyncio.to_thread(find)
         if stored is None:
             return text_response(404, f"{url}: datepin has never listed this file")
         registry = self.config.registry(stored.registry)
@@ -644,7 +659,21 @@ class DatepinAddon:
             return text_response(404, f"no registry named {route.registry!r} in the config")
         # One indexed read (WAL: readers never wait for writers), so "made tiny" rather than
         # a thread-pool hop (STYLE.md rule 3): on a busy proxy each hop cost ~0.5 ms CPU.
-        stored = self.index.history.find_file(route.registry, route.key, route.filename)
+        find = functools.partial(
+            self.index.history.find_file, route.registry, route.key, route.filename
+        )
+        stored = find()
+        if stored is None and (project := project_of(route.filename)) is not None:
+            # Lock files keep these URLs: one made through another datepin (CI's, a
+            # colleague's) names files this one never listed.  Upstream's page says whether
+            # the project has a file of that name and sha256.
+            try:
+                await self.index.look_up(registry, project, ask.headers.get("Authorization"))
+            except NotObserved:
+                pass
+            except UpstreamError as e:
+                return error_response(e)
+            stored = find()
         if stored is None or stored.file.filename != route.filename:
             return text_response(404, f"{route.filename}: datepin has never listed this file")
         return await self._send_stored(ask, stored, registry, route.metadata)

@@ -372,6 +372,16 @@ class Index:
         log.debug("%s/%s: upstream accepted the client's credentials", registry.name, name)
         await self._record(registry, name, page, started, authorization=authorization)
 
+    async def look_up(self, registry: Registry, name: str, authorization: str | None) -> None:
+        """Have the project in history as upstream lists it now (as `live` would: at most
+        `live_ttl` old), for a file URL that no page of this datepin listed yet: a lock file
+        made through another datepin, or before this data directory.  Raises what
+        `authorize` and `observe` raise; NotObserved when upstream has no such project."""
+        await self.authorize(registry, name, authorization)
+        if self._needs_observation(self.history.last_observed(registry.name, name), None):
+            if await self.observe(registry, name, authorization=authorization) is None:
+                raise NotObserved(name)
+
     def refused(self, registry: Registry, name: str, authorization: str | None) -> None:
         """Upstream refused these credentials for a page or a file of the project: they lose
         the access they were granted, and its grace, until upstream accepts them again."""

@@ -6,18 +6,22 @@ PyPI still lists for old releases get a small fallback so their versions count t
 
 from __future__ import annotations
 
+import re
+
 from packaging.utils import (
     InvalidSdistFilename,
     InvalidWheelFilename,
+    NormalizedName,
     parse_sdist_filename,
     parse_wheel_filename,
 )
 from packaging.version import InvalidVersion, Version
 
-__all__ = ["package_type", "parse_version", "python_version", "version_of"]
+__all__ = ["package_type", "parse_version", "project_of", "python_version", "version_of"]
 
 # Archive suffixes PyPI accepted for sdists over the years, beyond the two packaging reads.
 _OLD_SDIST_SUFFIXES = (".tar.bz2", ".tar.xz", ".tar.Z", ".tgz", ".tbz", ".tar")
+_NORMALIZED_NAME = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")  # PEP 503, after canonicalize_name
 _BDIST_SUFFIXES = {
     ".egg": "bdist_egg",
     ".exe": "bdist_wininst",
@@ -45,6 +49,23 @@ def version_of(filename: str) -> Version | None:
             _, sep, version = filename[: -len(suffix)].rpartition("-")
             return parse_version(version) if sep else None
     return None
+
+
+def project_of(filename: str) -> NormalizedName | None:
+    """The project a wheel's or sdist's filename names (normalized), or None: a guess at
+    where to look a file up, for a name no page has listed yet."""
+    try:
+        if filename.endswith(".whl"):
+            name = parse_wheel_filename(filename)[0]
+        elif filename.endswith((".tar.gz", ".zip")):
+            name = parse_sdist_filename(filename)[0]
+        else:
+            return None
+    except (InvalidWheelFilename, InvalidSdistFilename, InvalidVersion):
+        return None
+    # An sdist's name part is whatever precedes its last "-": only a PEP 508 name becomes
+    # part of an upstream URL.
+    return name if _NORMALIZED_NAME.fullmatch(name) else None
 
 
 def package_type(filename: str) -> str:
