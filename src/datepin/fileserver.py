@@ -53,6 +53,7 @@ from yarl import URL
 from datepin.auth import CHALLENGE
 from datepin.blobs import BlobHandle, BlobStore, Fill, HashMismatch, check_sha256
 from datepin.memory import give_back
+from datepin.upstream import BULK_DOWNLOADS
 
 log = logging.getLogger(__name__)
 
@@ -336,7 +337,6 @@ class FileServer:
         store: BlobStore,
         session: aiohttp.ClientSession,
         *,
-        downloads: aiohttp.ClientSession | None = None,
         timeout: float = 30.0,
         ticket_ttl: float = 60.0,
         max_tickets: int = 10_000,
@@ -345,9 +345,9 @@ class FileServer:
     ) -> None:
         self._store = store
         self._session = session
-        # Whole-file downloads of files not known to be small (`_fetch`); HEAD, ranges and
-        # small files use `session`, so that they never wait for a long download's connection.
-        self._bulk = downloads or session
+        # Whole-file downloads of files not known to be small (`_fetch`) take at most half of
+        # the session's connections: HEAD, ranges, small files and pages have the rest.
+        self._bulk = asyncio.Semaphore(BULK_DOWNLOADS)
         self._timeout = timeout
         self._ticket_ttl = ticket_ttl
         self._max_tickets = max_tickets
@@ -862,8 +862,8 @@ class FileServer:
 
     async def _fetch(self, download: _Download) -> None:
         target, sha = download.target, download.target.expected_sha256
-        session = self._session if target.known_small else self._bulk
-        async with session.get(
+        slot = contextlib.nullcontext() if target.known_small else self._bulk
+        async with slot, self._session.get(
             target.upstream_url,
             headers=self._upstream_headers(target),
             timeout=self._client_timeout(),

@@ -229,9 +229,7 @@ async def runtime(
     paths = prepare_data_dir(config.data_dir)
     history, store = open_stores(paths, config)
     upstream = Upstream(timeout=config.upstream_timeout, max_page_bytes=config.max_page_size)
-    files = FileServer(
-        store, upstream.session, downloads=upstream.downloads, timeout=config.upstream_timeout
-    )
+    files = FileServer(store, upstream.session, timeout=config.upstream_timeout)
 
     async def fetch_file(
         file: DistFile, registry: Registry, headers: Mapping[str, str]

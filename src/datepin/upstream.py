@@ -1,5 +1,4 @@
-"""The only outbound HTTP: aiohttp sessions (whole-file downloads in one of their own),
-timeouts, trust store, credential masking."""
+"""The only outbound HTTP: one aiohttp session, timeouts, trust store, credential masking."""
 
 from __future__ import annotations
 
@@ -78,22 +77,23 @@ def ca_file(environ: Mapping[str, str] = os.environ) -> str | None:
     return cafile if cafile and os.path.isfile(cafile) else None
 
 
+BULK_DOWNLOADS = 64  # whole-file downloads from upstream at once (src/datepin/fileserver.py)
+
+
 class Upstream:
-    """Owns the aiohttp sessions.  Construct inside the running loop."""
+    """Owns the aiohttp session.  Construct inside the running loop."""
 
     def __init__(self, *, timeout: float = 30.0, max_page_bytes: int = MAX_PAGE_BYTES) -> None:
         self.timeout = timeout
         self.max_page_bytes = max_page_bytes
-        self.session = self._session(timeout)
-        # Whole-file downloads, which may last minutes each, have connections of their own:
-        # sharing one pool, a cold index page or `.metadata` file waited for a download to
-        # end once 64 were running, and failed after `upstream_timeout`.
-        self.downloads = self._session(timeout)
-
-    @staticmethod
-    def _session(timeout: float) -> aiohttp.ClientSession:
-        return aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(ssl=trust_store(), limit=64, ttl_dns_cache=300),
+        # Room for every whole-file download datepin runs at once (BULK_DOWNLOADS) and as many
+        # connections again for pages, the JSON API and small files, which so never wait for
+        # a download that may last minutes (and fail after `upstream_timeout`).  One pool:
+        # a cold install's wheels reuse the connections (TLS handshakes, on PyPI) that its
+        # `.metadata` files opened.
+        connector = aiohttp.TCPConnector(ssl=trust_store(), limit=2 * BULK_DOWNLOADS, ttl_dns_cache=300)
+        self.session = aiohttp.ClientSession(
+            connector=connector,
             # One session asks upstream for every client: a cookie set for one (a registry's
             # session, after it accepted their credentials) must never go out for another.
             cookie_jar=aiohttp.DummyCookieJar(),
@@ -104,7 +104,6 @@ class Upstream:
 
     async def close(self) -> None:
         await self.session.close()
-        await self.downloads.close()
 
     async def get(
         self, url: str, *, headers: Mapping[str, str] | None = None, max_bytes: int | None = None
