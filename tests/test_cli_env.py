@@ -210,6 +210,18 @@ def test_env_forward_mode(tmp_path):
     assert "datepin ca --bundle datepin-ca-bundle.pem" in out
 
 
+def test_env_and_ca_name_the_ca_by_an_absolute_path_for_a_relative_data_dir(tmp_path, monkeypatch):
+    """Pasted in another directory (the project's), the printed paths still name the CA."""
+    monkeypatch.chdir(tmp_path)
+    code, out = invoke("env", "--data-dir", "data", "--pin", "2023-11-18", "--mode", "forward")
+    assert code == 0
+    bundle = str(tmp_path / "data" / "ca" / "datepin-ca-bundle.pem")
+    values = exports(out)  # run in another directory
+    assert values["PIP_CERT"] == values["REQUESTS_CA_BUNDLE"] == values["SSL_CERT_FILE"] == bundle
+    code, out = invoke("ca", "--data-dir", "data")
+    assert code == 0 and out.strip() == str(tmp_path / "data" / "ca" / "mitmproxy-ca-cert.pem")
+
+
 @pytest.mark.parametrize(("pin", "reason"), [("2023-13-45", "YYYY-MM-DD"), ("2999-01-01", "future")])
 def test_env_validates_the_pin(pin, reason):
     code, out = invoke("env", "--pin", pin)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from clients import run
+from clients import make_venv, run
 from fakepypi import FakePyPI
 from proxyproc import Proxy, write_config
 
@@ -110,10 +110,13 @@ def test_pdm_locks_the_versions_of_the_pin(graph, proxy, tmp_path, pin, versions
     assert f"sha256:{wheel.sha256}" in (path / "pdm.lock").read_text()
 
 
-@pytest.mark.parametrize("name", ["poetry", "pdm"])
-def test_poetry_and_pdm_lock_through_https_proxy_with_requests_ca_bundle(graph, proxy, tmp_path, name):
-    """Forward mode: the default PyPI source, the pin as the proxy user name, and
-    REQUESTS_CA_BUNDLE alone for the CA (what the README tells Poetry and PDM users)."""
+@pytest.mark.parametrize(("name", "ca_variable"), [
+    ("poetry", "REQUESTS_CA_BUNDLE"), ("pdm", "REQUESTS_CA_BUNDLE"), ("pdm", "SSL_CERT_FILE"),
+])
+def test_poetry_and_pdm_lock_and_install_through_https_proxy(graph, proxy, tmp_path, name, ca_variable):
+    """Forward mode: the default PyPI source, the pin as the proxy user name, and one CA
+    variable (what the README tells Poetry and PDM users); install fetches the files from
+    files.pythonhosted.org through datepin too."""
     exe = tool(name)
     bundle = tmp_path / "bundle.pem"
     run([sys.executable, "-m", "datepin", "ca", "--data-dir", str(proxy.data_dir), "--bundle", str(bundle)])
@@ -121,10 +124,19 @@ def test_poetry_and_pdm_lock_through_https_proxy_with_requests_ca_bundle(graph, 
     env = {
         **isolated_env(tmp_path / "home"),
         "HTTPS_PROXY": f"http://2023-03-01:x@127.0.0.1:{proxy.port}",
-        "REQUESTS_CA_BUNDLE": str(bundle),
+        ca_variable: str(bundle),
     }
     run([exe, "lock"], cwd=path, env_extra=env)
     assert locked(path / f"{name}.lock") == {"alpha": "1.0", "beta": "1.0"}
+
+    venv = tmp_path / "venv"
+    make_venv(venv)
+    env |= {"VIRTUAL_ENV": str(venv), "PDM_PYTHON": str(venv / "bin" / "python"),
+            "PDM_IGNORE_ACTIVE_VENV": "0", "PATH": f"{venv / 'bin'}:/usr/bin:/bin"}
+    run([exe, "install", "--no-root"] if name == "poetry" else [exe, "sync", "--no-self"],
+        cwd=path, env_extra=env)
+    site = next(venv.glob("lib/python*/site-packages"))
+    assert sorted(p.name for p in site.glob("*.dist-info")) == ["alpha-1.0.dist-info", "beta-1.0.dist-info"]
 
 
 # -- lock, install, upstream deletes a file, install again from the lock -----------------------
@@ -166,3 +178,69 @@ def test_lock_install_then_reinstall_after_upstream_deleted_a_file(tmp_path, nam
             site = next(venv.glob("lib/python*/site-packages"))
             assert sorted(p.name for p in site.glob("*.dist-info")) == [
                 "alpha-1.0.dist-info", "beta-1.0.dist-info"]
+
+
+# -- a private registry (passthrough credentials) beside the pinned PyPI ----------------------
+
+
+def private_sources(name: str, proxy: Proxy, pin: str) -> str:
+    """The sources as README shows them: the private registry first (both tools send the
+    datepin-wide /files/ URLs the credentials of the first source on the host)."""
+    private = f"{proxy.url}/{pin}/r/private/"
+    if name == "poetry":
+        return (f'[[tool.poetry.source]]\nname = "private"\nurl = "{private}"\npriority = "supplemental"\n\n'
+                f'[[tool.poetry.source]]\nname = "datepin"\nurl = "{proxy.index(pin)}"\npriority = "primary"\n')
+    with_credentials = private.replace("http://", "http://${PRIVATE_USER}:${PRIVATE_TOKEN}@")
+    return (f'[[tool.pdm.source]]\nname = "private"\nurl = "{with_credentials}"\n\n'
+            f'[[tool.pdm.source]]\nname = "pypi"\nurl = "{proxy.index(pin)}"\n')
+
+
+@pytest.mark.parametrize("name", ["poetry", "pdm"])
+def test_a_private_registry_locks_installs_and_reinstalls_after_upstream_deleted_it(tmp_path, name):
+    exe = tool(name)
+    credentials = ({"POETRY_HTTP_BASIC_PRIVATE_USERNAME": "alice", "POETRY_HTTP_BASIC_PRIVATE_PASSWORD": "tok"}
+                   if name == "poetry" else {"PRIVATE_USER": "alice", "PRIVATE_TOKEN": "tok"})
+    with FakePyPI() as public, FakePyPI() as private:
+        public.add_wheel("beta", "1.0", upload_time="2022-12-01T10:00:00Z")
+        private.require_basic = ("alice", "tok")
+        private.serve_json = False
+        private.relative_links = True
+        private.add_wheel("secretpkg", "1.0", upload_time="2023-01-01T00:00:00Z", requires_dist=["beta"])
+        extra = f'[[registry]]\nname = "private"\nurl = "{private.simple_url}"\nauth = "passthrough"\n'
+        config = write_config(tmp_path / "proxy.toml", simple_url=public.simple_url,
+                              json_url=public.json_url, files_url=public.files_url, extra=extra)
+        with Proxy(data_dir=tmp_path / "data", config=config) as proxy:
+            path = tmp_path / "demo"
+            path.mkdir()
+            (path / "pyproject.toml").write_text(
+                '[project]\nname = "demo"\nversion = "0.1.0"\nrequires-python = ">=3.12"\n'
+                f'dependencies = ["secretpkg"]\n\n{private_sources(name, proxy, "2024-01-01")}'
+            )
+            lock = [exe, "lock"] if name == "poetry" else [exe, "lock", "--strategy", "static_urls"]
+            run(lock, cwd=path, env_extra={**isolated_env(tmp_path / "home-lock"), **credentials})
+            lockfile = (path / f"{name}.lock").read_text()
+            assert locked(path / f"{name}.lock") == {"secretpkg": "1.0", "beta": "1.0"}
+            secret = private.file("secretpkg-1.0-py3-none-any.whl")
+            assert f"sha256:{secret.sha256}" in lockfile
+            if name == "pdm":
+                assert f"{proxy.url}/files/private/{secret.sha256}/" in lockfile
+            assert "tok" not in lockfile
+
+            venv = tmp_path / "venv"
+
+            def install(home: str) -> None:
+                shutil.rmtree(venv, ignore_errors=True)
+                make_venv(venv)
+                env = {**isolated_env(tmp_path / home), **credentials, "VIRTUAL_ENV": str(venv),
+                       "PDM_PYTHON": str(venv / "bin" / "python"), "PDM_IGNORE_ACTIVE_VENV": "0",
+                       "PATH": f"{venv / 'bin'}:/usr/bin:/bin"}
+                cmd = [exe, "install", "--no-root"] if name == "poetry" else [exe, "sync", "--no-self"]
+                run(cmd, cwd=path, env_extra=env)
+
+            install("home-1")
+            private.delete("secretpkg-1.0-py3-none-any.whl")
+            public.delete("beta-1.0-py3-none-any.whl")
+            install("home-2")  # fresh client caches: every file from datepin's store
+            site = next(venv.glob("lib/python*/site-packages"))
+            assert sorted(p.name for p in site.glob("*.dist-info")) == [
+                "beta-1.0.dist-info", "secretpkg-1.0.dist-info"]

@@ -344,7 +344,8 @@ def ensure_ca_of(config: Config) -> Path:
     from datepin.server import StartupError, prepare_data_dir
 
     try:
-        return ensure_ca(prepare_data_dir(config.data_dir).ca)
+        # Absolute: `datepin env` output and `datepin ca` are pasted in other directories.
+        return ensure_ca(prepare_data_dir(config.data_dir).ca).absolute()
     except (CAError, StartupError) as e:
         raise click.ClickException(str(e)) from None
 
