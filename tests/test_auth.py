@@ -276,6 +276,51 @@ def test_a_redirect_to_a_login_page_on_the_registrys_own_host_is_no_acceptance(
     checked(private, tmp_path, 0, body)
 
 
+def test_a_look_up_for_a_file_asks_the_clients_own_credentials_first(
+    private: FakePyPI, tmp_path: Path
+) -> None:
+    """A file URL no page listed (a lock made through another datepin) has its project looked
+    up; a client upstream does not accept is refused there, also when the project was just
+    observed for another: whether datepin has a file is not told to it (401, not 404)."""
+    reg = Registry("corp", private.simple_url, auth="passthrough", access_ttl=300)
+
+    async def go() -> None:
+        upstream = Upstream(timeout=5)
+        history = HistoryStore(tmp_path / "h.sqlite3")
+        try:
+            index = Index(Config(registries=(reg,), live_ttl=600), history, upstream,
+                          gate=AccessGate(clock=Clock()))
+            await index.look_up(reg, "alpha", GOOD)
+            assert history.last_observed("corp", "alpha") is not None
+            for who in (None, BAD):
+                with pytest.raises(UpstreamError) as e:
+                    await index.look_up(reg, "alpha", who)
+                assert e.value.status == 401
+        finally:
+            await upstream.close()
+            history.close()
+
+    run(go)
+
+
+def test_a_metadata_file_refused_to_a_credential_ends_its_access(
+    private: FakePyPI, tmp_path: Path
+) -> None:
+    """The JSON API reads a release's `.metadata` file upstream with the client's own
+    credentials: a refusal there ends their access (and its grace) as a refused page does."""
+    async def body(index: Index, reg: Registry, clock: Clock) -> None:
+        await index.authorize(reg, "alpha", GOOD)
+        answer = await index.answer(reg, "alpha", Pin("live", None), authorization=GOOD)
+        private.require_basic = ("u", "rotated")  # the token is revoked upstream
+        with pytest.raises(UpstreamError) as e:
+            await index.release_info(reg, answer.view, "1.0", authorization=GOOD)
+        assert e.value.status == 401
+        key = index.gate.key(GOOD, "corp", "alpha")
+        assert index.gate.state(key, ttl=300, grace=600) is None
+
+    checked(private, tmp_path, 600, body)
+
+
 def test_a_credential_upstream_refuses_while_observing_loses_access_at_once(
     private: FakePyPI, tmp_path: Path
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 import subprocess
 import threading
@@ -13,6 +14,7 @@ from mitmproxy.certs import CertStore
 
 from clients import pip_resolve, uv_compile
 from scripted import self_signed_cert
+from datepin import ca as ca_module
 from datepin.ca import ensure_ca
 from datepin.cli import main
 
@@ -104,6 +106,28 @@ def test_a_ca_cut_short_while_being_made_is_made_again(tmp_path, monkeypatch):
             ensure_ca(ca_dir)
     cert = ensure_ca(ca_dir)
     assert cert.read_text().startswith(CERT)
+
+def test_a_ca_cut_short_while_its_files_are_moved_in_is_made_again(tmp_path, monkeypatch):
+    """Killed between moving the new CA's files into place: the private key goes last, so
+    the next start finds no CA and makes one whole, never a key without its certificate."""
+    moved: list[str] = []
+    replace = os.replace
+
+    def killed_after_the_first(src, dst):
+        if moved:
+            raise KeyboardInterrupt  # stands for the kill
+        moved.append(Path(dst).name)
+        replace(src, dst)
+
+    ca_dir = tmp_path / "d" / "ca"
+    with monkeypatch.context() as patched:
+        patched.setattr(ca_module.os, "replace", killed_after_the_first)
+        with pytest.raises(KeyboardInterrupt):
+            ensure_ca(ca_dir)
+    cert = ensure_ca(ca_dir)
+    assert cert.read_text().startswith(CERT)
+    assert cert.read_text() in (ca_dir / "mitmproxy-ca.pem").read_text()
+
 
 def test_ca_reads_the_data_dir_from_the_config(tmp_path):
     config = tmp_path / "proxy.toml"

@@ -51,7 +51,7 @@ def run(make: Callable[[], Awaitable[None]], timeout: float = 60.0) -> None:
 class Behaviour:
     """How the upstream answers for one file.
 
-    mode: ok | 500 | 404 | 401 | 403 | stall_headers | stall_body | cut | wrong | chunked
+    mode: ok | 500 | 404 | 410 | 401 | 403 | stall_headers | stall_body | cut | wrong | chunked
     """
 
     body: bytes | Path
@@ -94,7 +94,7 @@ class Upstream:
         name = request.match_info["name"]
         self.requests.append((request.method, name, dict(request.headers)))
         b = self.files[name]
-        if b.mode in ("500", "404", "401", "403"):
+        if b.mode in ("500", "404", "410", "401", "403"):
             return web.Response(status=int(b.mode), text="nope")
         if b.mode == "stall_headers":
             await asyncio.sleep(3600)
@@ -785,6 +785,25 @@ def test_a_refusal_of_the_clients_credentials_is_reported_and_passed_on(
             assert e.value.status == status and len(refusals) == 4
             own = await env.fetch(env.target("r.whl"))
             assert own.status == 502 and "WWW-Authenticate" not in own.headers
+            assert stored_nothing(env)
+
+    run(body)
+
+
+@pytest.mark.parametrize("status", [404, 410])
+def test_a_file_upstream_no_longer_has_is_passed_on_to_head_and_ranges(
+    tmp_path: Path, status: int
+) -> None:
+    """A HEAD (size unknown: upstream is asked) and a range of a file upstream answers 404
+    or 410 for get that answer, as a GET does: pip and uv would retry a 502."""
+    data = os.urandom(SIZE)
+
+    async def body() -> None:
+        async with environment(tmp_path) as env:
+            env.upstream.files["g.whl"] = Behaviour(data, mode=str(status))
+            head = await env.fetch(env.target("g.whl", size=None), "HEAD")
+            ranged = await env.fetch(env.target("g.whl"), Range="bytes=0-9")
+            assert (head.status, ranged.status) == (status, status)
             assert stored_nothing(env)
 
     run(body)

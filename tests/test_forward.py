@@ -13,6 +13,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -466,6 +467,17 @@ def test_bad_credentials_name_the_accepted_forms(authorization, reason):
     with pytest.raises(CredentialsError) as e:
         pin_from_credentials(authorization, now=NOW)
     assert reason in str(e.value) and "http://2023-11-18:x@HOST:PORT" in str(e.value)
+
+
+def test_credentials_full_of_colons_are_read_in_linear_time():
+    """The proxy credentials are read on the event loop, which serves every client: a
+    user name that looks like a pin followed by a long run of colons (as anyone who can
+    reach the port may send) must be refused at once, not after seconds of trying each
+    colon as the end of a timestamp."""
+    started = time.monotonic()
+    with pytest.raises(CredentialsError):
+        pin_from_credentials(basic("2" + ":" * 100_000), now=NOW)
+    assert time.monotonic() - started < 1
 
 
 def test_pin_selection_order():

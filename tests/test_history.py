@@ -108,6 +108,19 @@ def test_an_observation_asked_before_the_last_recorded_one_changes_no_view(tmp_p
     assert when > T0 + timedelta(seconds=2)  # times stay increasing
 
 
+def test_a_404_asked_before_the_last_recorded_observation_is_no_removal(tmp_path: Path) -> None:
+    """The project was gone for a moment (404), then back; the 404, asked for first, is
+    recorded last: `datepin history` must not show the project removed since then."""
+    store = HistoryStore(tmp_path / "h.sqlite3")
+    a = dist("1.0", uploaded=T0 - timedelta(days=30))
+    store.record("pypi", "demo", page(a), T0 - timedelta(days=1))
+    store.record("pypi", "demo", page(a), T0 + timedelta(seconds=2))
+    _, late = store.record("pypi", "demo", None, T0)
+    assert not late.removed
+    history = store.load("pypi", "demo")
+    assert history is not None and history.not_found == ()
+
+
 def test_observations_asked_at_one_moment_are_folded_in_the_order_recorded(tmp_path: Path) -> None:
     """A clock that did not move between requests (coarse, or stopped in tests) says
     nothing about their order: each observation still counts."""

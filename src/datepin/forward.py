@@ -17,7 +17,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from datepin.config import Config, Registry
 from datepin.model import DistFile
-from datepin.pins import Pin, PinError, parse_pin, parse_timestamp
+from datepin.pins import Pin, PinError, leading_timestamp, parse_pin, parse_timestamp
 from datepin.rewrite.render import LinkFn
 from datepin.routes import path_segments
 
@@ -144,15 +144,16 @@ def _split_user(decoded: str) -> tuple[str, str]:
     user, _, password = decoded.partition(":")
     if not _looks_like_pin(user):
         return user, password
-    for end, char in enumerate(decoded):
-        if char != ":" or end <= len(user):
-            continue
-        try:
-            parse_timestamp(decoded[:end])
-        except PinError:
-            continue
-        return decoded[:end], decoded[end + 1 :]
-    return user, password
+    # Read once from the start: trying each colon as the end of a timestamp took time
+    # quadratic in the header's length, on the event loop (a header of colons: seconds).
+    stamp = leading_timestamp(decoded)
+    if stamp is None or decoded[len(stamp) : len(stamp) + 1] not in (":", ""):
+        return user, password
+    try:
+        parse_timestamp(stamp)
+    except PinError:
+        return user, password
+    return stamp, decoded[len(stamp) + 1 :]
 
 
 def _looks_like_pin(text: str) -> bool:

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 
-__all__ = ["Pin", "PinError", "format_time", "parse_pin", "parse_timestamp"]
+__all__ = ["Pin", "PinError", "format_time", "leading_timestamp", "parse_pin", "parse_timestamp"]
 
 LIVE = "live"
 
@@ -50,6 +50,13 @@ def parse_pin(text: str, *, now: datetime) -> Pin:
             "a pin must name a moment that is over"
         )
     return Pin(text=text, cutoff=cutoff)
+
+
+def leading_timestamp(text: str) -> str | None:
+    """The RFC 3339 timestamp `text` starts with, as written there (unchecked: parse_timestamp
+    reads it), or None."""
+    match = _TIMESTAMP.match(text)
+    return match.group(0) if match else None
 
 
 def parse_timestamp(text: str, *, assume_utc: bool = False, round_up: bool = True) -> datetime:
