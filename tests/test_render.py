@@ -14,7 +14,7 @@ from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import Version
 
 from datepin.model import DistFile, View
-from datepin.rewrite.filenames import package_type, python_version, version_of
+from datepin.rewrite.filenames import package_type, project_of, python_version, version_of
 from datepin.rewrite.parse import parse_html_page, parse_json_api_info, parse_json_page
 from datepin.rewrite.render import (
     UnknownRelease,
@@ -578,6 +578,25 @@ def test_filenames(filename: str, version: str | None, kind: str, python: str) -
     assert (str(parsed) if parsed else None) == version
     assert package_type(filename) == kind
     assert python_version(filename) == python
+
+
+@pytest.mark.parametrize(
+    ("filename", "project"),
+    [
+        ("Foo_Bar-1.0-py3-none-any.whl", "foo-bar"),
+        ("foo-bar-2.0.tar.gz", "foo-bar"),
+        ("foo-1.0.zip", "foo"),
+        ("Foo.Bar-0.9.tar.bz2", "foo-bar"),  # the archive kinds PyPI once took too
+        ("foo-1.0.tgz", "foo"),
+        ("foo-notaversion.tgz", None),
+        ("foo.tar.gz", None),
+        ("foo-1.0.egg", None),  # eggs are not looked up
+        ("..-1.0.tar.gz", None),  # only a project name may become part of an upstream URL
+        ("README", None),
+    ],
+)
+def test_project_a_filename_names(filename: str, project: str | None) -> None:
+    assert project_of(filename) == project
 
 
 def test_versions_are_versions() -> None:

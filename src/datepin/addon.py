@@ -415,18 +415,12 @@ class DatepinAddon:
             registries = forward.intercepted_registries(self.config, request.host, request.port)
             find = functools.partial(self._find_registry_file, url, registries)
         stored, metadata = await asyncio.to_thread(find)
-        filename = unquote(urlsplit(url).path.rpartition("/")[2]).removesuffix(".metadata")
-        if stored is None and (project := project_of(filename)) is not None:
-            # A lock file made through another datepin names files this one never listed
-            # (see _serve_file).
-            for candidate in registries:
-                try:
-                    await self.index.look_up(candidate, project, ask.headers.get("Authorization"))
-                except NotObserved:
-                    continue
-                except UpstreamError as e:
-                    return error_response(e)
+        if stored is None:
+            filename = unquote(urlsplit(url).path.rpartition("/")[2]).removesuffix(".metadata")
+            failed = await self._look_up(ask, registries, filename)
             stored, metadata = await asyncio.to_thread(find)
+            if stored is None and failed is not None:
+                return error_response(failed)
         if stored is None:
             return text_response(404, f"{url}: datepin has never listed this file")
         registry = self.config.registry(stored.registry)
@@ -663,20 +657,35 @@ class DatepinAddon:
             self.index.history.find_file, route.registry, route.key, route.filename
         )
         stored = find()
-        if stored is None and (project := project_of(route.filename)) is not None:
-            # Lock files keep these URLs: one made through another datepin (CI's, a
-            # colleague's) names files this one never listed.  Upstream's page says whether
-            # the project has a file of that name and sha256.
-            try:
-                await self.index.look_up(registry, project, ask.headers.get("Authorization"))
-            except NotObserved:
-                pass
-            except UpstreamError as e:
-                return error_response(e)
+        if stored is None:
+            failed = await self._look_up(ask, [registry], route.filename)
             stored = find()
+            if stored is None and failed is not None:
+                return error_response(failed)
         if stored is None or stored.file.filename != route.filename:
             return text_response(404, f"{route.filename}: datepin has never listed this file")
         return await self._send_stored(ask, stored, registry, route.metadata)
+
+    async def _look_up(
+        self, ask: Ask, registries: Iterable[Registry], filename: str
+    ) -> UpstreamError | None:
+        """For a file this datepin never listed: have the project its name names in history as
+        each registry lists it now (lock files keep datepin's file URLs, and one made through
+        another datepin, CI's or a colleague's, names files this one never saw; upstream's
+        page says whether the project has a file of that name and sha256).  Returns the
+        first upstream failure, for want of the file."""
+        project = project_of(filename)
+        if project is None:
+            return None
+        failed = None
+        for registry in registries:
+            try:
+                await self.index.look_up(registry, project, ask.headers.get("Authorization"))
+            except NotObserved:
+                continue
+            except UpstreamError as e:
+                failed = failed or e
+        return failed
 
     async def _send_stored(
         self, ask: Ask, stored: StoredFile, registry: Registry, metadata: bool

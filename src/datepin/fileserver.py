@@ -241,7 +241,7 @@ def _send_now(sock_fd: int, file_fd: int, offset: int, count: int) -> int:
         return 0
 
 
-def refusal(target: FileTarget, status: int, what: str = "") -> FillError:
+def _refusal(target: FileTarget, status: int, what: str = "") -> FillError:
     """Upstream answered `target`'s request with 401/403 (`what`: to which request)."""
     if target.on_refused is None:  # datepin's own credentials, or none: its setup is wrong
         return FillError(502, f"upstream answered HTTP {status}{what}")
@@ -871,7 +871,7 @@ class FileServer:
             read_bufsize=_READ_BUFFER,
         ) as upstream:
             if upstream.status in (401, 403):
-                raise refusal(target, upstream.status)
+                raise _refusal(target, upstream.status)
             if upstream.status != 200:
                 raise _not_ok(upstream.status)
             _check_identity(upstream)
@@ -1014,7 +1014,7 @@ class FileServer:
                 allow_redirects=True,
             ) as upstream:
                 if upstream.status in (401, 403):
-                    raise refusal(target, upstream.status, " to HEAD")
+                    raise _refusal(target, upstream.status, " to HEAD")
                 if upstream.status != 200:
                     raise _not_ok(upstream.status, " to HEAD")
                 _check_identity(upstream)
@@ -1089,7 +1089,7 @@ class FileServer:
                         )
                     skip = wanted.start  # upstream ignores ranges: slice the whole body
                 elif upstream.status in (401, 403):
-                    raise refusal(target, upstream.status, " to a range request")
+                    raise _refusal(target, upstream.status, " to a range request")
                 else:
                     raise _not_ok(upstream.status, " to a range request")
                 response = web.StreamResponse(status=206, headers=headers)

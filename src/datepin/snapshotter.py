@@ -109,7 +109,14 @@ async def snapshot(
 
     async def worker() -> None:
         for registry, name in work:  # one shared iterator: each project is taken once
-            await _observe_one(index, registry, name, summary)
+            try:
+                await _observe_one(index, registry, name, summary)
+            except Exception as e:
+                # A bug met on one project must not cost the run every project after it (the
+                # schedule would meet it again first, every day).
+                what = label(registry, name)
+                log.exception("snapshot of %s", what)
+                summary.failures.append((what, f"internal error: {type(e).__name__}: {e}"))
             if progress is not None:
                 progress(label(registry, name))
 
@@ -125,12 +132,6 @@ async def _observe_one(index: Index, registry: Registry, name: str, summary: Sum
         change = await index.observe(registry, name)
     except (UpstreamError, OSError, sqlite3.Error) as e:
         summary.failures.append((what, str(e)))
-        return
-    except Exception as e:
-        # A bug met on one project's page must not cost the run every project after it (the
-        # schedule would meet it again first, every day).
-        log.exception("snapshot of %s", what)
-        summary.failures.append((what, f"internal error: {type(e).__name__}: {e}"))
         return
     if change is None:
         summary.failures.append((what, f"{registry.name} does not know this project (404)"))

@@ -12,6 +12,7 @@ from packaging.utils import (
     InvalidSdistFilename,
     InvalidWheelFilename,
     NormalizedName,
+    canonicalize_name,
     parse_sdist_filename,
     parse_wheel_filename,
 )
@@ -59,6 +60,9 @@ def project_of(filename: str) -> NormalizedName | None:
             name = parse_wheel_filename(filename)[0]
         elif filename.endswith((".tar.gz", ".zip")):
             name = parse_sdist_filename(filename)[0]
+        elif filename.endswith(_OLD_SDIST_SUFFIXES) and version_of(filename) is not None:
+            stem = filename[: -len(next(s for s in _OLD_SDIST_SUFFIXES if filename.endswith(s)))]
+            name = canonicalize_name(stem.rpartition("-")[0])
         else:
             return None
     except (InvalidWheelFilename, InvalidSdistFilename, InvalidVersion):
