@@ -145,7 +145,9 @@ BAD = "Basic " + base64.b64encode(b"u:bad").decode()
 
 
 def checked(private: FakePyPI, tmp_path: Path, grace: float,
-            body: Callable[[Index, Registry, Clock], Awaitable[None]]) -> None:
+            body: Callable[[Index, Registry, Clock], Awaitable[None]], *,
+            live_ttl: float = Config.live_ttl) -> None:
+    """Run `body` with an Index over a passthrough registry `corp` at the fake `private`."""
     reg = Registry("corp", private.simple_url, auth="passthrough", access_ttl=300, grace=grace)
     clock = Clock()
 
@@ -153,7 +155,8 @@ def checked(private: FakePyPI, tmp_path: Path, grace: float,
         upstream = Upstream(timeout=2)
         history = HistoryStore(tmp_path / "h.sqlite3")
         try:
-            index = Index(Config(registries=(reg,)), history, upstream, gate=AccessGate(clock=clock))
+            config = Config(registries=(reg,), live_ttl=live_ttl)
+            index = Index(config, history, upstream, gate=AccessGate(clock=clock))
             await body(index, reg, clock)
         finally:
             await upstream.close()
@@ -282,25 +285,15 @@ def test_a_look_up_for_a_file_asks_the_clients_own_credentials_first(
     """A file URL no page listed (a lock made through another datepin) has its project looked
     up; a client upstream does not accept is refused there, also when the project was just
     observed for another: whether datepin has a file is not told to it (401, not 404)."""
-    reg = Registry("corp", private.simple_url, auth="passthrough", access_ttl=300)
+    async def body(index: Index, reg: Registry, clock: Clock) -> None:
+        await index.look_up(reg, "alpha", GOOD)
+        assert index.history.last_observed("corp", "alpha") is not None
+        for who in (None, BAD):
+            with pytest.raises(UpstreamError) as e:
+                await index.look_up(reg, "alpha", who)
+            assert e.value.status == 401
 
-    async def go() -> None:
-        upstream = Upstream(timeout=5)
-        history = HistoryStore(tmp_path / "h.sqlite3")
-        try:
-            index = Index(Config(registries=(reg,), live_ttl=600), history, upstream,
-                          gate=AccessGate(clock=Clock()))
-            await index.look_up(reg, "alpha", GOOD)
-            assert history.last_observed("corp", "alpha") is not None
-            for who in (None, BAD):
-                with pytest.raises(UpstreamError) as e:
-                    await index.look_up(reg, "alpha", who)
-                assert e.value.status == 401
-        finally:
-            await upstream.close()
-            history.close()
-
-    run(go)
+    checked(private, tmp_path, 0, body, live_ttl=600)
 
 
 def test_a_metadata_file_refused_to_a_credential_ends_its_access(
@@ -326,44 +319,33 @@ def test_a_credential_upstream_refuses_while_observing_loses_access_at_once(
 ) -> None:
     """Upstream refusing a client's credentials ends its access whichever request saw the
     refusal: the access check, or the observation a live request makes with them."""
-    reg = Registry("corp", private.simple_url, auth="passthrough", access_ttl=300, grace=600)
-    clock = Clock()
-    pinned = Pin("2024-01-01", datetime(2024, 1, 1, tzinfo=UTC))
     live = Pin("live", None)
 
-    async def go() -> None:
-        upstream = Upstream(timeout=2)
-        history = HistoryStore(tmp_path / "h.sqlite3")
+    async def body(index: Index, reg: Registry, clock: Clock) -> None:
+        await index.authorize(reg, "alpha", GOOD)
+        private.require_basic = ("u", "rotated")  # the token is revoked upstream
+        await index.authorize(reg, "alpha", GOOD)  # fresh: not asked again
+        with pytest.raises(UpstreamError) as e:
+            await index.answer(reg, "alpha", live, authorization=GOOD)
+        assert e.value.status == 401  # upstream refused it, and the client was told so
+        refused_at_once = True
         try:
-            index = Index(Config(registries=(reg,), live_ttl=0), history, upstream,
-                          gate=AccessGate(clock=clock))
             await index.authorize(reg, "alpha", GOOD)
-            private.require_basic = ("u", "rotated")  # the token is revoked upstream
-            await index.authorize(reg, "alpha", GOOD)  # fresh: not asked again
-            with pytest.raises(UpstreamError) as e:
-                await index.answer(reg, "alpha", live, authorization=GOOD)
-            assert e.value.status == 401  # upstream refused it, and the client was told so
-            refused_at_once = True
-            try:
-                await index.authorize(reg, "alpha", GOOD)
-            except UpstreamError:
-                pass
-            else:
-                refused_at_once = False
-            # Later, the registry is down: a refused credential has no grace either.
-            private.fault("/simple/", "status", status=503, times=None)
-            clock.now += 400
-            graced = True
-            try:
-                await index.authorize(reg, "alpha", GOOD)
-            except UpstreamError:
-                graced = False
-            assert (refused_at_once, graced) == (True, False)
-        finally:
-            await upstream.close()
-            history.close()
+        except UpstreamError:
+            pass
+        else:
+            refused_at_once = False
+        # Later, the registry is down: a refused credential has no grace either.
+        private.fault("/simple/", "status", status=503, times=None)
+        clock.now += 400
+        graced = True
+        try:
+            await index.authorize(reg, "alpha", GOOD)
+        except UpstreamError:
+            graced = False
+        assert (refused_at_once, graced) == (True, False)
 
-    run(go)
+    checked(private, tmp_path, 600, body, live_ttl=0)
 
 
 def test_a_client_is_not_refused_for_another_clients_credentials(
@@ -371,32 +353,23 @@ def test_a_client_is_not_refused_for_another_clients_credentials(
 ) -> None:
     """Two clients accepted for a project ask for its live page at once; upstream has since
     revoked the first one's token.  The second must not get the first one's 401."""
-    reg = Registry("corp", private.simple_url, auth="passthrough", access_ttl=300)
     other = "Basic " + base64.b64encode(b"u:other").decode()
 
-    async def go() -> None:
-        upstream = Upstream(timeout=5)
-        history = HistoryStore(tmp_path / "h.sqlite3")
-        try:
-            index = Index(Config(registries=(reg,), live_ttl=0), history, upstream,
-                          gate=AccessGate(clock=Clock()))
-            await index.authorize(reg, "alpha", GOOD)
-            private.require_basic = ("u", "other")  # GOOD revoked, OTHER valid
-            await index.authorize(reg, "alpha", other)
-            private.fault("/simple/alpha/", "stall", seconds=0.5, times=1)
-            live = Pin("live", None)
-            first = asyncio.create_task(index.answer(reg, "alpha", live, authorization=GOOD))
-            await asyncio.sleep(0.1)  # GOOD's observation is under way
-            second = await asyncio.gather(
-                index.answer(reg, "alpha", live, authorization=other), return_exceptions=True
-            )
-            await asyncio.gather(first, return_exceptions=True)
-            assert not isinstance(second[0], Exception), f"OTHER refused: {second[0]}"
-        finally:
-            await upstream.close()
-            history.close()
+    async def body(index: Index, reg: Registry, clock: Clock) -> None:
+        await index.authorize(reg, "alpha", GOOD)
+        private.require_basic = ("u", "other")  # GOOD revoked, OTHER valid
+        await index.authorize(reg, "alpha", other)
+        private.fault("/simple/alpha/", "stall", seconds=0.5, times=1)
+        live = Pin("live", None)
+        first = asyncio.create_task(index.answer(reg, "alpha", live, authorization=GOOD))
+        await asyncio.sleep(0.1)  # GOOD's observation is under way
+        second = await asyncio.gather(
+            index.answer(reg, "alpha", live, authorization=other), return_exceptions=True
+        )
+        await asyncio.gather(first, return_exceptions=True)
+        assert not isinstance(second[0], Exception), f"OTHER refused: {second[0]}"
 
-    run(go)
+    checked(private, tmp_path, 0, body, live_ttl=0)
 
 
 def test_a_project_upstream_stops_showing_a_credential_gets_no_grace(
@@ -426,33 +399,24 @@ def test_a_project_hidden_from_one_credential_is_not_recorded_as_removed(
     (GitLab, GitHub).  A client accepted a minute ago whose access has just been taken away
     asks for the live page: that 404 says nothing about the project, only about the client.
     Recorded, it would mark every file gone for every client (and for every pin after it)."""
-    reg = Registry("corp", private.simple_url, auth="passthrough", access_ttl=300)
     other = "Basic " + base64.b64encode(b"v:other").decode()
     pin = Pin("live", None)
 
-    async def go() -> None:
-        upstream = Upstream(timeout=5)
-        history = HistoryStore(tmp_path / "h.sqlite3")
-        try:
-            index = Index(Config(registries=(reg,), live_ttl=0), history, upstream,
-                          gate=AccessGate(clock=Clock()))
-            await index.authorize(reg, "alpha", GOOD)  # observed: one file
-            private.fault("/simple/alpha/", "status", status=404, times=2)  # GOOD loses access
-            with pytest.raises(NotObserved):
-                await index.answer(reg, "alpha", pin, authorization=GOOD)
-            with pytest.raises(NotObserved):  # and its acceptance with it
-                await index.authorize(reg, "alpha", GOOD)
-            loaded = history.load("corp", "alpha")
-            assert loaded is not None
-            assert [f.states[-1].file is not None for f in loaded.files] == [True]
-            # Another client upstream still accepts sees the project's file.
-            private.require_basic = ("v", "other")
-            await index.authorize(reg, "alpha", other)
-            private.fault("/simple/", "status", status=503, times=None)
-            answer = await index.answer(reg, "alpha", pin, authorization=other)
-            assert [f.filename for f in answer.view.files] == ["alpha-1.0-py3-none-any.whl"]
-        finally:
-            await upstream.close()
-            history.close()
+    async def body(index: Index, reg: Registry, clock: Clock) -> None:
+        await index.authorize(reg, "alpha", GOOD)  # observed: one file
+        private.fault("/simple/alpha/", "status", status=404, times=2)  # GOOD loses access
+        with pytest.raises(NotObserved):
+            await index.answer(reg, "alpha", pin, authorization=GOOD)
+        with pytest.raises(NotObserved):  # and its acceptance with it
+            await index.authorize(reg, "alpha", GOOD)
+        loaded = index.history.load("corp", "alpha")
+        assert loaded is not None
+        assert [f.states[-1].file is not None for f in loaded.files] == [True]
+        # Another client upstream still accepts sees the project's file.
+        private.require_basic = ("v", "other")
+        await index.authorize(reg, "alpha", other)
+        private.fault("/simple/", "status", status=503, times=None)
+        answer = await index.answer(reg, "alpha", pin, authorization=other)
+        assert [f.filename for f in answer.view.files] == ["alpha-1.0-py3-none-any.whl"]
 
-    run(go)
+    checked(private, tmp_path, 0, body, live_ttl=0)
