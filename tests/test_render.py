@@ -204,7 +204,12 @@ def test_root_pages() -> None:
 
 # --- property: HTML and JSON say the same thing ---------------------------------------------------
 
-hexes = st.text("0123456789abcdef", min_size=1, max_size=64)
+def hexes(size: int) -> st.SearchStrategy[str]:
+    """Digests as a page may list them: hex of the algorithm's length (others are refused)."""
+    return st.text("0123456789abcdef", min_size=size, max_size=size)
+
+
+sha256s, md5s = hexes(64), hexes(32)
 # NUL is excluded: HTML cannot carry it (&#0; reads back as U+FFFD).
 free_text = st.text(
     st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=20
@@ -228,13 +233,13 @@ def dist_files(draw: st.DrawFn) -> DistFile:
     if upload is not None:
         layout = draw(st.sampled_from(["%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%SZ"]))
         raw = upload.strftime(layout)
-    hashes = draw(st.fixed_dictionaries({}, optional={"sha256": hexes, "md5": hexes}))
+    hashes = draw(st.fixed_dictionaries({}, optional={"sha256": sha256s, "md5": md5s}))
     return DistFile(
         filename=f"{project}-{version}{suffix}",
         url="https://files.test/x",
         hashes=hashes,
         requires_python=draw(st.none() | free_text | st.just(">=3.8,<4")),
-        core_metadata=draw(st.none() | st.just({}) | st.builds(lambda h: {"sha256": h}, hexes)),
+        core_metadata=draw(st.none() | st.just({}) | st.builds(lambda h: {"sha256": h}, sha256s)),
         yanked=draw(st.none() | st.just("") | free_text),
         upload_time=None,  # set below from the raw string, as a parser would
         upload_time_raw=raw,
