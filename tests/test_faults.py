@@ -213,6 +213,24 @@ def test_unreachable_registries_answer_502_with_the_reason(up: Env, registry: st
     assert up.proxy.get("/-/health").status == 200
 
 
+def test_an_upstream_failure_answered_with_an_error_is_logged(up: Env) -> None:
+    """An operator whose upstream is down sees it in the log, one line per failed answer, as
+    the answers given from history say so there too."""
+    fake, proxy = up.fake, up.proxy
+    fake.add_wheel("logged-a", "1.0", upload_time=OLD)
+    fake.fault("/simple/logged-a/", "status", status=503, times=1)
+    assert proxy.get(f"/{PIN}/simple/logged-a/").status == 502
+    assert proxy.get(f"/{PIN}/r/dead/logged-b/").status == 502
+    deadline = time.monotonic() + 5
+    while not (lines := [x for x in proxy.log if "/simple/logged-" in x]) or len(lines) < 2:
+        assert time.monotonic() < deadline, "".join(proxy.log)
+        time.sleep(0.05)
+    assert len(lines) == 2, lines
+    assert all(" WARNING " in x for x in lines), lines
+    assert "HTTP 503" in lines[0] and "cannot connect" in lines[1], lines
+    assert not any("Traceback" in x for x in proxy.log)
+
+
 # -- upstream answers badly ----------------------------------------------------------------------
 
 

@@ -300,3 +300,21 @@ def test_a_lock_made_through_one_datepin_installs_through_another(graph, proxy, 
         wrong = other.get(f"/files/pypi/{'0' * 64}/{wheel.filename}")
         assert wrong.status == 404 and b"never listed" in wrong.body
         assert other.get(f"/files/pypi/{wheel.sha256}/alpha-9.0-py3-none-any.whl").status == 404
+
+
+def test_verbose_logs_one_line_per_request_with_its_answer(graph, tmp_path, proxy_config):
+    """`serve -v` is for debugging a client: each request it answered, and how."""
+    with Proxy(data_dir=tmp_path / "data", config=proxy_config, extra_args=["-v"]) as proxy:
+        page = proxy.get("/2023-03-01/simple/alpha/", {"Accept": JSON})
+        [url] = [f["url"] for f in json.loads(page.body)["files"]]
+        assert fetch(url).status == 200
+        assert proxy.get("/2099-01-01/simple/alpha/").status == 400
+        host = f"127.0.0.1:{proxy.port}"
+        wanted = [f"GET {host}/2023-03-01/simple/alpha/: 200",
+                  f"GET {url.removeprefix('http://')}: ", f"GET {host}/2099-01-01/simple/alpha/: 400"]
+        deadline = time.monotonic() + 5
+        while not all(any(w in line for line in proxy.log) for w in wanted):
+            assert time.monotonic() < deadline, "".join(proxy.log)
+            time.sleep(0.05)
+    [line] = [x for x in proxy.log if "/2099-01-01/simple/alpha/" in x]
+    assert " DEBUG " in line

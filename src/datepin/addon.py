@@ -95,7 +95,13 @@ def json_response(status: int, data: object, headers: Mapping[str, str] | None =
 def error_response(
     e: UpstreamError, *, json_api: bool = False, headers: Mapping[str, str] | None = None
 ) -> Reply:
-    """An upstream failure or refusal as an answer; a 401 carries a challenge."""
+    """An upstream failure or refusal as an answer; a 401 carries a challenge.
+
+    A failure (5xx) is logged, one line per answer, as an answer from history is: an operator
+    learns that upstream is down from the log.  Refused client credentials (401, 403) are the
+    client's to fix, not the operator's."""
+    if e.status >= 500:
+        log.warning("%d to a client: %s", e.status, e)
     extra = dict(headers or {})
     if e.status == 401:
         extra["WWW-Authenticate"] = CHALLENGE
@@ -311,6 +317,9 @@ class DatepinAddon:
             reply = text_response(500, "datepin: internal error (details in its log)")
         if ask.method == "HEAD":
             reply.body = b""
+        if log.isEnabledFor(logging.DEBUG):  # serve -v: what each client asked, and got
+            answer = "file" if reply.ticket is not None else reply.status
+            log.debug("%s %s%s: %s", ask.method, ask.host, mask_url(ask.path), answer)
         return reply
 
     # -- path mode -----------------------------------------------------------------------
