@@ -315,6 +315,38 @@ def test_gone_files_are_remembered_until_kept(tmp_path: Path) -> None:
     assert store.unkept("pypi", "other", 3) == []
 
 
+def test_other_bytes_under_a_listed_name_count_as_the_old_file_gone(tmp_path: Path) -> None:
+    store = HistoryStore(tmp_path / "h.sqlite3")
+    old = dist("1.0", uploaded=T0 - timedelta(days=3))
+    moved = replace(old, url="https://mirror.example/" + old.filename)  # same bytes, new URL
+    new = replace(moved, hashes={"sha256": "f" * 64})
+    store.record("pypi", "demo", page(old), T0)
+    store.record("pypi", "demo", page(moved), T0 + timedelta(days=1))
+    _, change = store.record("pypi", "demo", page(new), T0 + timedelta(days=2))
+    assert change.gone == (moved,)  # to be rescued, as a deleted file is
+    current = store.find_file("pypi", "f" * 64, new.filename)
+    assert current is not None and current.present and current.file == new
+    # Old views still list the old bytes: found where upstream last had them.
+    earlier = store.find_file("pypi", old.sha256 or "", old.filename)
+    assert earlier is not None and not earlier.present and earlier.file == moved
+    by_url = store.find_file_by_url(old.url)
+    assert by_url is not None and by_url.file == old
+    # A URL never listed finds nothing, whatever file name it ends with.
+    assert store.find_file_by_url("https://elsewhere.example/" + old.filename) is None
+
+
+def test_a_404_changes_no_status_and_removes_only_what_was_there(tmp_path: Path) -> None:
+    store = HistoryStore(tmp_path / "h.sqlite3")
+    day = timedelta(days=1)
+    assert not store.record("pypi", "demo", None, T0)[1].removed  # never seen: nothing removed
+    store.record("pypi", "demo", page(dist("1.0", uploaded=T0), status="archived"), T0 + day)
+    assert store.record("pypi", "demo", None, T0 + 2 * day)[1].removed
+    assert not store.record("pypi", "demo", None, T0 + 3 * day)[1].removed  # already gone
+    history = store.load("pypi", "demo")
+    # A 404 says nothing about PEP 792 status: the project stays archived.
+    assert history is not None and history.status_changes == ((T0 + day, "archived", None),)
+
+
 def test_snapshot_runs_and_removals_are_recorded(tmp_path: Path) -> None:
     store = HistoryStore(tmp_path / "h.sqlite3")
     assert store.last_snapshot_run() is None

@@ -33,6 +33,9 @@ V1HTML = "application/vnd.pypi.simple.v1+html"
         (f"{JSON};q=0.5, {V1HTML};q=0.5", "v1+html"),
         ("application/*", "v1+html"),
         (f"application/*;q=0.5, {JSON}", "v1+json"),
+        (f"application/*, {V1HTML};q=0", "v1+json"),
+        # The most specific range decides (RFC 9110 12.5.1): text/* over */*.
+        ("*/*, text/*;q=0", "v1+html"),
         # Highest q wins.
         (f"text/html;q=0.5, {JSON};q=0.6", "v1+json"),
         (f"{JSON};q=0.1, text/*;q=0.2", "html"),
@@ -52,6 +55,8 @@ V1HTML = "application/vnd.pypi.simple.v1+html"
         (f"{JSON};q=nan, text/html;q=0.1", "html"),
         (f"{JSON};q=-1, {V1HTML};q=0.1", "v1+html"),
         (f"{JSON} ; charset=utf-8 ; q=0.9, text/html;q=0.8", "v1+json"),
+        # Parameter names are case-insensitive (RFC 9110 5.6.6).
+        (f"{JSON};Q=0.5, text/html;q=0.6", "html"),
     ],
 )
 def test_choose_format(accept: str | None, fmt: str) -> None:

@@ -277,7 +277,10 @@ def test_json_round_trips_through_our_parser(view: View) -> None:
 
 @given(views)
 def test_html_and_json_list_the_same_files(view: View) -> None:
-    from_html = parse_html_page(render_html(view, link), PAGE_URL, view.name).files
+    html = render_html(view, link)
+    # HTML5 parsers read a raw CR as LF: attributes (yank reasons, status reasons) would change.
+    assert b"\r" not in html
+    from_html = parse_html_page(html, PAGE_URL, view.name).files
     from_json = parse_json_page(render_json(view, link), PAGE_URL).files
     assert [f.filename for f in from_html] == [f.filename for f in from_json]
     for h, j in zip(from_html, from_json, strict=True):
@@ -426,6 +429,21 @@ def test_json_api_version_shape_and_yank() -> None:
     assert [u["filename"] for u in doc["urls"]] == ["foo-1.0-py3-none-any.whl", "foo-1.0.tar.gz"]
     # An equal version spelled differently finds the same release.
     assert json.loads(render_json_api(view, INFO, link, version="1.0.0"))["urls"] == doc["urls"]
+
+
+def test_json_api_yank_is_per_release_and_per_file() -> None:
+    view = make_view(
+        dist("foo-1.0.tar.gz", yanked="bad"),
+        dist("foo-1.0-py3-none-any.whl"),  # 1.0 is not fully yanked: no release-level reason
+        dist("foo-2.0.tar.gz", yanked=""),  # yanked without a reason is still yanked
+    )
+    doc = json.loads(render_json_api(view, INFO, link, version="1.0"))
+    assert (doc["info"]["yanked"], doc["info"]["yanked_reason"]) == (False, None)
+    (entry,) = json.loads(render_json_api(view, INFO, link, version="2.0"))["urls"]
+    assert (entry["yanked"], entry["yanked_reason"]) == (True, None)
+    # No release at all (no file names a version): nothing is yanked.
+    bare = json.loads(render_json_api(make_view(dist("foo.txt")), INFO, link, version=None))
+    assert (bare["info"]["yanked"], bare["urls"]) == (False, [])
 
 
 def test_json_api_unknown_version() -> None:
@@ -608,6 +626,27 @@ def test_versions_are_versions() -> None:
     assert version_of("foo-1.0.0-py3-none-any.whl") == Version("1.0")
     assert canonicalize_name("Foo_Bar") == "foo-bar"
     assert T0 + timedelta(0) == T0
+
+
+def test_html_fragment_names_only_a_hashlib_guaranteed_hash() -> None:
+    # PEP 503: the fragment's hash name must be one hashlib always has; pip reads no other.
+    (a,) = anchors(render_html(make_view(dist("foo-1.0.tar.gz", hashes={"blake3": "ab" * 32})), link))
+    assert a["href"] == "http://proxy.test/files/foo-1.0.tar.gz"
+
+
+def test_html_anchor_text_is_the_filename_escaped() -> None:
+    name = "foo-1.0&amp;<b>.tar.gz"
+    (a,) = anchors(render_html(make_view(dist(name)), link))
+    assert a.get_text() == name
+
+
+def test_pages_of_many_files_list_every_file_once() -> None:
+    # Pages are rendered a few hundred files at a time: the chunks must join into one document.
+    files = [dist(f"foo-1.{i}.tar.gz") for i in range(1201)]
+    view = make_view(*files)
+    expected = [f.filename for f in view.files]
+    assert [f["filename"] for f in json.loads(render_json(view, link))["files"]] == expected
+    assert [a.get_text() for a in anchors(render_html(view, link))] == expected
 
 
 def test_html_keeps_a_hash_that_is_not_sha256() -> None:

@@ -202,6 +202,15 @@ def test_versions_are_recomputed_from_visible_files() -> None:
     assert "not-a-dist.txt" in names(v)  # files without a version are still files
 
 
+def test_equal_versions_spelled_differently_are_one_version_named_as_the_json_api_names_it() -> None:
+    # 1.0.0 and 1.0 are one release: named by its first spelling in filename order, in
+    # `versions` as in the JSON API's releases.
+    files = page(dist("foo-1.0.0-py3-none-any.whl", 10), dist("foo-1.0.tar.gz", 10))
+    v = view(history_of((100, files)), at(50))
+    releases = json.loads(render_json_api(v, {"name": "foo"}, link, version=None))["releases"]
+    assert v.versions == tuple(releases) == ("1.0.0",)
+
+
 def test_project_status_as_of_the_cutoff() -> None:
     h = history_of(
         (100, page(A)), (200, page(A), ("archived", "done")), (300, page(A), ("active", None))
