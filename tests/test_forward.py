@@ -7,6 +7,7 @@ import hashlib
 import http.client
 import json
 import os
+import re
 import socket
 import ssl
 import stat
@@ -32,7 +33,7 @@ from proxyproc import Proxy, Response, write_config
 
 from datepin import forward
 from datepin.blobs import BlobStore
-from datepin.config import Config
+from datepin.config import Config, Registry
 from datepin.forward import CredentialsError, pin_from_credentials, select_pin
 from datepin.history import HistoryStore
 from datepin.model import DistFile, ProjectPage
@@ -445,12 +446,18 @@ def test_the_ca_is_private(proxy, bundle):
         # so its colons reach datepin unescaped, before the one that ends the user name.
         ("2023-11-18T14:05:00Z:x", "2023-11-18T14:05:00Z"),
         ("2023-11-18T14:05:00Z:", "2023-11-18T14:05:00Z"),
+        ("2023-11-18T14:05:00Z", "2023-11-18T14:05:00Z"),  # no password at all
         ("2023-11-18T15:05:00+01:00:x", "2023-11-18T15:05:00+01:00"),
         ("2023-11-18T14:05:00.5Z:a:b", "2023-11-18T14:05:00.5Z"),
     ],
 )
 def test_pin_from_credentials(credentials, pin):
     assert pin_from_credentials(basic(credentials), now=NOW).text == pin
+
+
+def test_the_basic_scheme_is_case_insensitive():
+    token = basic("2023-11-18:x").split(" ", 1)[1]
+    assert pin_from_credentials(f"basic {token}", now=NOW).text == "2023-11-18"
 
 
 @pytest.mark.parametrize(
@@ -487,6 +494,7 @@ def test_pin_selection_order():
     assert select_pin(None, own, connect_pin, "live", now=NOW).text == "2023-02-02"
     assert select_pin(None, None, connect_pin, "live", now=NOW).text == "2023-05-05"
     assert select_pin(None, None, None, "2023-06-06", now=NOW).text == "2023-06-06"
+    assert select_pin(" 2023-01-01 ", None, None, "live", now=NOW).text == "2023-01-01"
     with pytest.raises(PinError):
         select_pin("soon", own, connect_pin, "live", now=NOW)
 
@@ -506,6 +514,43 @@ def test_file_urls_map_between_upstream_and_files_pythonhosted_org():
     ]
     public = "https://files.pythonhosted.org/"
     assert forward.upstream_file_urls("/packages/a/x.whl", public) == [public + "packages/a/x.whl"]
+    # A client that sends the `+` as is still finds a file the index wrote as `%2B`.
+    plus = forward.upstream_file_urls("/packages/a/x+cpu.whl", public)
+    assert public + "packages/a/x%2Bcpu.whl" in plus
+
+
+def registry(name: str, url: str, *, intercept: bool = True) -> Registry:
+    return Registry(name=name, url=url, intercept=intercept)
+
+
+def test_intercepted_hosts_and_their_tls_patterns():
+    config = Config(
+        registries=(
+            registry("corp", "http://corp.example/simple/"),
+            registry("secure", "https://secure.example/simple/"),
+            registry("plain", "https://plain.example/simple/", intercept=False),
+        )
+    )
+    hosts = forward.intercepted_hosts(config)
+    assert hosts == {
+        ("pypi.org", 443), ("pypi.org", 80),
+        ("files.pythonhosted.org", 443), ("files.pythonhosted.org", 80),
+        ("corp.example", 80), ("secure.example", 443),
+    }
+    patterns = forward.intercept_patterns(hosts)
+    assert r"^pypi\.org:443$" in patterns and r"^pypi\.org:80$" not in patterns
+    assert not any(re.match(p, "pypixorg:443") for p in patterns)
+    assert forward.intercepted_registries(config, "plain.example", 443) == []
+
+
+def test_an_intercepted_request_goes_to_the_registry_with_the_longest_index_path():
+    cpu = registry("cpu", "https://torch.example/whl/cpu/")
+    cu121 = registry("cu121", "https://torch.example/whl/cu121/")
+    config = Config(registries=(cpu, cu121))
+    assert forward.intercepted_registry(config, "torch.example", 443, "/whl/cu121/torch/") == cu121
+    assert forward.intercepted_registry(config, "torch.example", 443, "/whl/cpu/torch/") == cpu
+    assert forward.intercepted_registry(config, "torch.example", 443, "/other/x.whl") == cpu
+    assert forward.intercepted_registry(config, "other.example", 443) is None
 
 
 def test_mitmproxy_checks_upstream_tls_against_the_same_trust_store(tmp_path, shared):
