@@ -310,11 +310,11 @@ def parse_html_page(
     if isinstance(base_tag, Tag):
         base_url = _join(base_url, _attr(base_tag, "href") or "")
     files = tuple(
-        _html_file(anchor, base_url)
+        _html_file(anchor, href, url)
         for anchor in soup.find_all("a")
         if isinstance(anchor, Tag)
         and (href := _attr(anchor, "href")) is not None
-        and not _is_directory(_join(base_url, href))
+        and not _is_directory(url := _join(base_url, href))
     )
     return ProjectPage(
         name=canonicalize_name(name),
@@ -342,9 +342,9 @@ def check_html_complete(body: bytes | bytearray) -> None:
         raise PageError("HTML page has no </body> or </html>: cut short upstream?")
 
 
-def _html_file(anchor: Tag, base_url: str) -> DistFile:
-    href = _attr(anchor, "href") or ""
-    url, fragment = urldefrag(_join(base_url, href))
+def _html_file(anchor: Tag, href: str, joined: str) -> DistFile:
+    """The file `anchor` links to: its `href`, `joined` to the page's base URL."""
+    url, fragment = urldefrag(joined)
     # The name is the URL's, as pip and uv read it: PEP 503 says the text must match it, but
     # web servers' directory listings cut long names short in the text ("...m..>", nginx).
     filename = _last_segment(url) or anchor.get_text().strip()
