@@ -189,10 +189,15 @@ def _check_identity(upstream: aiohttp.ClientResponse) -> None:
         raise FillError(502, f"upstream sent the file recoded (Content-Encoding {shown})")
 
 
-def _not_ok(status: int, what: str = "") -> FillError:
-    """A fill that upstream answered other than with the file.  Its 404 and 410 are answers,
-    passed on as such: a 502 makes pip and uv retry (pip five times, about 8 s) a file that
-    is not there, asking upstream each time."""
+def _not_ok(target: FileTarget, status: int, what: str = "") -> FillError:
+    """Upstream answered `target`'s request (`what`: which one) other than with the file.
+    Its 404 and 410 are answers, passed on as such: a 502 makes pip and uv retry (pip five
+    times, about 8 s) a file that is not there, asking upstream each time.  A 401/403 to
+    the client's own credentials (`on_refused`) ends their access and is passed on; to
+    datepin's own, or to none, its setup is wrong: 502."""
+    if status in (401, 403) and target.on_refused is not None:
+        target.on_refused()
+        return FillError(status, f"the registry refused these credentials (HTTP {status}{what})")
     client_status = status if status in (404, 410) else 502
     return FillError(client_status, f"upstream answered HTTP {status}{what}")
 
@@ -239,14 +244,6 @@ def _send_now(sock_fd: int, file_fd: int, offset: int, count: int) -> int:
         return os.sendfile(sock_fd, file_fd, offset, count)
     except (BlockingIOError, InterruptedError):
         return 0
-
-
-def _refusal(target: FileTarget, status: int, what: str = "") -> FillError:
-    """Upstream answered `target`'s request with 401/403 (`what`: to which request)."""
-    if target.on_refused is None:  # datepin's own credentials, or none: its setup is wrong
-        return FillError(502, f"upstream answered HTTP {status}{what}")
-    target.on_refused()
-    return FillError(status, f"the registry refused these credentials (HTTP {status}{what})")
 
 
 def fill_error_headers(exc: FillError) -> dict[str, str]:
@@ -870,10 +867,8 @@ class FileServer:
             auto_decompress=False,
             read_bufsize=_READ_BUFFER,
         ) as upstream:
-            if upstream.status in (401, 403):
-                raise _refusal(target, upstream.status)
             if upstream.status != 200:
-                raise _not_ok(upstream.status)
+                raise _not_ok(target, upstream.status)
             _check_identity(upstream)
             length = upstream.content_length
             if target.size is not None:
@@ -1013,10 +1008,8 @@ class FileServer:
                 timeout=self._client_timeout(),
                 allow_redirects=True,
             ) as upstream:
-                if upstream.status in (401, 403):
-                    raise _refusal(target, upstream.status, " to HEAD")
                 if upstream.status != 200:
-                    raise _not_ok(upstream.status, " to HEAD")
+                    raise _not_ok(target, upstream.status, " to HEAD")
                 _check_identity(upstream)
                 return upstream.content_length
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -1088,10 +1081,8 @@ class FileServer:
                             502, f"upstream announced {upstream.content_length} bytes, not {size}"
                         )
                     skip = wanted.start  # upstream ignores ranges: slice the whole body
-                elif upstream.status in (401, 403):
-                    raise _refusal(target, upstream.status, " to a range request")
                 else:
-                    raise _not_ok(upstream.status, " to a range request")
+                    raise _not_ok(target, upstream.status, " to a range request")
                 response = web.StreamResponse(status=206, headers=headers)
                 response.headers["Content-Range"] = spec
                 response.content_length = remaining
