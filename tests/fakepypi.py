@@ -756,6 +756,13 @@ class FakePyPI:
         self.require_basic: tuple[str, str] | None = None
         self.require_bearer: str | None = None
         self.set_cookie: str | None = None  # a Set-Cookie on every answer, as session-keeping registries send
+        # Expiring signed file URLs (S3 presigned, as private registries on object storage
+        # link them): every page lists each file with a new `?X-Amz-...&X-Amz-Signature=`
+        # query, and a file is served only under a signature that has not expired
+        # (`expire_signatures`); others get S3's 403.  PEP 658 files cannot be signed this
+        # way (the `.metadata` suffix would land in the query), so none are listed.
+        self.signed_links = False
+        self.html_hash = "sha256"  # the one hash of HTML links: "md5" (pypiserver), "" (none)
 
         self._lock = threading.RLock()
         self._projects: dict[NormalizedName, _Project] = {}
@@ -764,6 +771,7 @@ class FakePyPI:
         self._faults: list[Fault] = []
         self._log: list[RequestRecord] = []
         self._serial = 0
+        self._signatures: set[str] = set()
 
         self._server: _Server | None = _Server(0, self)
         self.port: int = self._server.server_address[1]
@@ -1073,7 +1081,7 @@ class FakePyPI:
             elif path.startswith("/pypi/") and (api_parts := _json_api_parts(parts)):
                 reply = self._json_api(api_parts)
             elif path.startswith("/files/"):
-                return self._file(path, headers)
+                return self._file(path, query, headers)
             else:
                 return _text(404, "Not Found")
         if "gzip" in headers.get("accept-encoding", "") and self.gzip_pages:
@@ -1160,13 +1168,29 @@ class FakePyPI:
     def _link(self, file: FakeFile) -> str:
         # The page lives at /simple/<name>/, so ../../ is the site root (pip, uv and Poetry
         # resolve relative links against the page URL).
-        return ".." + "/.." + file.path if self.relative_links else file.url
+        link = ".." + "/.." + file.path if self.relative_links else file.url
+        if self.signed_links:
+            link += "?" + self._sign()
+        return link
+
+    def _sign(self) -> str:
+        signature = os.urandom(16).hex()
+        self._signatures.add(signature)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        return (f"X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Date={stamp}&X-Amz-Expires=900"
+                f"&X-Amz-SignedHeaders=host&X-Amz-Signature={signature}")
+
+    def expire_signatures(self) -> None:
+        """Every file URL listed so far stops working (403), as presigned URLs do."""
+        with self._lock:
+            self._signatures.clear()
 
     def _project_json(self, proj: _Project, entries: list[_Entry], api_version: str) -> bytes:
         files = []
         for e in entries:
             f = e.file
-            metadata: object = {"sha256": f.metadata_sha256} if f.metadata is not None else False
+            listed = f.metadata is not None and not self.signed_links
+            metadata: object = {"sha256": f.metadata_sha256} if listed else False
             files.append({
                 "filename": f.filename,
                 "url": self._link(f),
@@ -1202,10 +1226,11 @@ class FakePyPI:
         links = []
         for e in entries:
             f = e.file
-            attrs = [("href", f"{self._link(f)}#sha256={f.sha256}")]
+            digest = {"sha256": f.sha256, "md5": f.md5}.get(self.html_hash)
+            attrs = [("href", self._link(f) + (f"#{self.html_hash}={digest}" if digest else ""))]
             if f.requires_python:
                 attrs.append(("data-requires-python", f.requires_python))
-            if f.metadata is not None and self.html_core_metadata:
+            if f.metadata is not None and self.html_core_metadata and not self.signed_links:
                 attrs.append(("data-dist-info-metadata", f"sha256={f.metadata_sha256}"))
                 attrs.append(("data-core-metadata", f"sha256={f.metadata_sha256}"))
             if e.yanked is not None:
@@ -1320,11 +1345,17 @@ class FakePyPI:
             "yanked_reason": (reasons[0] if reasons else None) if yanked else None,
         }
 
-    def _file(self, path: str, headers: Mapping[str, str]) -> _Reply:
+    def _file(self, path: str, query: str, headers: Mapping[str, str]) -> _Reply:
         want_metadata = path.endswith(".metadata")
         entry = self._by_path.get(path[: -len(".metadata")] if want_metadata else path)
         if entry is None or (entry.deleted and not self.keep_serving_deleted_files):
             return _text(404, "Not Found")
+        if self.signed_links:
+            signature = parse_qs(query).get("X-Amz-Signature", [""])[0]
+            if signature not in self._signatures:
+                return _Reply(403, [("Content-Type", "application/xml")],
+                              b"<Error><Code>AccessDenied</Code>"
+                              b"<Message>Request has expired</Message></Error>")
         f = entry.file
         if want_metadata:
             if f.metadata is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http.client
 import json
 import os
 import secrets
@@ -15,11 +16,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from clients import ClientError, pip_install, pip_resolve, uv_compile, uv_install
 from fakepypi import FakePyPI
 from proxyproc import Proxy, Response, fetch, write_config
 from scripted import ScriptedServer
+
+from datepin.cli import main
 
 JSON = "application/vnd.pypi.simple.v1+json"
 PIN = "2024-01-01"  # before anything was observed: the first observation is what it sees
@@ -631,3 +635,75 @@ def test_static_credentials_go_to_the_registry_host_only(
         assert {"/simple/corpy/", f"/files/{local.filename}"} <= {r.path for r in index.requests}
         assert all(r.headers.get("Authorization") == expected for r in index.requests)
         assert cdn.requests and all("authorization" not in r.headers for r in cdn.requests)
+
+
+# -- registries on object storage: expiring signed file URLs ---------------------------------
+
+
+def _links(page: Response) -> dict[str, str]:
+    return {f["filename"]: f["url"] for f in json.loads(page.body)["files"]}
+
+
+@pytest.mark.parametrize("hash_name", ["sha256", "md5"])
+def test_expiring_signed_links_change_nothing_and_cold_files_still_install(
+    tmp_path: Path, public: FakePyPI, hash_name: str
+) -> None:
+    """Each page of a registry on S3 lists every file under a new presigned URL, valid for
+    minutes.  Unchanged otherwise, the project has not changed: snapshots say so, the file
+    keeps its link, and a pin fixed long ago (every signature it saw has expired) installs
+    files not yet stored."""
+    with FakePyPI() as s3:
+        s3.serve_json = False
+        s3.signed_links = True
+        s3.html_hash = hash_name
+        one = s3.add_wheel("signed", "1.0", upload_time="2025-01-01T00:00:00Z", requires_dist=["beta"])
+        two = s3.add_wheel("signed", "2.0", upload_time="2025-01-02T00:00:00Z", requires_dist=["beta"])
+        extra = f'[[registry]]\nname = "s3"\nurl = "{s3.simple_url}"\n'
+        proxy = start_proxy(tmp_path, public, extra)
+        try:
+            links = _links(proxy.get("/live/r/s3/signed/", {"Accept": JSON}))
+            pin = now_pin()
+            for _ in range(2):  # two days of the snapshotter, upstream unchanged
+                done = CliRunner().invoke(main, ["snapshot", "s3:signed", "--config", str(
+                    tmp_path / "proxy.toml"), "--data-dir", str(tmp_path / "data")])
+                assert done.stdout.startswith("observed 1, changed 0, files gone 0, files rescued 0"), done.stdout
+            assert _links(proxy.get(f"/{pin}/r/s3/signed/", {"Accept": JSON})) == links
+            s3.expire_signatures()
+            s3.clear_log()
+            idx = ["--extra-index-url", f"{proxy.url}/{pin}/r/s3/"]
+            assert uv_install(proxy.index(pin), ["signed==1.0"], target_venv=tmp_path / "uv",
+                              extra_args=idx) == {"signed": "1.0", "beta": "1.0"}
+            assert pip_install(proxy.index(pin), ["signed"], target_venv=tmp_path / "pip",
+                               extra_args=idx) == {"signed": "2.0", "beta": "1.0"}
+            assert {r.path for r in s3.requests_for("/files/") if r.status == 200} == {one.path, two.path}
+        finally:
+            proxy.stop()
+
+
+def test_a_file_that_does_not_match_its_md5_is_not_kept(tmp_path: Path, public: FakePyPI) -> None:
+    """An index that gives md5 alone (pypiserver, older Nexus): wrong bytes from upstream
+    are caught by that hash, not stored, and the next request gets the file."""
+    with FakePyPI() as pypiserver:
+        pypiserver.serve_json = False
+        pypiserver.relative_links = True
+        pypiserver.html_hash = "md5"
+        wheel = pypiserver.add_wheel("hashed", "1.0", upload_time="2025-01-01T00:00:00Z",
+                                     requires_dist=["beta"], payload_size=300_000)
+        extra = f'[[registry]]\nname = "md5"\nurl = "{pypiserver.simple_url}"\n'
+        proxy = start_proxy(tmp_path, public, extra)
+        try:
+            [link] = _links(proxy.get(f"/{PIN}/r/md5/hashed/", {"Accept": JSON})).values()
+            pypiserver.fault("/files/", "wrong_bytes", times=1)
+            try:
+                bad = fetch(link)
+            except (OSError, http.client.HTTPException):  # cut: never the whole wrong file
+                pass
+            else:
+                assert bad.status != 200 or bad.body == wheel.content
+            again = fetch(link)
+            assert again.status == 200 and hashlib.md5(again.body).hexdigest() == wheel.md5
+            idx = ["--extra-index-url", f"{proxy.url}/{PIN}/r/md5/"]
+            assert pip_install(proxy.index(PIN), ["hashed"], target_venv=tmp_path / "v",
+                               extra_args=idx) == {"hashed": "1.0", "beta": "1.0"}
+        finally:
+            proxy.stop()

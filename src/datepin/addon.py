@@ -192,12 +192,24 @@ def file_target(
         expected_sha256=sha256 or file.sha256,
         filename=file.filename,
         size=file.size,
+        index_hash=index_hash(file),
         upstream_headers=dict(upstream_headers or {}),
         irreplaceable=irreplaceable,
         on_commit=on_commit,
         private=private,
         on_refused=on_refused,
     )
+
+
+def index_hash(file: DistFile) -> tuple[str, str] | None:
+    """The hash to check a file by when its index gives no sha256: the strongest other one
+    that hashlib has everywhere (PEP 503 lets an index name any of them)."""
+    if file.sha256 is not None:
+        return None
+    for algo in ("sha512", "sha384", "sha224", "sha1", "md5"):
+        if algo in file.hashes:
+            return algo, file.hashes[algo]
+    return None
 
 
 class DatepinAddon:
@@ -711,6 +723,7 @@ class DatepinAddon:
             return error_response(e)
         if metadata and stored.file.core_metadata is None:
             return text_response(404, f"{stored.file.filename} has no .metadata file")
+        stored = await self._signed_anew(ask, stored, registry, metadata)
         on_commit = None
         if stored.sha256 is None and not metadata:
             history, name, key = self.index.history, registry.name, stored.key
@@ -745,6 +758,28 @@ class DatepinAddon:
             data, headers = small
             return Reply(200, data, headers)
         return Reply(200, ticket=self.files.ticket(target))
+
+    async def _signed_anew(
+        self, ask: Ask, stored: StoredFile, registry: Registry, metadata: bool
+    ) -> StoredFile:
+        """The file as upstream lists it now, when the URL history has for it is presigned
+        (a query string: S3, GCS, Artifactory's `?sig=`) and may have expired since that
+        page was read, and the file must be fetched.  A pin fixed long ago is never observed
+        again, and every signature it saw has expired: upstream's answer would be a 403.
+        The page is asked for as `live` would (at most `live_ttl` old); if that fails, the
+        URL history has is tried all the same."""
+        if "?" not in stored.file.url or metadata:
+            return stored
+        if self.files.is_stored(file_target(stored.file, sha256=stored.sha256)):
+            return stored
+        try:
+            await self.index.look_up(registry, stored.project, ask.headers.get("Authorization"))
+        except (UpstreamError, NotObserved) as e:
+            log.info("%s: no newer URL for %s: %s", registry.name, stored.file.filename, e)
+            return stored
+        find = self.index.history.find_file
+        fresh = await asyncio.to_thread(find, registry.name, stored.key, stored.file.filename)
+        return fresh if fresh is not None and fresh.present else stored
 
     def _send_to_file_server(self, flow: http.HTTPFlow, ticket: str) -> None:
         """Point the flow at the internal file server, which streams with bounded memory."""

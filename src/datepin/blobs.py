@@ -198,12 +198,16 @@ class Fill:
     into the store; `abort` deletes it.  Used as a context manager, it aborts unless committed.
     """
 
-    def __init__(self, store: BlobStore, path: Path, expected_sha256: str | None):
+    def __init__(
+        self, store: BlobStore, path: Path, expected_sha256: str | None, also: str | None = None
+    ):
         self._store = store
         self.path = path
         self.expected_sha256 = expected_sha256
         self.size = 0
         self._hash = hashlib.sha256()
+        # Another algorithm to hash with (`also_digest`): an index that gives md5 alone.
+        self._also = hashlib.new(also) if also is not None else None
         # Created under another name and locked before it takes its `.part` name, so that a
         # cleaner never sees an unlocked `.part` file of a live writer.  Unbuffered: whatever
         # write() accepted is visible to readers of `path` at once.
@@ -223,6 +227,11 @@ class Fill:
         return self._hash.hexdigest()
 
     @property
+    def also_digest(self) -> str | None:
+        """The digest of the bytes written so far in the `also` algorithm, if one was named."""
+        return None if self._also is None else self._also.hexdigest()
+
+    @property
     def finished(self) -> bool:
         return self._file is None
 
@@ -236,6 +245,8 @@ class Fill:
                 continue
             view = view[written:]
         self._hash.update(data)
+        if self._also is not None:
+            self._also.update(data)
         self.size += len(data)
 
     def commit(self) -> str:
@@ -349,10 +360,10 @@ class BlobStore:
 
     # -- filling -------------------------------------------------------------------------------
 
-    def open_fill(self, expected_sha256: str | None) -> Fill:
+    def open_fill(self, expected_sha256: str | None, *, also: str | None = None) -> Fill:
         if expected_sha256 is not None:
             check_sha256(expected_sha256)
-        return Fill(self, self._tmp / f"{secrets.token_hex(16)}.part", expected_sha256)
+        return Fill(self, self._tmp / f"{secrets.token_hex(16)}.part", expected_sha256, also)
 
     def put(self, sha256: str, data: bytes) -> bool:
         """Store a whole file held in memory; False when it was stored already (by another

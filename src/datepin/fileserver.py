@@ -94,6 +94,9 @@ class FileTarget:
     # when upstream refuses them (401/403), so that they lose the access they were granted;
     # the client is then told so (401/403) rather than sent a 502.
     on_refused: Callable[[], None] | None = field(default=None, repr=False)
+    # (algorithm, hex digest): the index's hash when it gives no sha256 (md5 from pypiserver,
+    # older Nexus), checked as the sha256 would be, so that wrong bytes are not stored.
+    index_hash: tuple[str, str] | None = None
 
     @property
     def known_small(self) -> bool:
@@ -206,6 +209,12 @@ def _checked_sha256(digest: str, expected: str | None) -> str:
     if expected is not None and digest != expected:
         raise FillError(502, f"sha256 mismatch: the index says {expected}, upstream sent {digest}")
     return digest
+
+
+def _check_index_hash(target: FileTarget, digest: str | None) -> None:
+    if target.index_hash is not None and digest != target.index_hash[1]:
+        algo, expected = target.index_hash
+        raise FillError(502, f"{algo} mismatch: the index says {expected}, upstream sent {digest}")
 
 
 def _write_all(fill: Fill, parts: list[bytes]) -> None:
@@ -506,6 +515,10 @@ class FileServer:
         self._counters["misses"] += 1
         self._counters["bytes_served"] += len(data)
         return data, self._headers(etag_for(download.sha256), target.private)
+
+    def is_stored(self, target: FileTarget) -> bool:
+        """Whether `target`'s file is in the store, whole, with no download of it running."""
+        return self._stored_sha(target) is not None
 
     def _stored_sha(self, target: FileTarget) -> str | None:
         """The target's sha256 if its blob is stored and no download of it is running.  One
@@ -849,7 +862,7 @@ class FileServer:
         blob is stored already."""
 
         async def begin() -> bool:
-            begun = await self._call(self._begin_fill, download.target.expected_sha256, first)
+            begun = await self._call(self._begin_fill, download.target, first)
             if begun is not None:
                 download.fill, download.fd = begun
             return begun is not None
@@ -905,6 +918,7 @@ class FileServer:
         if length is not None and fill.size != length:
             raise FillError(502, f"body ended after {fill.size} of {length} bytes")
         digest = _checked_sha256(fill.sha256, sha)
+        _check_index_hash(target, fill.also_digest)
         download.sha256, download.visible, download.verified = digest, fill.size, True
         download.notify()
         download.lease = await self._call(self._commit, fill, download, executor=self._committer)
@@ -916,7 +930,10 @@ class FileServer:
             if len(body) > length:
                 raise FillError(502, f"upstream sent more than {length} bytes")
             raise FillError(502, f"body ended after {len(body)} of {length} bytes")
-        digest = _checked_sha256(hashlib.sha256(body).hexdigest(), download.target.expected_sha256)
+        target = download.target
+        digest = _checked_sha256(hashlib.sha256(body).hexdigest(), target.expected_sha256)
+        if target.index_hash is not None:
+            _check_index_hash(target, hashlib.new(target.index_hash[0], body).hexdigest())
         download.body, download.length, download.sha256 = body, len(body), digest
         download.visible, download.verified = len(body), True
         download.started.set()
@@ -943,16 +960,18 @@ class FileServer:
             download.visible = fill.size - sum(map(len, batch))
         download.notify()
 
-    def _begin_fill(self, sha256: str | None, first: bytes) -> tuple[Fill, int] | None:
+    def _begin_fill(self, target: FileTarget, first: bytes) -> tuple[Fill, int] | None:
         """None if the blob is stored already; else a fill (with `first` written) and a
         reader's fd on its temp file.
 
         One thread-pool call where there were three: callers have just found the blob
         missing, so this check only catches another process's commit, and each hop cost a
         client about a millisecond on a busy proxy (bench/run, cold installs)."""
+        sha256 = target.expected_sha256
         if sha256 is not None and self._store.has(sha256):
             return None
-        fill = self._store.open_fill(sha256)
+        also = target.index_hash[0] if target.index_hash is not None else None
+        fill = self._store.open_fill(sha256, also=also)
         try:
             if first:
                 fill.write(first)

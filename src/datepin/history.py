@@ -16,7 +16,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -126,8 +126,29 @@ def from_micros(us: int) -> datetime:
 
 
 def file_key(file: DistFile) -> str:
-    """The date-independent name of a file in `/files/{registry}/{key}/{filename}` URLs."""
-    return file.sha256 or "u" + hashlib.sha256(file.url.encode()).hexdigest()[:40]
+    """The date-independent name of a file in `/files/{registry}/{key}/{filename}` URLs.
+    Without a sha256, its URL without the query: a registry on object storage lists each
+    file under a new presigned URL (`?X-Amz-Signature=...`) on every page."""
+    return file.sha256 or "u" + hashlib.sha256(unsigned_url(file.url).encode()).hexdigest()[:40]
+
+
+def unsigned_url(url: str) -> str:
+    """`url` without its query string: what stays of a presigned URL from one page to the next."""
+    return url.partition("?")[0]
+
+
+def _only_signature_changed(encoded_old: str | None, file: DistFile, encoded: str) -> bool:
+    """Whether a file listed as `encoded_old` is listed as `file` (`encoded`) with nothing
+    changed but its URL's query: a new signature for the same file, which is not a change
+    to record (every observation would add a state per file, and report it changed)."""
+    if encoded_old is None or "?" not in file.url:
+        return False
+    old = decode_file(encoded_old)
+    return (
+        old.url != file.url
+        and unsigned_url(old.url) == unsigned_url(file.url)
+        and encode_file(replace(old, url=file.url)) == encoded
+    )
 
 
 def url_tail(url: str) -> str:
@@ -413,6 +434,14 @@ class HistoryStore:
                 elif current[filename][1] != encoded:
                     file_id, encoded_old, old_key = current[filename]
                     key = file_key(file)
+                    if key == old_key and _only_signature_changed(encoded_old, file, encoded):
+                        # The latest URL is kept to fetch the file with (find_file reads
+                        # `current`); history's states keep the one first seen.
+                        db.execute(
+                            "UPDATE files SET current=?, url=?, url_tail=? WHERE id=?",
+                            (encoded, file.url, url_tail(file.url), file_id),
+                        )
+                        continue
                     if key == old_key:
                         db.execute(
                             "UPDATE files SET current=?, url=?, url_tail=?,"
