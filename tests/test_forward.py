@@ -28,7 +28,7 @@ import h2.events
 import pytest
 
 from clients import ClientError, ca_bundle_env, pip_resolve, uv_compile, uv_install
-from fakepypi import FakePyPI, add_alpha_beta, build_wheel, closed_port
+from fakepypi import FakePyPI, add_alpha_beta, build_wheel, closed_port, write_wheel
 from proxyproc import Proxy, Response, write_config
 
 from datepin import forward
@@ -621,6 +621,69 @@ def test_credentials_sent_over_http2_are_not_logged_at_debug(shared, tmp_path):
     assert any(" DEBUG " in line for line in proxy.log)
     leaked = [line for line in proxy.log if token in line or secret.split()[1] in line]
     assert leaked == [], leaked[:3]
+
+
+def _proxy_rss(proxy: Proxy) -> int:
+    assert proxy.process is not None
+    status = Path(f"/proc/{proxy.process.pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) * 1024  # type: ignore[union-attr]
+
+
+def _files_served(proxy: Proxy) -> int:
+    metrics = proxy.get("/-/metrics").body.decode()
+    return int(re.search(r"^datepin_files_bytes_served_total (\d+)$", metrics, re.M).group(1))  # type: ignore[union-attr]
+
+
+def test_an_http2_client_that_stops_reading_does_not_make_the_proxy_hold_the_file(tmp_path):
+    """uv speaks HTTP/2 through the tunnel.  A client that stops taking a big file (it opens
+    no more flow-control window) must not make mitmproxy read the whole file into memory
+    (DESIGN.md, "Blobs": bounded memory whatever the size); once it reads on, it gets the
+    whole file."""
+    size = 96 << 20
+    (tmp_path / "dist").mkdir()
+    wheel = write_wheel(tmp_path / "dist", "stalled", "1.0", payload_size=size)
+    with FakePyPI() as fake:
+        listed = fake.add_file("stalled", wheel.name, wheel, upload_time="2023-01-01T00:00:00Z")
+        proxy = start_proxy(tmp_path, fake, "h2")
+        try:
+            bundle = make_bundle(proxy, tmp_path / "bundle.pem")
+            assert proxy.get("/2023-06-01/simple/stalled/").status == 200  # in history now
+            before = _proxy_rss(proxy)
+            sock, answer = connect(proxy, "files.pythonhosted.org:443")
+            assert answer.startswith(b"HTTP/1.1 200"), answer
+            context = ssl.create_default_context(cafile=str(bundle))
+            context.set_alpn_protocols(["h2"])
+            tls = context.wrap_socket(sock, server_hostname="files.pythonhosted.org")
+            assert tls.selected_alpn_protocol() == "h2"
+            conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+            conn.initiate_connection()
+            conn.send_headers(1, [(":method", "GET"), (":scheme", "https"),
+                                  (":authority", "files.pythonhosted.org"),
+                                  (":path", listed.path.removeprefix("/files"))], end_stream=True)
+            tls.sendall(conn.data_to_send())
+            # The client takes its first window's worth and then nothing: the proxy may send
+            # no more, and must stop reading the file meanwhile.
+            deadline = time.monotonic() + 3
+            while time.monotonic() < deadline:
+                assert _files_served(proxy) < listed.size, "the whole file went into the proxy's memory"
+            grown = _proxy_rss(proxy) - before
+            assert grown < 32 << 20, f"RSS grew {grown >> 20} MiB while the client read nothing"
+            digest, received, ended = hashlib.sha256(), 0, False
+            while not ended:
+                data = tls.recv(1 << 20)
+                assert data, "the proxy closed the connection"
+                for event in conn.receive_data(data):
+                    if isinstance(event, h2.events.DataReceived):
+                        digest.update(event.data)
+                        received += len(event.data)
+                        conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                    elif isinstance(event, h2.events.StreamEnded):
+                        ended = True
+                tls.sendall(conn.data_to_send())
+            tls.close()
+            assert (received, digest.hexdigest()) == (listed.size, listed.sha256)
+        finally:
+            proxy.stop()
 
 
 def test_a_file_url_from_a_lock_made_through_another_datepin(graph, tmp_path):

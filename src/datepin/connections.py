@@ -6,6 +6,13 @@ hit of the 1 GiB wheel ran at about 530 MB/s through datepin, about 800 MB/s whe
 take up to READ_PIECE per read and asyncio may buffer that much of a connection before it stops
 reading it (bench/run, files).  A connection holds that buffer only while mitmproxy is behind.
 
+HTTP/2 clients that stop reading.  mitmproxy's HTTP/2 layer buffers whatever a client's
+flow-control window does not admit yet, and keeps reading the answer's source meanwhile: an
+uv that stops taking a streamed file (the file server's answer) made mitmproxy hold the whole
+file in memory (a 300 MB file: 93 -> 412 MB RSS).  So a server-side connection of a client
+speaking HTTP/2 is read only while that client has less than H2_BUFFER bytes waiting for
+window; over HTTP/1.1 the socket's own backpressure does it (mitmproxy drains its writers).
+
 Path-mode connections.  A connection whose first request is origin-form (a client using
 datepin as its index) is handed, before mitmproxy sees it, to datepin's own HTTP/1.1 server
 (`hand_over_origin_form`, datepin.front); mitmproxy keeps CONNECT and absolute-form requests.
@@ -21,11 +28,19 @@ import asyncio
 from collections.abc import Callable
 
 from mitmproxy.connection import Connection
+from mitmproxy.proxy.context import Context
+from mitmproxy.proxy.layers.http._http2 import Http2Server
+from mitmproxy.proxy.layers.http._http_h2 import BufferedH2Connection
 from mitmproxy.proxy.mode_servers import RegularInstance
 from mitmproxy.proxy.server import ConnectionHandler
 
 READ_PIECE = 1 << 20
+# What an HTTP/2 client may have waiting for flow-control window before its answers' sources
+# are no longer read (each read adds up to READ_PIECE more).
+H2_BUFFER = 4 << 20
 _MARK = "_datepin_bigger_reads"
+_H2 = "_datepin_h2"  # on a client Connection: its BufferedH2Connection
+_PROGRESS = "_datepin_client_progress"  # on a ConnectionHandler: set when its client was read
 
 
 def read_in_bigger_pieces() -> None:
@@ -36,6 +51,8 @@ def read_in_bigger_pieces() -> None:
 
     async def handle_connection(self: ConnectionHandler, connection: Connection) -> None:
         io = self.transports.get(connection)
+        progress: asyncio.Event = self.__dict__.setdefault(_PROGRESS, asyncio.Event())
+        from_client = connection is getattr(self, "client", None)
         if io is not None and isinstance(io.reader, asyncio.StreamReader):
             # asyncio stops reading a connection once twice its limit (64 KiB) is buffered.
             limit = getattr(io.reader, "_limit", None)
@@ -44,13 +61,44 @@ def read_in_bigger_pieces() -> None:
             read = io.reader.read
 
             async def read_piece(n: int = -1) -> bytes:
+                if from_client:
+                    # What the client sent before has been handled: window updates included.
+                    progress.set()
+                else:
+                    await _client_catches_up(self, progress)
                 return await read(READ_PIECE if 0 <= n < READ_PIECE else n)
 
             io.reader.read = read_piece  # type: ignore[method-assign]
-        await original(self, connection)
+        try:
+            await original(self, connection)
+        finally:
+            if from_client:
+                progress.set()  # the client is gone: nothing more to wait for
 
     setattr(handle_connection, _MARK, True)
     ConnectionHandler.handle_connection = handle_connection  # type: ignore[method-assign]
+
+    original_init = Http2Server.__init__
+
+    def init(self: Http2Server, context: Context) -> None:
+        original_init(self, context)
+        setattr(context.client, _H2, self.h2_conn)
+
+    Http2Server.__init__ = init  # type: ignore[method-assign]
+
+
+def _waiting_for_window(h2: BufferedH2Connection) -> int:
+    """Bytes an HTTP/2 connection holds because its peer's flow-control window is closed."""
+    return sum(len(item.data) for queue in h2.stream_buffers.values() for item in queue)
+
+
+async def _client_catches_up(handler: ConnectionHandler, progress: asyncio.Event) -> None:
+    """Wait while the handler's HTTP/2 client has H2_BUFFER bytes or more waiting for window."""
+    client = getattr(handler, "client", None)
+    h2 = getattr(client, _H2, None)
+    while isinstance(h2, BufferedH2Connection) and _waiting_for_window(h2) >= H2_BUFFER:
+        progress.clear()
+        await progress.wait()
 
 
 def hand_over_origin_form(
