@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import shutil
 import sys
+import time
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from clients import make_venv, run
+from clients import make_venv, run, uv_compile
 from fakepypi import FakePyPI
 from proxyproc import Proxy, write_config
 
@@ -178,6 +179,33 @@ def test_lock_install_then_reinstall_after_upstream_deleted_a_file(tmp_path, nam
             site = next(venv.glob("lib/python*/site-packages"))
             assert sorted(p.name for p in site.glob("*.dist-info")) == [
                 "alpha-1.0.dist-info", "beta-1.0.dist-info"]
+
+
+def test_poetry_locks_from_the_json_api_a_release_deleted_before_its_info_was_fetched(tmp_path):
+    """uv locked the pin through path mode (datepin kept the `.metadata` files it read, not
+    the wheels), then upstream deleted both releases.  Poetry reads PyPI's JSON API (forward
+    mode): datepin answers it from the kept core metadata, and Poetry locks the same."""
+    poetry = tool("poetry")
+    with FakePyPI() as fake:
+        fake.add_wheel("beta", "1.0", upload_time="2022-12-01T10:00:00Z")
+        fake.add_wheel("alpha", "1.0", upload_time="2023-01-01T10:00:00Z", requires_dist=["beta"])
+        config = write_config(tmp_path / "proxy.toml", simple_url=fake.simple_url,
+                              json_url=fake.json_url, files_url=fake.files_url)
+        with Proxy(data_dir=tmp_path / "data", config=config) as proxy:
+            assert uv_compile(proxy.index("2023-03-01"), ["alpha"]) == {"alpha": "1.0", "beta": "1.0"}
+            deadline = time.monotonic() + 30
+            while b"datepin_files_fills_total 2" not in proxy.get("/-/metrics").body:
+                assert time.monotonic() < deadline, "the .metadata files were never kept"
+            fake.delete("alpha-1.0-py3-none-any.whl")
+            fake.delete("beta-1.0-py3-none-any.whl")
+            bundle = tmp_path / "bundle.pem"
+            run([sys.executable, "-m", "datepin", "ca", "--data-dir", str(proxy.data_dir),
+                 "--bundle", str(bundle)])
+            path = project(tmp_path / "demo", "")
+            env = {**isolated_env(tmp_path / "home"), "REQUESTS_CA_BUNDLE": str(bundle),
+                   "HTTPS_PROXY": f"http://2023-03-01:x@127.0.0.1:{proxy.port}"}
+            run([poetry, "lock"], cwd=path, env_extra=env)
+            assert locked(path / "poetry.lock") == {"alpha": "1.0", "beta": "1.0"}
 
 
 # -- a private registry (passthrough credentials) beside the pinned PyPI ----------------------

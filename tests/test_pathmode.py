@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import sys
 import time
@@ -152,6 +153,16 @@ def test_json_api_falls_back_to_the_metadata_inside_a_wheel(fake_pypi, proxy, pa
     doc = json.loads(proxy.get("/2023-03-01/pypi/gamma/json").body)
     assert doc["info"]["version"] == "1.0" and doc["info"]["requires_dist"] == ["beta"]
     assert [r.path for r in fake_pypi.requests_for("/files/")] == [wheel.path]
+
+
+def test_json_api_never_reads_info_from_a_metadata_file_that_fails_its_hash(fake_pypi, proxy):
+    """The info read is kept for good: `.metadata` bytes that do not match the sha256 the page
+    lists are not used; the METADATA inside the wheel is."""
+    fake_pypi.fault("/pypi/", "status", status=404, times=None)  # no JSON API upstream
+    fake_pypi.add_wheel("gamma", "1.0", upload_time="2023-01-01T10:00:00Z", requires_dist=["beta"])
+    fake_pypi.fault(re.compile(r"\.metadata$"), "wrong_bytes", times=None)
+    doc = json.loads(proxy.get("/2023-03-01/pypi/gamma/json").body)
+    assert doc["info"]["name"] == "gamma" and doc["info"]["requires_dist"] == ["beta"]
 
 
 def test_upstream_down_without_history_is_502_and_with_history_is_served(graph, proxy):
@@ -318,3 +329,67 @@ def test_verbose_logs_one_line_per_request_with_its_answer(graph, tmp_path, prox
             time.sleep(0.05)
     [line] = [x for x in proxy.log if "/2099-01-01/simple/alpha/" in x]
     assert " DEBUG " in line
+
+
+# -- the JSON API of a release upstream no longer describes ----------------------------------
+
+PIN_JSON_API = ("/2023-03-01/pypi/gamma/json", "/2023-03-01/pypi/gamma/1.0/json")
+
+
+def add_gamma(fake_pypi, kind: str):
+    """gamma 1.0 as a wheel (with its PEP 658 `.metadata` file) or as an sdist alone."""
+    add = fake_pypi.add_sdist if kind == "sdist" else fake_pypi.add_wheel
+    return add("gamma", "1.0", upload_time="2023-01-01T10:00:00Z", requires_dist=["beta>=1"],
+               requires_python=">=3.8")
+
+
+def keep(proxy, kept: str) -> None:
+    """Have the proxy keep a file of gamma 1.0 at the pin, as a client's download does:
+    the wheel, only the wheel's `.metadata` (what `uv pip compile` reads), or the sdist."""
+    [f] = json.loads(proxy.get("/2023-03-01/simple/gamma/", {"Accept": JSON}).body)["files"]
+    path = f["url"].removeprefix(proxy.url) + (".metadata" if kept == "metadata" else "")
+    assert proxy.get(path).status == 200
+    deadline = time.monotonic() + 30
+    while fills(proxy) < 1:  # the commit follows the client's last bytes
+        assert time.monotonic() < deadline, "the file was never committed"
+
+
+@pytest.mark.parametrize("upstream", ["deleted", "down"])
+@pytest.mark.parametrize("kept", ["wheel", "metadata", "sdist"])
+def test_json_api_answers_from_kept_core_metadata_when_upstream_cannot(fake_pypi, proxy, kept, upstream):
+    """A release whose info datepin never fetched, deleted upstream (or upstream down): the
+    JSON API at the pin reads the info from the core metadata of the file it kept (Poetry
+    locks from it), and keeps that answer as it keeps fetched info."""
+    gamma = add_gamma(fake_pypi, "sdist" if kept == "sdist" else "wheel")
+    keep(proxy, kept)
+    if upstream == "deleted":
+        fake_pypi.delete(gamma.filename)
+    else:
+        fake_pypi.fault("/", "status", times=None)
+    first = [proxy.get(path) for path in PIN_JSON_API]
+    for r in first:
+        assert r.status == 200, r.body
+        info = json.loads(r.body)["info"]
+        assert {k: info[k] for k in ("name", "version", "requires_dist", "requires_python", "summary")} == {
+            "name": "gamma", "version": "1.0", "requires_dist": ["beta>=1"],
+            "requires_python": ">=3.8", "summary": "gamma, a fakepypi test package"}
+    fake_pypi.clear_faults()
+    fake_pypi.clear_log()
+    again = [proxy.get(path) for path in PIN_JSON_API]
+    assert [r.body for r in again] == [r.body for r in first]
+    assert fake_pypi.requests == []
+
+
+@pytest.mark.parametrize("upstream", ["deleted", "down"])
+@pytest.mark.parametrize("kind", ["wheel", "sdist"])
+def test_json_api_of_a_release_gone_with_nothing_kept_is_502(fake_pypi, proxy, kind, upstream):
+    gamma = add_gamma(fake_pypi, kind)
+    assert proxy.get("/2023-03-01/simple/gamma/").status == 200  # observed: the view is fixed
+    if upstream == "deleted":
+        fake_pypi.delete(gamma.filename)
+    else:
+        fake_pypi.fault("/", "status", times=None)
+    for path in PIN_JSON_API:
+        r = proxy.get(path)
+        assert r.status == 502, r.body
+        assert "gamma 1.0" in json.loads(r.body)["message"]

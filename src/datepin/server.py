@@ -243,11 +243,19 @@ async def runtime(
             raise OSError(f"{file.filename} vanished from the store")
         return _reading(handle)
 
+    async def open_kept(file: DistFile, metadata: bool) -> AbstractContextManager[IO[bytes]] | None:
+        sha = (file.core_metadata or {}).get("sha256") if metadata else file.sha256
+        if sha is None:
+            return None
+        handle = await asyncio.to_thread(store.open, sha)
+        return None if handle is None else _reading(handle)
+
     async def rescue(registry: Registry, file: DistFile, authorization: str | None) -> bool:
         return await rt.rescue(registry, file, authorization)
 
     index = Index(
-        config, history, upstream, clock=clock, fetch_file=fetch_file, auth=auth, rescue=rescue
+        config, history, upstream, clock=clock, fetch_file=fetch_file, open_kept=open_kept,
+        auth=auth, rescue=rescue,
     )
     rt = Runtime(config, paths, history, store, upstream, files, index)
     try:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
 import logging
-import zipfile
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractContextManager
@@ -23,6 +23,7 @@ from packaging.utils import NormalizedName
 
 from datepin.auth import AccessGate, UpstreamAuth, same_origin
 from datepin.config import Config, Registry
+from datepin.coremetadata import MAX_METADATA, MetadataError, is_sdist, read_core_metadata
 from datepin.history import (
     Change,
     HistoryBusy,
@@ -61,6 +62,11 @@ Clock = Callable[[], datetime]
 FetchFile = Callable[
     [DistFile, Registry, Mapping[str, str]], Awaitable[AbstractContextManager[IO[bytes]]]
 ]
+# A file as datepin keeps it (its `.metadata` file when the flag says so), to read while the
+# block it opens lasts; None when it is not kept.  Never asks upstream.
+OpenKept = Callable[[DistFile, bool], Awaitable[AbstractContextManager[IO[bytes]] | None]]
+# Where a release's core metadata may be read: a file, and whether it is its `.metadata`.
+MetadataSource = tuple[DistFile, bool]
 
 # Fixed views kept in memory, counted in files (about 1 KB each).  Their rendered pages are
 # cached by the addon, so this serves other formats and the JSON API; a view of more than a
@@ -118,6 +124,7 @@ class Index:
         *,
         clock: Clock = utcnow,
         fetch_file: FetchFile | None = None,
+        open_kept: OpenKept | None = None,
         auth: UpstreamAuth | None = None,
         gate: AccessGate | None = None,
         rescue: Rescue | None = None,
@@ -127,6 +134,7 @@ class Index:
         self.upstream = upstream
         self.clock = clock
         self.fetch_file = fetch_file
+        self.open_kept = open_kept
         self.auth = auth or UpstreamAuth()
         self.gate = gate or AccessGate()
         self._rescue = rescue
@@ -570,7 +578,8 @@ class Index:
             # Not a stand-in: it would lack requires_dist, and be replaced by the real info
             # once upstream is back, changing what a fixed view answers.
             raise UpstreamError(
-                f"{name} {chosen}: release metadata not kept and upstream failed: {failures[0]}"
+                f"{name} {chosen}: release metadata not kept, no file of the release kept to"
+                f" read it from, and upstream failed: {failures[0]}"
             )
         if info is not None:
             try:
@@ -616,40 +625,84 @@ class Index:
         authorization: str | None,
         failures: list[str],
     ) -> dict[str, object] | None:
-        """Fall back to the release's core metadata: its .metadata file, else a wheel's."""
-        files = [f for f in result.files if str(version_of(f.filename)) == version]
-        for f in files:
-            if f.core_metadata is not None:
+        """Fall back to the release's core metadata (DESIGN.md "The view function"): a wheel's
+        (its `.metadata` file, else the METADATA inside it), else an sdist's PKG-INFO, from
+        the file uploaded first, as warehouse describes a release.  What datepin has kept is
+        read before upstream is asked: the release may be gone upstream, or upstream down."""
+        files = sorted(
+            (f for f in result.files if str(version_of(f.filename)) == version), key=_upload_order
+        )
+        wheels = [(f, True) for f in files if f.core_metadata is not None]
+        wheels += [(f, False) for f in files if f.filename.endswith(".whl")]
+        sdists = [(f, False) for f in files if is_sdist(f.filename)]
+        for sources in (wheels, sdists):
+            info = await self._kept_info(sources)
+            if info is None:
+                info = await self._fetched_info(
+                    registry, result.name, sources, authorization, failures
+                )
+            if info is not None:
+                return info
+        return None
+
+    async def _kept_info(self, sources: list[MetadataSource]) -> dict[str, object] | None:
+        if self.open_kept is None:
+            return None
+        for f, metadata in sources:
+            kept = await self.open_kept(f, metadata)
+            if kept is None:
+                continue
+            name = f.filename + ".metadata" if metadata else f.filename
+            try:
+                with kept as file:
+                    return await asyncio.to_thread(_read_info, file, name)
+            except (OSError, MetadataError) as e:
+                log.warning("kept %s: %s", name, e)
+        return None
+
+    async def _fetched_info(
+        self,
+        registry: Registry,
+        name: str,
+        sources: list[MetadataSource],
+        authorization: str | None,
+        failures: list[str],
+    ) -> dict[str, object] | None:
+        for f, metadata in sources:
+            if metadata:
                 url = f.url + ".metadata"
                 try:
                     fetched = await self.upstream.get(
-                        url, headers=self.upstream_headers(registry, url, authorization)
+                        url,
+                        headers=self.upstream_headers(registry, url, authorization),
+                        max_bytes=MAX_METADATA,
                     )
                 except UpstreamError as e:
                     log.info("metadata of %s: %s", f.filename, e)
                     failures.append(str(e))
                     continue
-                if fetched.status == 200:
+                expected = (f.core_metadata or {}).get("sha256")
+                if fetched.status == 200 and expected not in (None, hashlib.sha256(fetched.body).hexdigest()):
+                    # Kept for good once read: wrong bytes must not become the release's info.
+                    failures.append(f"{f.filename}.metadata: sha256 mismatch")
+                elif fetched.status == 200:
                     return info_from_metadata(fetched.body)
-                if fetched.status in (401, 403) and registry.auth == "passthrough":
+                elif fetched.status in (401, 403) and registry.auth == "passthrough":
                     # A file refused to the client's credentials ends their access, as a
                     # page refused does.
-                    self.refused(registry, result.name, authorization)
+                    self.refused(registry, name, authorization)
                     raise _refused(registry, url, fetched.status)
-                if fetched.status not in (404, 410):
+                elif fetched.status not in (404, 410):
                     failures.append(f"{f.filename}.metadata: HTTP {fetched.status}")
-        if self.fetch_file is None:
-            return None
-        for f in files:
-            if f.filename.endswith(".whl"):
+            elif self.fetch_file is not None:
                 try:
                     headers = self.upstream_headers(registry, f.url, authorization)
                     with await self.fetch_file(f, registry, headers) as file:
-                        return await asyncio.to_thread(_wheel_metadata, file)
+                        return await asyncio.to_thread(_read_info, file, f.filename)
                 except (UpstreamError, OSError) as e:
                     log.info("metadata inside %s: %s", f.filename, e)
                     failures.append(str(e))
-                except (ValueError, zipfile.BadZipFile) as e:
+                except MetadataError as e:
                     log.info("metadata inside %s: %s", f.filename, e)
         return None
 
@@ -700,10 +753,13 @@ async def _shared[K, T](
         del inflight[key]
 
 
-def _wheel_metadata(file: IO[bytes]) -> dict[str, object] | None:
-    with zipfile.ZipFile(file) as zf:
-        for member in zf.namelist():
-            parts = member.split("/")
-            if len(parts) == 2 and parts[0].endswith(".dist-info") and parts[1] == "METADATA":
-                return info_from_metadata(zf.read(member))
-    return None
+def _upload_order(f: DistFile) -> tuple[bool, datetime, str]:
+    """Files of a release as uploaded (warehouse describes a release by its first file);
+    files without an upload time last."""
+    return (f.upload_time is None, f.upload_time or datetime.min.replace(tzinfo=UTC), f.filename)
+
+
+def _read_info(file: IO[bytes], filename: str) -> dict[str, object]:
+    """The JSON API `info` from the core metadata in `file` (a thread's work: it decompresses
+    and parses).  Raises MetadataError, OSError."""
+    return info_from_metadata(read_core_metadata(file, filename))
