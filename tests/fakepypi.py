@@ -80,14 +80,15 @@ API_VERSION_STATUS = "1.4"  # PEP 792 project status needs repository version 1.
 
 _CHUNK = 64 * 1024
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+TRICKLE_PIECES = 10  # a "trickle" fault sends the body in this many pieces
 _FLIP = bytes(i ^ 0x01 for i in range(256))  # wrong_bytes: same length, every byte differs
 _EXTRA_MARKER = re.compile(r"""extra\s*==\s*['"]([^'"]+)['"]""")
 
 FaultKind = Literal[
-    "status", "stall", "stall_body", "cut", "wrong_bytes", "truncate_page", "malformed"
+    "status", "stall", "stall_body", "cut", "wrong_bytes", "truncate_page", "malformed", "trickle"
 ]
 FAULT_KINDS: tuple[FaultKind, ...] = (
-    "status", "stall", "stall_body", "cut", "wrong_bytes", "truncate_page", "malformed"
+    "status", "stall", "stall_body", "cut", "wrong_bytes", "truncate_page", "malformed", "trickle"
 )
 
 
@@ -416,6 +417,8 @@ class Fault:
     truncate_page  the first half of the body, with a Content-Length that matches it
     malformed    an invalid body for its Content-Type (JSON that does not parse, HTML with
                  an unterminated tag and invalid UTF-8, a file that is not a distribution)
+    trickle      send headers, then the body in TRICKLE_PIECES pieces `seconds` apart: each
+                 read comes within a read timeout, the whole body does not
     """
 
     match: str | re.Pattern[str]
@@ -679,6 +682,16 @@ class _Handler(BaseHTTPRequestHandler):
         chunks = _chunks(body)
         if kind == "wrong_bytes":
             chunks = (c.translate(_FLIP) for c in chunks)
+        if kind == "trickle":
+            data = b"".join(chunks)
+            step = -(-len(data) // TRICKLE_PIECES)
+            for start in range(0, len(data), step):
+                if start and stopping.wait(seconds):
+                    self.close_connection = True
+                    return
+                self.wfile.write(data[start : start + step])
+                self.wfile.flush()
+            return
         if kind in ("cut", "stall_body"):
             self._write(_limit(chunks, length // 2))
             self.wfile.flush()

@@ -202,7 +202,7 @@ toml_value = st.recursive(
     max_leaves=6,
 )
 KNOWN_KEYS = {
-    "server": ["listen", "data_dir", "default_pin", "live_ttl", "upstream_timeout",
+    "server": ["listen", "data_dir", "default_pin", "live_ttl", "upstream_timeout", "page_deadline",
                "max_page_size", "refuse_other_hosts"],
     "cache": ["size_limit"],
     "snapshot": ["interval", "track", "concurrency"],

@@ -105,6 +105,8 @@ def error_response(
     extra = dict(headers or {})
     if e.status == 401:
         extra["WWW-Authenticate"] = CHALLENGE
+    if e.retry_after is not None:
+        extra["Retry-After"] = str(e.retry_after)
     if json_api:
         return json_response(e.status, {"message": str(e)}, extra)
     return text_response(e.status, str(e), extra)

@@ -48,6 +48,8 @@ class Config:
     default_pin: str = "live"
     live_ttl: float = 600.0
     upstream_timeout: float = 30.0
+    # the longest an upstream page, JSON document or `.metadata` file may take as a whole
+    page_deadline: float = 60.0
     max_page_size: int = 256 * 2**20  # bytes of one upstream index page or JSON document
     refuse_other_hosts: bool = False
     size_limit: int = 50 * 10**9
@@ -188,6 +190,7 @@ _SCHEMA: dict[str, dict[str, str]] = {
         "default_pin": "str",
         "live_ttl": "duration",
         "upstream_timeout": "positive duration",
+        "page_deadline": "positive duration",
         "max_page_size": "positive size",
         "refuse_other_hosts": "bool",
     },
@@ -288,6 +291,7 @@ def _parse(data: Mapping[str, Any], source: str) -> Config:
     for key, attr in (
         ("live_ttl", "live_ttl"),
         ("upstream_timeout", "upstream_timeout"),
+        ("page_deadline", "page_deadline"),
         ("max_page_size", "max_page_size"),
         ("refuse_other_hosts", "refuse_other_hosts"),
     ):

@@ -53,7 +53,7 @@ from yarl import URL
 from datepin.auth import CHALLENGE
 from datepin.blobs import BlobHandle, BlobStore, Fill, HashMismatch, check_sha256
 from datepin.memory import give_back
-from datepin.upstream import BULK_DOWNLOADS
+from datepin.upstream import BULK_DOWNLOADS, status_error
 
 log = logging.getLogger(__name__)
 
@@ -107,10 +107,11 @@ class FileTarget:
 class FillError(Exception):
     """Upstream could not supply a file; `status` is the HTTP answer for a waiting client."""
 
-    def __init__(self, status: int, reason: str) -> None:
+    def __init__(self, status: int, reason: str, *, retry_after: int | None = None) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.retry_after = retry_after  # seconds, sent as Retry-After: upstream throttles
 
 
 class RangeNotSatisfiable(ValueError):
@@ -192,17 +193,25 @@ def _check_identity(upstream: aiohttp.ClientResponse) -> None:
         raise FillError(502, f"upstream sent the file recoded (Content-Encoding {shown})")
 
 
-def _not_ok(target: FileTarget, status: int, what: str = "") -> FillError:
+def _not_ok(
+    target: FileTarget, upstream: aiohttp.ClientResponse, what: str = ""
+) -> FillError:
     """Upstream answered `target`'s request (`what`: which one) other than with the file.
     Its 404 and 410 are answers, passed on as such: a 502 makes pip and uv retry (pip five
     times, about 8 s) a file that is not there, asking upstream each time.  A 401/403 to
     the client's own credentials (`on_refused`) ends their access and is passed on; to
-    datepin's own, or to none, its setup is wrong: 502."""
+    datepin's own, or to none, its setup is wrong: 502.  Throttling (429, 503) is passed on
+    with its Retry-After, as for pages."""
+    status = upstream.status
     if status in (401, 403) and target.on_refused is not None:
         target.on_refused()
         return FillError(status, f"the registry refused these credentials (HTTP {status}{what})")
-    client_status = status if status in (404, 410) else 502
-    return FillError(client_status, f"upstream answered HTTP {status}{what}")
+    failed = status_error(target.upstream_url, status, upstream.headers)
+    client_status = status if status in (404, 410) else failed.status
+    reason = f"upstream answered HTTP {status}{what}"
+    if failed.retry_after is not None:
+        reason += f" (retry after {failed.retry_after} s)"
+    return FillError(client_status, reason, retry_after=failed.retry_after)
 
 
 def _checked_sha256(digest: str, expected: str | None) -> str:
@@ -256,8 +265,12 @@ def _send_now(sock_fd: int, file_fd: int, offset: int, count: int) -> int:
 
 
 def fill_error_headers(exc: FillError) -> dict[str, str]:
-    """A 401 asks for credentials: pip and uv retry with their index URL's or keyring's."""
-    return {"WWW-Authenticate": CHALLENGE} if exc.status == 401 else {}
+    """A 401 asks for credentials: pip and uv retry with their index URL's or keyring's.  A
+    throttled upstream's Retry-After goes on."""
+    headers = {"WWW-Authenticate": CHALLENGE} if exc.status == 401 else {}
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(exc.retry_after)
+    return headers
 
 
 def fill_error_text(target: FileTarget, exc: FillError) -> str:
@@ -344,6 +357,7 @@ class FileServer:
         session: aiohttp.ClientSession,
         *,
         timeout: float = 30.0,
+        deadline: float = 60.0,
         ticket_ttl: float = 60.0,
         max_tickets: int = 10_000,
         workers: int = 8,
@@ -355,6 +369,7 @@ class FileServer:
         # the session's connections: HEAD, ranges, small files and pages have the rest.
         self._bulk = asyncio.Semaphore(BULK_DOWNLOADS)
         self._timeout = timeout
+        self._deadline = deadline  # for `.metadata` files (`_fetch`), as for pages
         self._ticket_ttl = ticket_ttl
         self._max_tickets = max_tickets
         self._clock = clock
@@ -871,6 +886,21 @@ class FileServer:
         return download.preparing
 
     async def _fetch(self, download: _Download) -> None:
+        # A `.metadata` file is read whole, as a page is, and gets a page's overall deadline:
+        # one that trickles in, each read within the timeout, would hold its clients forever.
+        # A whole file (a wheel of any size) keeps only the per-read timeout.
+        deadline = asyncio.timeout(self._deadline if download.target.metadata else None)
+        try:
+            async with deadline:
+                await self._fetch_within(download, deadline)
+        except TimeoutError:
+            if deadline.expired():
+                raise FillError(
+                    504, f"upstream sent no complete answer within {self._deadline:g} s (page_deadline)"
+                ) from None
+            raise
+
+    async def _fetch_within(self, download: _Download, deadline: asyncio.Timeout) -> None:
         target, sha = download.target, download.target.expected_sha256
         slot = contextlib.nullcontext() if target.known_small else self._bulk
         async with slot, self._session.get(
@@ -881,7 +911,7 @@ class FileServer:
             read_bufsize=_READ_BUFFER,
         ) as upstream:
             if upstream.status != 200:
-                raise _not_ok(target, upstream.status)
+                raise _not_ok(target, upstream)
             _check_identity(upstream)
             length = upstream.content_length
             if target.size is not None:
@@ -891,6 +921,7 @@ class FileServer:
             # A small file is read whole and verified here, and its clients are answered
             # before it is stored: a cold `.metadata` file's client would wait for each hop.
             first = await _read_up_to(upstream.content, SMALL_FILE + 1) if target.known_small else b""
+            deadline.reschedule(None)  # read: storing it is datepin's own work
             if target.known_small and len(first) <= SMALL_FILE:
                 await self._keep_small(download, first, length)
                 return
@@ -1028,7 +1059,7 @@ class FileServer:
                 allow_redirects=True,
             ) as upstream:
                 if upstream.status != 200:
-                    raise _not_ok(target, upstream.status, " to HEAD")
+                    raise _not_ok(target, upstream, " to HEAD")
                 _check_identity(upstream)
                 return upstream.content_length
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -1101,7 +1132,7 @@ class FileServer:
                         )
                     skip = wanted.start  # upstream ignores ranges: slice the whole body
                 else:
-                    raise _not_ok(target, upstream.status, " to a range request")
+                    raise _not_ok(target, upstream, " to a range request")
                 response = web.StreamResponse(status=206, headers=headers)
                 response.headers["Content-Range"] = spec
                 response.content_length = remaining

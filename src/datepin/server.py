@@ -228,8 +228,14 @@ async def runtime(
         raise StartupError(str(e)) from None
     paths = prepare_data_dir(config.data_dir)
     history, store = open_stores(paths, config)
-    upstream = Upstream(timeout=config.upstream_timeout, max_page_bytes=config.max_page_size)
-    files = FileServer(store, upstream.session, timeout=config.upstream_timeout)
+    upstream = Upstream(
+        timeout=config.upstream_timeout,
+        deadline=config.page_deadline,
+        max_page_bytes=config.max_page_size,
+    )
+    files = FileServer(
+        store, upstream.session, timeout=config.upstream_timeout, deadline=config.page_deadline
+    )
 
     async def fetch_file(
         file: DistFile, registry: Registry, headers: Mapping[str, str]

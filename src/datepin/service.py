@@ -46,10 +46,12 @@ from datepin.rewrite.parse import (
 from datepin.rewrite.render import choose_release, info_from_metadata
 from datepin.upstream import (
     SIMPLE_ACCEPT,
+    THROTTLED,
     Upstream,
     UpstreamError,
     mask_url,
     one_line,
+    status_error,
     strip_userinfo,
 )
 from datepin.views import is_fixed, view
@@ -183,7 +185,7 @@ class Index:
         if fetched.status in (401, 403):
             raise _refused(registry, url, fetched.status)
         if fetched.status != 200:
-            raise UpstreamError(f"{mask_url(url)} answered HTTP {fetched.status}")
+            raise status_error(url, fetched.status, fetched.headers)
         if registry.auth != "none" and not same_origin(fetched.url, registry):
             # Redirected to another host (a single sign-on front's login page, say), which
             # got no credentials: its 200 is not the registry accepting them.
@@ -371,7 +373,8 @@ class Index:
             raise UpstreamError(
                 f"cannot check access to {name} on registry {registry.name!r}, so its stored "
                 f"files are not served: {e}",
-                status=502,
+                status=e.status if e.status in THROTTLED else 502,
+                retry_after=e.retry_after,
             ) from None
         if page is None:
             self.gate.revoke(key)

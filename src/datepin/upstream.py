@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
@@ -22,12 +25,55 @@ SIMPLE_ACCEPT = (
 )
 
 
-class UpstreamError(Exception):
-    """Upstream could not be asked or gave an unusable answer; `status` is what we answer."""
+# Upstream answers that say "not now" (PyPI's CDN under load, a registry's rate limit): when
+# datepin has nothing of its own to answer with, the client gets the same status and its
+# Retry-After.  pip retries 503 always and 429 only with a Retry-After, waiting as long as it
+# says; uv retries both (and 502) on its own schedule.  Other failures stay 502.
+THROTTLED = (429, 503)
+# The longest Retry-After passed on: pip sleeps for whatever it is told (up to 6 hours),
+# silently, before each of its 5 retries.
+MAX_RETRY_AFTER = 60
+_SECONDS = re.compile(r"[0-9]+")
 
-    def __init__(self, message: str, *, status: int = 502) -> None:
+
+class UpstreamError(Exception):
+    """Upstream could not be asked or gave an unusable answer; `status` is what we answer,
+    with `retry_after` (seconds) as Retry-After when upstream asked to be left alone."""
+
+    def __init__(self, message: str, *, status: int = 502, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.retry_after = retry_after
+
+
+def retry_after_seconds(value: str | None, *, now: datetime) -> int | None:
+    """A Retry-After header (RFC 9110 10.2.3: seconds, or an HTTP date) as seconds from `now`,
+    at most MAX_RETRY_AFTER; None when absent or unreadable."""
+    if value is None:
+        return None
+    value = value.strip()
+    if _SECONDS.fullmatch(value):
+        return min(int(value), MAX_RETRY_AFTER)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return min(max(0, int((when - now).total_seconds())), MAX_RETRY_AFTER)
+
+
+def status_error(url: str, status: int, headers: Mapping[str, str]) -> UpstreamError:
+    """Upstream answered `url` with `status` instead of what was asked for: a throttling
+    status is passed on with its Retry-After, anything else is a bad gateway."""
+    message = f"{mask_url(url)} answered HTTP {status}"
+    if status not in THROTTLED:
+        return UpstreamError(message)
+    value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
+    retry_after = retry_after_seconds(value, now=datetime.now(UTC))
+    if retry_after is not None:
+        message += f" (retry after {retry_after} s)"
+    return UpstreamError(message, status=status, retry_after=retry_after)
 
 
 @dataclass(frozen=True)
@@ -83,8 +129,16 @@ BULK_DOWNLOADS = 64  # whole-file downloads from upstream at once (src/datepin/f
 class Upstream:
     """Owns the aiohttp session.  Construct inside the running loop."""
 
-    def __init__(self, *, timeout: float = 30.0, max_page_bytes: int = MAX_PAGE_BYTES) -> None:
+    def __init__(
+        self,
+        *,
+        timeout: float = 30.0,
+        deadline: float = 60.0,
+        max_page_bytes: int = MAX_PAGE_BYTES,
+    ) -> None:
         self.timeout = timeout
+        # A page that trickles in, each read within `timeout`, would hold its clients forever.
+        self.deadline = deadline
         self.max_page_bytes = max_page_bytes
         # Room for every whole-file download datepin runs at once (BULK_DOWNLOADS) and as many
         # connections again for pages, the JSON API and small files, which so never wait for
@@ -114,8 +168,9 @@ class Upstream:
         shown = mask_url(url)
         log.debug("GET %s", shown)
         max_bytes = self.max_page_bytes if max_bytes is None else max_bytes
+        deadline = asyncio.timeout(self.deadline)
         try:
-            async with self.session.get(url, headers=dict(headers or {})) as resp:
+            async with deadline, self.session.get(url, headers=dict(headers or {})) as resp:
                 # One growing buffer rather than a list of pieces joined at the end: a big
                 # page's pieces would leave a hole of its size in the C heap, and the join
                 # would hold it twice (bench/run, growth: a 12 MB page).
@@ -134,6 +189,11 @@ class Upstream:
                     redirected=bool(resp.history),
                 )
         except TimeoutError:
+            if deadline.expired():
+                raise UpstreamError(
+                    f"{shown} sent no complete answer within {self.deadline:g}s (page_deadline)",
+                    status=504,
+                ) from None
             raise UpstreamError(f"{shown} timed out after {self.timeout:g}s", status=504) from None
         except aiohttp.ClientError as e:  # a body cut short or undecodable, too
             raise UpstreamError(f"{shown}: {describe(e)}") from None
