@@ -13,13 +13,14 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from html import escape
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from clients import ClientError, pip_install, pip_resolve, uv_compile, uv_install
-from fakepypi import FakePyPI
+from fakepypi import FakePyPI, build_wheel
 from proxyproc import Proxy, Response, fetch, write_config
 from scripted import ScriptedServer
 
@@ -476,8 +477,6 @@ def test_an_html_registry_page_in_latin_1_is_read_as_pip_and_uv_read_it(
 
 def _torch_like_page(project: str, links: list[tuple[str, str, str | None]]) -> bytes:
     """PyTorch's page layout: `(href, filename, requires_python)` per file."""
-    from html import escape
-
     anchors = "".join(
         f'    <a href="{escape(href)}"'
         + (f' data-requires-python="{escape(rp)}"' if rp else "")
@@ -489,8 +488,6 @@ def _torch_like_page(project: str, links: list[tuple[str, str, str | None]]) -> 
 
 
 def test_a_pytorch_like_index_installs_beside_pinned_pypi(tmp_path: Path, public: FakePyPI) -> None:
-    from fakepypi import build_wheel
-
     with FakePyPI() as cdn, ScriptedServer() as index:
         links = []
         for tag in ("cp312-cp312-win_amd64", "cp312-cp312-macosx_11_0_arm64", "py3-none-any"):
@@ -502,7 +499,6 @@ def test_a_pytorch_like_index_installs_beside_pinned_pypi(tmp_path: Path, public
         quoted = "/whl/cu121/" + old.filename.replace("+", "%2B")
         index.route(quoted, 200, old.content, content_type="application/octet-stream")
         index.route("/whl/cu121/" + old.filename, 200, old.content, content_type="application/octet-stream")
-        import hashlib
         links.append((f"{quoted}#sha256={hashlib.sha256(old.content).hexdigest()}", old.filename, ">=3.8"))
         index.route("/whl/torchy/", 200, _torch_like_page("torchy", links), content_type="text/html")
         extra = f'[[registry]]\nname = "pytorch"\nurl = "{index.url}/whl/"\n'
@@ -530,9 +526,6 @@ def test_a_pytorch_like_index_installs_beside_pinned_pypi(tmp_path: Path, public
 
 @pytest.mark.parametrize("status", [301, 302, 307, 308])
 def test_an_nvidia_like_index_whose_pages_redirect(tmp_path: Path, public: FakePyPI, status: int) -> None:
-    from fakepypi import build_wheel
-    import hashlib
-
     wheel = build_wheel("nvidia-cudnn-cu12", "9.1.0.70", tag="py3-none-manylinux2014_x86_64")
     wheel_any = build_wheel("nvidia-cudnn-cu12", "9.0.0", requires_dist=["beta"])
     with ScriptedServer() as index, ScriptedServer() as other:
@@ -570,8 +563,6 @@ def test_files_deleted_from_an_html_registry_still_install_at_the_old_pin(
 ) -> None:
     """No hashes, no upload times (a plain directory listing): installed once, deleted
     upstream, seen gone; the old pin still installs it from the store, with pinned PyPI."""
-    from fakepypi import build_wheel
-
     wheels = [build_wheel("listed", v, requires_dist=["beta"]) for v in ("1.0", "2.0")]
 
     def page(ws):
@@ -595,7 +586,6 @@ def test_files_deleted_from_an_html_registry_still_install_at_the_old_pin(
         assert pip_install(proxy.index(t1), ["listed"], target_venv=tmp_path / "v2", extra_args=idx) == {
             "listed": "1.0", "beta": "1.0"}
         assert uv_compile(proxy.index(t1), ["listed"], extra_args=idx) == {"listed": "1.0", "beta": "1.0"}
-        from clients import uv_install
         assert uv_install(proxy.index(t1), ["listed"], target_venv=tmp_path / "v3", extra_args=idx) == {
             "listed": "1.0", "beta": "1.0"}
         idx2 = ["--extra-index-url", f"{proxy.url}/{t2}/r/static/"]
@@ -606,10 +596,6 @@ def test_files_deleted_from_an_html_registry_still_install_at_the_old_pin(
 def test_static_credentials_go_to_the_registry_host_only(
     tmp_path: Path, public: FakePyPI, secret: str
 ) -> None:
-    import hashlib
-
-    from fakepypi import build_wheel
-
     expected = ("Bearer " + secret) if ":" not in secret else (
         "Basic " + base64.b64encode(secret.encode()).decode())
     local = build_wheel("corpy", "1.0", requires_dist=["beta"])
@@ -705,5 +691,38 @@ def test_a_file_that_does_not_match_its_md5_is_not_kept(tmp_path: Path, public: 
             idx = ["--extra-index-url", f"{proxy.url}/{PIN}/r/md5/"]
             assert pip_install(proxy.index(PIN), ["hashed"], target_venv=tmp_path / "v",
                                extra_args=idx) == {"hashed": "1.0", "beta": "1.0"}
+        finally:
+            proxy.stop()
+
+
+@pytest.mark.parametrize("auth", ["static", "passthrough"])
+def test_a_registry_that_forwards_unknown_projects_to_pypi(
+    tmp_path: Path, public: FakePyPI, auth: str
+) -> None:
+    """GitLab's package registry answers a project it does not hold with a redirect to
+    pypi.org's page (request forwarding, on by default).  With credentials, that is not a
+    login page: the project is not on this registry (404), and the client takes it from
+    its pinned PyPI index, as it would take it from PyPI going straight to GitLab."""
+    own = build_wheel("foo-bar", "1.0", requires_dist=["beta"])
+    base = "/api/v4/projects/42/packages/pypi"
+    with ScriptedServer() as gitlab:
+        href = f"{base}/files/{own.filename}#sha256={hashlib.sha256(own.content).hexdigest()}"
+        gitlab.route(f"{base}/simple/foo-bar/", 200, _torch_like_page("foo-bar", [(href, own.filename, None)]),
+                     content_type="text/html")
+        gitlab.route(f"{base}/files/{own.filename}", 200, own.content, content_type="application/octet-stream")
+        gitlab.route(f"{base}/simple/beta/", 302, b"", Location=f"{public.url}/simple/beta/")
+        extra = f'[[registry]]\nname = "gl"\nurl = "{gitlab.url}{base}/simple/"\nauth = "{auth}"\n'
+        if auth == "static":
+            extra += 'auth_env = "GL_TOKEN"\n'
+        proxy = start_proxy(tmp_path, public, extra, env={**os.environ, "GL_TOKEN": "t0ken"})
+        try:
+            cred = f"{USER}:t0ken@" if auth == "passthrough" else ""
+            index = f"http://{cred}127.0.0.1:{proxy.port}/{PIN}/r/gl/"
+            page = proxy.get(f"/{PIN}/r/gl/beta/", {"Authorization": basic(USER, "t0ken")})
+            assert page.status == 404, page.body
+            assert proxy.get(f"/{PIN}/r/gl/foo-bar/", {"Authorization": basic(USER, "t0ken")}).status == 200
+            idx = ["--extra-index-url", index]
+            assert uv_compile(proxy.index(PIN), ["foo-bar"], extra_args=idx) == {"foo-bar": "1.0", "beta": "1.0"}
+            assert pip_resolve(proxy.index(PIN), ["foo-bar"], extra_args=idx) == {"foo-bar": "1.0", "beta": "1.0"}
         finally:
             proxy.stop()

@@ -34,7 +34,7 @@ from datepin.history import (
 )
 from datepin.model import DistFile, ProjectHistory, ProjectPage, View
 from datepin.pins import Pin
-from datepin.rewrite.filenames import version_of
+from datepin.rewrite.filenames import project_of, version_of
 from datepin.rewrite.parse import (
     PageError,
     check_html_complete,
@@ -186,10 +186,10 @@ class Index:
             raise _refused(registry, url, fetched.status)
         if fetched.status != 200:
             raise status_error(url, fetched.status, fetched.headers)
-        if registry.auth != "none" and not same_origin(fetched.url, registry):
-            # Redirected to another host (a single sign-on front's login page, say), which
-            # got no credentials: its 200 is not the registry accepting them.
-            raise _refused(registry, url, 401, f"redirected to {mask_url(fetched.url)}")
+        # Redirected to another host, which got no credentials: its 200 is not the registry
+        # accepting them (a single sign-on front's login page, say), unless it is another
+        # index's page of the project (below).
+        elsewhere = registry.auth != "none" and not same_origin(fetched.url, registry)
         base_url, redirected = fetched.url, fetched.redirected
         json_page = "json" in fetched.content_type
         # Big pages (thousands of files) take milliseconds to parse: off the event loop.  A
@@ -210,6 +210,15 @@ class Index:
         except PageError as e:
             reason = one_line(str(e))
             raise UpstreamError(f"{mask_url(url)} sent a page datepin cannot read: {reason}") from None
+        if elsewhere:
+            if any(project_of(f.filename) == name for f in page.files):
+                # The registry forwards projects it does not hold to another index (GitLab
+                # sends them to pypi.org): not on this registry, as a 404 would say.  The
+                # client takes the project from its other index, pinned there.
+                log.info("%s: %s is not on this registry (forwarded to %s)",
+                         registry.name, name, mask_url(base_url))
+                return None
+            raise _refused(registry, url, 401, f"redirected to {mask_url(base_url)}")
         if redirected and not json_page and all(version_of(f.filename) is None for f in page.files):
             # Sent to an HTML page that lists no package, on whatever host: a login page (a
             # single sign-on front whose session expired), not the project.  Recorded, it
