@@ -203,7 +203,7 @@ toml_value = st.recursive(
 )
 KNOWN_KEYS = {
     "server": ["listen", "data_dir", "default_pin", "live_ttl", "upstream_timeout", "page_deadline",
-               "max_page_size", "refuse_other_hosts"],
+               "max_page_size", "refuse_other_hosts", "idle_timeout"],
     "cache": ["size_limit"],
     "snapshot": ["interval", "track", "concurrency"],
     "pypi": ["simple_url", "json_url", "files_url"],
@@ -252,6 +252,7 @@ def test_config_parse_accepts_only_runnable_configs(doc: dict[str, Any]) -> None
         return
     assert isinstance(config, Config)
     assert math.isfinite(config.upstream_timeout) and config.upstream_timeout > 0, config
+    assert math.isfinite(config.idle_timeout) and config.idle_timeout > 0, config
     for value in (config.live_ttl, config.snapshot_interval):  # snapshot_interval 0: never
         assert math.isfinite(value) and value >= 0, config
     assert config.size_limit >= 0 and config.max_page_size > 0

@@ -51,6 +51,8 @@ class Config:
     # the longest an upstream page, JSON document or `.metadata` file may take as a whole
     page_deadline: float = 60.0
     max_page_size: int = 256 * 2**20  # bytes of one upstream index page or JSON document
+    # a client connection that neither sends nor takes anything for this long is closed
+    idle_timeout: float = 600.0
     refuse_other_hosts: bool = False
     size_limit: int = 50 * 10**9
     snapshot_interval: float = 86400.0
@@ -193,6 +195,7 @@ _SCHEMA: dict[str, dict[str, str]] = {
         "page_deadline": "positive duration",
         "max_page_size": "positive size",
         "refuse_other_hosts": "bool",
+        "idle_timeout": "positive duration",
     },
     "cache": {"size_limit": "size"},
     # interval 0 turns the server's snapshots off (README, snapshotter.keep_snapshotting)
@@ -294,6 +297,7 @@ def _parse(data: Mapping[str, Any], source: str) -> Config:
         ("page_deadline", "page_deadline"),
         ("max_page_size", "max_page_size"),
         ("refuse_other_hosts", "refuse_other_hosts"),
+        ("idle_timeout", "idle_timeout"),
     ):
         if key in server:
             cfg = replace(cfg, **{attr: server[key]})

@@ -705,7 +705,10 @@ class FileServer:
                 await asyncio.get_running_loop().sendfile(transport, file, start, count, fallback=False)
                 self._counters["bytes_served"] += count
                 return
-            except NotImplementedError:
+            # Unavailable: asyncio says so also when the first sendfile(2) fails, the client
+            # being gone (or dropped, datepin.stalls); nothing was sent, and the writes below
+            # fail as they should then.
+            except (NotImplementedError, asyncio.SendfileNotAvailableError):
                 pass
         fd, end = file.fileno(), start + count
         while start < end:

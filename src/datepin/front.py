@@ -27,27 +27,33 @@ from mitmproxy import ctx
 
 from datepin.addon import Ask, DatepinAddon
 from datepin.fileserver import FileServer
+from datepin.stalls import Watch
 
 
 class _Server(web.Server):
     """aiohttp's low-level server, holding each adopted connection's StreamWriter while the
-    connection lasts: a StreamWriter collected by the garbage collector closes its socket."""
+    connection lasts (a StreamWriter collected by the garbage collector closes its socket),
+    and the watch that drops its client if it stops taking its answers (datepin.stalls)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.writers: dict[object, asyncio.StreamWriter] = {}
+        self.watches: dict[object, Watch] = {}
 
     def connection_lost(self, handler: RequestHandler, exc: BaseException | None = None) -> None:
         super().connection_lost(handler, exc)
         self.writers.pop(handler, None)
+        if (watch := self.watches.pop(handler, None)) is not None:
+            watch.stop()
 
 
 class PathFront:
     """aiohttp's low-level server, answering path-mode requests through the addon."""
 
-    def __init__(self, addon: DatepinAddon, files: FileServer) -> None:
+    def __init__(self, addon: DatepinAddon, files: FileServer, *, idle_timeout: float) -> None:
         self._addon = addon
         self._files = files
+        self._idle_timeout = idle_timeout
         self._server = _Server(self._handle, access_log=None)
 
     def adopt(self, writer: asyncio.StreamWriter, first: bytes) -> bool | None:
@@ -65,6 +71,8 @@ class PathFront:
         self._server.writers[protocol] = writer
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
+        if (watch := Watch.start(transport, self._idle_timeout)) is not None:
+            self._server.watches[protocol] = watch
         protocol.data_received(first)
         return True
 

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import math
 import os
 import signal
 import socket
@@ -109,7 +110,8 @@ def proxy_options(
     """mitmproxy's options.  `lazy`: no connection before the addon has seen a request (an
     unreachable host must not fail a CONNECT that datepin answers itself); no upstream
     certificate sniffing (datepin never connects to an intercepted host); upstream TLS, where
-    mitmproxy does connect, checked against the same trust store as datepin's own client."""
+    mitmproxy does connect, checked against the same trust store as datepin's own client.
+    Its idle timeout is `idle_timeout`, in whole seconds (an int option), as path mode's."""
     return {
         "listen_host": config.listen_host,
         "listen_port": config.listen_port,
@@ -119,6 +121,7 @@ def proxy_options(
         "upstream_cert": False,
         "allow_hosts": intercept_patterns(config),
         "ssl_verify_upstream_trusted_ca": ca_file(environ),
+        "tcp_timeout": max(1, math.ceil(config.idle_timeout)),
     }
 
 
@@ -294,8 +297,8 @@ async def run(
         master = make_master(Options(**options))
         addon = DatepinAddon(config, rt.index, rt.files, clock=clock)
         master.addons.add(addon)  # type: ignore[no-untyped-call]
-        front = PathFront(addon, rt.files)
-        hand_over_origin_form(front.adopt, idle_timeout=master.options.tcp_timeout)
+        front = PathFront(addon, rt.files, idle_timeout=config.idle_timeout)
+        hand_over_origin_form(front.adopt, idle_timeout=config.idle_timeout)
         master.options.update(**late)  # type: ignore[no-untyped-call]
 
         loop = asyncio.get_running_loop()
