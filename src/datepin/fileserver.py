@@ -42,6 +42,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import IO, Any, TypeVar
 
@@ -53,7 +54,7 @@ from yarl import URL
 from datepin.auth import CHALLENGE
 from datepin.blobs import BlobHandle, BlobStore, Fill, HashMismatch, check_sha256
 from datepin.memory import give_back
-from datepin.upstream import BULK_DOWNLOADS, status_error
+from datepin.upstream import BULK_DOWNLOADS, HoldOff, status_error
 
 log = logging.getLogger(__name__)
 
@@ -194,15 +195,16 @@ def _check_identity(upstream: aiohttp.ClientResponse) -> None:
 
 
 def _not_ok(
-    target: FileTarget, upstream: aiohttp.ClientResponse, what: str = ""
+    target: FileTarget, upstream: aiohttp.ClientResponse, holdoff: HoldOff, what: str = ""
 ) -> FillError:
     """Upstream answered `target`'s request (`what`: which one) other than with the file.
     Its 404 and 410 are answers, passed on as such: a 502 makes pip and uv retry (pip five
     times, about 8 s) a file that is not there, asking upstream each time.  A 401/403 to
     the client's own credentials (`on_refused`) ends their access and is passed on; to
     datepin's own, or to none, its setup is wrong: 502.  Throttling (429, 503) is passed on
-    with its Retry-After, as for pages."""
+    with its Retry-After, as for pages, and holds the origin off (`holdoff`)."""
     status = upstream.status
+    holdoff.note(target.upstream_url, status, upstream.headers)
     if status in (401, 403) and target.on_refused is not None:
         target.on_refused()
         return FillError(status, f"the registry refused these credentials (HTTP {status}{what})")
@@ -362,9 +364,12 @@ class FileServer:
         max_tickets: int = 10_000,
         workers: int = 8,
         clock: Callable[[], float] = time.monotonic,
+        holdoff: HoldOff | None = None,
     ) -> None:
         self._store = store
         self._session = session
+        # Shared with the pages' Upstream: a throttled origin is one, whatever is asked of it.
+        self._holdoff = holdoff or HoldOff()
         # Whole-file downloads of files not known to be small (`_fetch`) take at most half of
         # the session's connections: HEAD, ranges, small files and pages have the rest.
         self._bulk = asyncio.Semaphore(BULK_DOWNLOADS)
@@ -851,6 +856,20 @@ class FileServer:
             "fill of %s from %s failed: %s", target.filename, public_url(target.upstream_url), error.reason
         )
 
+    def _ask(
+        self, method: str, target: FileTarget, **options: Any
+    ) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
+        """A request for `target`'s file upstream; FillError instead while its origin is held
+        off.  Checked when the request is made: a download that waited for a slot
+        (BULK_DOWNLOADS) sees a hold-off begun meanwhile."""
+        if (held := self._holdoff.check(target.upstream_url)) is not None:
+            reason = (
+                f"upstream answered HTTP {held.status} and is left alone for now"
+                f" (retry after {held.retry_after} s)"
+            )
+            raise FillError(held.status, reason, retry_after=held.retry_after)
+        return self._session.request(method, target.upstream_url, **options)
+
     def _upstream_headers(self, target: FileTarget, **extra: str) -> CIMultiDict[str]:
         headers: CIMultiDict[str] = CIMultiDict(target.upstream_headers)
         headers["Accept-Encoding"] = "identity"  # the stored bytes are the file, never a recoding
@@ -906,15 +925,16 @@ class FileServer:
     async def _fetch_within(self, download: _Download, deadline: asyncio.Timeout) -> None:
         target, sha = download.target, download.target.expected_sha256
         slot = contextlib.nullcontext() if target.known_small else self._bulk
-        async with slot, self._session.get(
-            target.upstream_url,
+        async with slot, self._ask(
+            "GET",
+            target,
             headers=self._upstream_headers(target),
             timeout=self._client_timeout(),
             auto_decompress=False,
             read_bufsize=_READ_BUFFER,
         ) as upstream:
             if upstream.status != 200:
-                raise _not_ok(target, upstream)
+                raise _not_ok(target, upstream, self._holdoff)
             _check_identity(upstream)
             length = upstream.content_length
             if target.size is not None:
@@ -1055,14 +1075,15 @@ class FileServer:
                 return download.length
         self._counters["passthrough"] += 1
         try:
-            async with self._session.head(
-                target.upstream_url,
+            async with self._ask(
+                "HEAD",
+                target,
                 headers=self._upstream_headers(target),
                 timeout=self._client_timeout(),
                 allow_redirects=True,
             ) as upstream:
                 if upstream.status != 200:
-                    raise _not_ok(target, upstream, " to HEAD")
+                    raise _not_ok(target, upstream, self._holdoff, " to HEAD")
                 _check_identity(upstream)
                 return upstream.content_length
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -1115,8 +1136,9 @@ class FileServer:
         response: web.StreamResponse | None = None
         remaining = wanted.length
         try:
-            async with self._session.get(
-                target.upstream_url,
+            async with self._ask(
+                "GET",
+                target,
                 headers=self._upstream_headers(target, Range=f"bytes={wanted.start}-{wanted.end}"),
                 timeout=self._client_timeout(),
                 auto_decompress=False,
@@ -1135,7 +1157,7 @@ class FileServer:
                         )
                     skip = wanted.start  # upstream ignores ranges: slice the whole body
                 else:
-                    raise _not_ok(target, upstream, " to a range request")
+                    raise _not_ok(target, upstream, self._holdoff, " to a range request")
                 response = web.StreamResponse(status=206, headers=headers)
                 response.headers["Content-Range"] = spec
                 response.content_length = remaining

@@ -38,7 +38,7 @@ from datepin.front import PathFront
 from datepin.memory import freeze_startup_heap
 from datepin.service import Index, RescueError
 from datepin.snapshotter import keep_snapshotting
-from datepin.upstream import Upstream, ca_file
+from datepin.upstream import THROTTLED, Upstream, UpstreamError, ca_file
 
 log = logging.getLogger(__name__)
 
@@ -237,7 +237,8 @@ async def runtime(
         max_page_bytes=config.max_page_size,
     )
     files = FileServer(
-        store, upstream.session, timeout=config.upstream_timeout, deadline=config.page_deadline
+        store, upstream.session, timeout=config.upstream_timeout, deadline=config.page_deadline,
+        holdoff=upstream.holdoff,
     )
 
     async def fetch_file(
@@ -245,8 +246,11 @@ async def runtime(
     ) -> AbstractContextManager[IO[bytes]]:
         try:
             sha = await files.fill(file_target(file, upstream_headers=headers))
-        except FillError as e:  # upstream down, file gone, bad hash: callers read OSError
-            raise OSError(f"{file.filename}: {e}") from e
+        except FillError as e:  # upstream down or throttling, file gone, bad hash
+            status = e.status if e.status in THROTTLED else 502
+            raise UpstreamError(
+                f"{file.filename}: {e.reason}", status=status, retry_after=e.retry_after
+            ) from e
         handle = store.open(sha)
         if handle is None:
             raise OSError(f"{file.filename} vanished from the store")

@@ -60,7 +60,7 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 # A file from the blob store, fetched into it first if need be (with these upstream headers),
-# to read while the block it opens lasts.
+# to read while the block it opens lasts.  Raises UpstreamError (OSError: the store's).
 FetchFile = Callable[
     [DistFile, Registry, Mapping[str, str]], Awaitable[AbstractContextManager[IO[bytes]]]
 ]
@@ -584,14 +584,19 @@ class Index:
         stored = await asyncio.to_thread(self.history.release_info, registry.name, name, chosen)
         if stored is not None:
             return chosen, stored
-        failures: list[str] = []
+        failures: list[UpstreamError] = []
         info = await self._fetch_release_info(registry, result, chosen, authorization, failures)
         if info is None and failures:
             # Not a stand-in: it would lack requires_dist, and be replaced by the real info
-            # once upstream is back, changing what a fixed view answers.
+            # once upstream is back, changing what a fixed view answers.  Throttled, the
+            # client is told when to ask again, as for a page.
+            failed = next((e for e in failures if e.status in THROTTLED), failures[0])
+            throttled = failed.status in THROTTLED
             raise UpstreamError(
                 f"{name} {chosen}: release metadata not kept, no file of the release kept to"
-                f" read it from, and upstream failed: {failures[0]}"
+                f" read it from, and upstream failed: {failed}",
+                status=failed.status if throttled else 502,
+                retry_after=failed.retry_after if throttled else None,
             )
         if info is not None:
             try:
@@ -606,7 +611,7 @@ class Index:
         result: View,
         version: str,
         authorization: str | None,
-        failures: list[str],
+        failures: list[UpstreamError],
     ) -> dict[str, object] | None:
         if registry.json_url:
             for url in (
@@ -623,10 +628,10 @@ class Index:
                         if str(info.get("version")) == version:
                             return info
                     elif fetched.status not in (404, 410):
-                        failures.append(f"{mask_url(url)} answered HTTP {fetched.status}")
+                        failures.append(status_error(url, fetched.status, fetched.headers))
                 except (UpstreamError, PageError) as e:
                     log.info("JSON API for %s %s: %s", result.name, version, e)
-                    failures.append(str(e))
+                    failures.append(e if isinstance(e, UpstreamError) else UpstreamError(str(e)))
         return await self._info_from_files(registry, result, version, authorization, failures)
 
     async def _info_from_files(
@@ -635,7 +640,7 @@ class Index:
         result: View,
         version: str,
         authorization: str | None,
-        failures: list[str],
+        failures: list[UpstreamError],
     ) -> dict[str, object] | None:
         """Fall back to the release's core metadata (DESIGN.md "The view function"): a wheel's
         (its `.metadata` file, else the METADATA inside it), else an sdist's PKG-INFO, from
@@ -678,7 +683,7 @@ class Index:
         name: str,
         sources: list[MetadataSource],
         authorization: str | None,
-        failures: list[str],
+        failures: list[UpstreamError],
     ) -> dict[str, object] | None:
         for f, metadata in sources:
             if metadata:
@@ -691,12 +696,12 @@ class Index:
                     )
                 except UpstreamError as e:
                     log.info("metadata of %s: %s", f.filename, e)
-                    failures.append(str(e))
+                    failures.append(e)
                     continue
                 expected = (f.core_metadata or {}).get("sha256")
                 if fetched.status == 200 and expected not in (None, hashlib.sha256(fetched.body).hexdigest()):
                     # Kept for good once read: wrong bytes must not become the release's info.
-                    failures.append(f"{f.filename}.metadata: sha256 mismatch")
+                    failures.append(UpstreamError(f"{f.filename}.metadata: sha256 mismatch"))
                 elif fetched.status == 200:
                     return info_from_metadata(fetched.body)
                 elif fetched.status in (401, 403) and registry.auth == "passthrough":
@@ -705,15 +710,18 @@ class Index:
                     self.refused(registry, name, authorization)
                     raise _refused(registry, url, fetched.status)
                 elif fetched.status not in (404, 410):
-                    failures.append(f"{f.filename}.metadata: HTTP {fetched.status}")
+                    failures.append(status_error(url, fetched.status, fetched.headers))
             elif self.fetch_file is not None:
                 try:
                     headers = self.upstream_headers(registry, f.url, authorization)
                     with await self.fetch_file(f, registry, headers) as file:
                         return await asyncio.to_thread(_read_info, file, f.filename)
-                except (UpstreamError, OSError) as e:
+                except UpstreamError as e:
                     log.info("metadata inside %s: %s", f.filename, e)
-                    failures.append(str(e))
+                    failures.append(e)
+                except OSError as e:
+                    log.info("metadata inside %s: %s", f.filename, e)
+                    failures.append(UpstreamError(str(e)))
                 except MetadataError as e:
                     log.info("metadata inside %s: %s", f.filename, e)
         return None

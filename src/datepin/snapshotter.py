@@ -7,6 +7,10 @@ starts that rescue for every observation; a snapshot waits for it and counts it.
 
 Tracked projects: every project ever recorded in history (requested through the proxy, or
 named to `datepin snapshot`), plus `[snapshot] track` from the config.
+
+A registry that throttles (429, 503 with Retry-After) is waited for and asked again when it
+says, so that a rate-limited registry's daily snapshot completes, slower, rather than fail
+every project after the first refusal; see THROTTLED_PATIENCE.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -24,7 +29,7 @@ from datepin.config import Config, Registry, parse_project
 from datepin.history import HistoryStore
 from datepin.model import DistFile
 from datepin.service import Index
-from datepin.upstream import UpstreamError
+from datepin.upstream import THROTTLED, HoldOff, UpstreamError
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +38,11 @@ Project = tuple[Registry, NormalizedName]
 # Later snapshots retry a file that went away without being kept this many times in all
 # (upstream often serves a deleted file for a while; a crash may cut a rescue short).
 RESCUE_ATTEMPTS = 5
+# How long a snapshot keeps waiting for a registry that lets no request through (each answer
+# it does let through starts the count anew).  A rate limit lets some through every window
+# (Retry-After is at most MAX_RETRY_AFTER, 60 s); one that has refused everything for ten
+# minutes will not let the run finish today, and the projects left fail at once instead.
+THROTTLED_PATIENCE = 600.0
 
 
 @dataclass
@@ -95,22 +105,54 @@ def tracked(config: Config, history: HistoryStore) -> list[Project]:
 # -- one snapshot ------------------------------------------------------------------------------
 
 
+class Patience:
+    """When a snapshot asks a throttling registry again: once its hold-off is over, as long
+    as the registry has not refused everything for `limit` seconds."""
+
+    def __init__(
+        self, holdoff: HoldOff, limit: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._holdoff = holdoff
+        self._limit = limit
+        self._clock = clock
+        self._since: dict[str, float] = {}  # registry -> when it began to refuse everything
+
+    def wait(self, registry: Registry, error: UpstreamError) -> int | None:
+        """Seconds to wait before asking again after `error`; None: count it as a failure."""
+        if error.status not in THROTTLED:
+            return None
+        held = self._holdoff.check(registry.url)
+        if held is None:  # not held off (a 503 without Retry-After): a failure like any
+            return None
+        now = self._clock()
+        since = self._since.setdefault(registry.name, now)
+        if now + held.retry_after - since > self._limit:
+            return None
+        return held.retry_after
+
+    def answered(self, registry: Registry) -> None:
+        self._since.pop(registry.name, None)
+
+
 async def snapshot(
     index: Index,
     projects: Iterable[Project],
     *,
     concurrency: int = 8,
     progress: Callable[[str], None] | None = None,
+    patience: float = THROTTLED_PATIENCE,
 ) -> Summary:
     """Observe each project once, with at most `concurrency` in flight, and wait for the
-    rescue of every file seen going away."""
+    rescue of every file seen going away.  A project whose registry throttles is asked
+    again when the registry says (`Patience`)."""
     summary = Summary()
     work = iter(projects)
+    waits = Patience(index.upstream.holdoff, patience)
 
     async def worker() -> None:
         for registry, name in work:  # one shared iterator: each project is taken once
             try:
-                await _observe_one(index, registry, name, summary)
+                await _observe_one(index, registry, name, summary, waits)
             except Exception as e:
                 # A bug met on one project must not cost the run every project after it (the
                 # schedule would meet it again first, every day).
@@ -126,13 +168,24 @@ async def snapshot(
     return summary
 
 
-async def _observe_one(index: Index, registry: Registry, name: str, summary: Summary) -> None:
+async def _observe_one(
+    index: Index, registry: Registry, name: str, summary: Summary, waits: Patience
+) -> None:
     what = label(registry, name)
-    try:
-        change = await index.observe(registry, name)
-    except (UpstreamError, OSError, sqlite3.Error) as e:
-        summary.failures.append((what, str(e)))
-        return
+    while True:
+        try:
+            change = await index.observe(registry, name)
+            break
+        except UpstreamError as e:
+            if (seconds := waits.wait(registry, e)) is None:
+                summary.failures.append((what, str(e)))
+                return
+            log.info("%s: %s; asking again in %d s", what, e, seconds)
+            await asyncio.sleep(seconds)
+        except (OSError, sqlite3.Error) as e:
+            summary.failures.append((what, str(e)))
+            return
+    waits.answered(registry)
     if change is None:
         summary.failures.append((what, f"{registry.name} does not know this project (404)"))
         return

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import re
 import ssl
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from typing import NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
@@ -33,7 +36,14 @@ THROTTLED = (429, 503)
 # The longest Retry-After passed on: pip sleeps for whatever it is told (up to 6 hours),
 # silently, before each of its 5 retries.
 MAX_RETRY_AFTER = 60
+# How long an origin that answered 429 without a Retry-After is left alone.  A 429 says "too
+# many requests" without saying for how long: long enough to fold a burst (a CI fan-out, and
+# uv's and pip's own quick retries, about 1-4 s apart) into one request upstream, short enough
+# that a one-off refusal costs clients a few seconds.  A 503 without one is not held off: on
+# PyPI's CDN it is usually one request's failure, not a request to wait.
+DEFAULT_HOLD_OFF = 5
 _SECONDS = re.compile(r"[0-9]+")
+_DEFAULT_PORTS = {"http": ":80", "https": ":443"}
 
 
 class UpstreamError(Exception):
@@ -69,11 +79,90 @@ def status_error(url: str, status: int, headers: Mapping[str, str]) -> UpstreamE
     message = f"{mask_url(url)} answered HTTP {status}"
     if status not in THROTTLED:
         return UpstreamError(message)
-    value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
-    retry_after = retry_after_seconds(value, now=datetime.now(UTC))
+    retry_after = retry_after_seconds(retry_after_header(headers), now=datetime.now(UTC))
     if retry_after is not None:
         message += f" (retry after {retry_after} s)"
     return UpstreamError(message, status=status, retry_after=retry_after)
+
+
+def retry_after_header(headers: Mapping[str, str]) -> str | None:
+    return next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
+
+
+def origin(url: str) -> str:
+    """`scheme://host[:port]` of `url`, lower-cased, without credentials or a default port:
+    what a rate limit applies to (PyPI's pages and files hosts are two)."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    host = parts.netloc.rpartition("@")[2].lower()
+    default = _DEFAULT_PORTS.get(scheme)
+    if default is not None and host.endswith(default):
+        host = host.removesuffix(default)
+    return f"{scheme}://{host}"
+
+
+class Held(NamedTuple):
+    """An origin datepin is leaving alone: the status it answered, and the seconds left (at
+    least 1), for Retry-After."""
+
+    status: int
+    retry_after: int
+
+
+class HoldOff:
+    """Origins that asked datepin to wait (429 or 503 with Retry-After, or a bare 429): no
+    request goes to them until the time is up, so that clients retrying (pip five times, uv
+    three, dozens of CI jobs at once) do not each go upstream.  Requests already sent finish.
+
+    One per process, shared by everything that asks upstream.  While nothing is held off,
+    `check` is one test of an empty dict: requests pay nothing."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._until: dict[str, tuple[float, int]] = {}  # origin -> (until, status)
+
+    def note(self, url: str, status: int, headers: Mapping[str, str]) -> None:
+        """Upstream answered a request for `url` with `status`: hold its origin off if that
+        asks for it.  A later answer may lengthen a hold-off, never shorten it."""
+        if status not in THROTTLED:
+            return
+        seconds = retry_after_seconds(retry_after_header(headers), now=datetime.now(UTC))
+        if seconds is None and status == 429:
+            seconds = DEFAULT_HOLD_OFF
+        if not seconds:
+            return
+        key = origin(url)
+        until = self._clock() + seconds
+        held = self._until.get(key)
+        if held is None or held[0] < until:
+            if held is None:
+                log.warning("%s answered HTTP %d: not asked again for %d s", key, status, seconds)
+            self._until[key] = (until, status)
+
+    def check(self, url: str) -> Held | None:
+        """Whether `url`'s origin is held off, and for how much longer."""
+        if not self._until:
+            return None
+        key = origin(url)
+        held = self._until.get(key)
+        if held is None:
+            return None
+        left = held[0] - self._clock()
+        if left <= 0:
+            del self._until[key]
+            log.info("%s: asking again", key)
+            return None
+        return Held(held[1], max(1, math.ceil(left)))
+
+
+def held_error(url: str, held: Held) -> UpstreamError:
+    """The answer to a request for `url` that was not sent: its origin is held off."""
+    return UpstreamError(
+        f"{mask_url(url)} not asked: upstream answered HTTP {held.status} and is left alone"
+        f" for now (retry after {held.retry_after} s)",
+        status=held.status,
+        retry_after=held.retry_after,
+    )
 
 
 @dataclass(frozen=True)
@@ -140,6 +229,7 @@ class Upstream:
         # A page that trickles in, each read within `timeout`, would hold its clients forever.
         self.deadline = deadline
         self.max_page_bytes = max_page_bytes
+        self.holdoff = HoldOff()
         # Room for every whole-file download datepin runs at once (BULK_DOWNLOADS) and as many
         # connections again for pages, the JSON API and small files, which so never wait for
         # a download that may last minutes (and fail after `upstream_timeout`).  One pool:
@@ -165,12 +255,16 @@ class Upstream:
         """GET a page into memory (index pages and JSON only; files are streamed elsewhere).
 
         The limit counts decoded bytes, so a small gzip body cannot blow up in memory."""
+        if (held := self.holdoff.check(url)) is not None:
+            raise held_error(url, held)
         shown = mask_url(url)
         log.debug("GET %s", shown)
         max_bytes = self.max_page_bytes if max_bytes is None else max_bytes
         deadline = asyncio.timeout(self.deadline)
         try:
             async with deadline, self.session.get(url, headers=dict(headers or {})) as resp:
+                if resp.status in THROTTLED:
+                    self.holdoff.note(url, resp.status, resp.headers)
                 # One growing buffer rather than a list of pieces joined at the end: a big
                 # page's pieces would leave a hole of its size in the C heap, and the join
                 # would hold it twice (bench/run, growth: a 12 MB page).
