@@ -359,7 +359,8 @@ def test_oversized_page_is_refused(up: Env) -> None:
         fake.add_file("huge", f"huge-{i}.0.tar.gz", b"x", upload_time=OLD)
     fake.add_file("small", "small-1.0.tar.gz", b"x", upload_time=OLD)
     r = proxy.get(f"/{PIN}/simple/huge/")
-    assert r.status == 502 and b"more than 65536 bytes" in r.body
+    # The answer names the setting to raise, as page_deadline's does.
+    assert r.status == 502 and b"more than 65536 bytes (max_page_size)" in r.body, r.body
     assert storecheck.observations(up.data, "huge") == 0
     assert proxy.get(f"/{PIN}/simple/small/").status == 200
 

@@ -259,6 +259,8 @@ class Upstream:
             raise held_error(url, held)
         shown = mask_url(url)
         log.debug("GET %s", shown)
+        # The configured limit is named in the error, so that whoever meets it knows what to raise.
+        setting = " (max_page_size)" if max_bytes is None else ""
         max_bytes = self.max_page_bytes if max_bytes is None else max_bytes
         deadline = asyncio.timeout(self.deadline)
         try:
@@ -272,7 +274,7 @@ class Upstream:
                 async for chunk in resp.content.iter_chunked(65536):
                     body += chunk
                     if len(body) > max_bytes:
-                        raise UpstreamError(f"{shown} sent more than {max_bytes} bytes")
+                        raise UpstreamError(f"{shown} sent more than {max_bytes} bytes{setting}")
                 log.debug("GET %s: HTTP %d, %d bytes", shown, resp.status, len(body))
                 return Fetched(
                     status=resp.status,
