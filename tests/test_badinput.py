@@ -17,7 +17,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -190,6 +190,7 @@ toml_scalar = st.one_of(
                      "127.0.0.1:8080", "0.0.0.0:0", "[::1]:80", ":80", "host:99999", "a b:80",
                      "evil\x00host:80", "live", "2023-11-18", "2999-01-01",
                      "https://pypi.test/simple/", "ftp://x/", "http://[::1", "http://h:99999/",
+                     "http://proxy.test:3128", "http://u:p@proxy.test:3128", "EGRESS_AUTH", "",
                      "private:alpha", "pypi:alpha", "private:../x", "nope:alpha", ":alpha"]),
     st.integers(-(2**65), 2**65),
     st.floats(allow_nan=True, allow_infinity=True),
@@ -203,7 +204,8 @@ toml_value = st.recursive(
 )
 KNOWN_KEYS = {
     "server": ["listen", "data_dir", "default_pin", "live_ttl", "upstream_timeout", "page_deadline",
-               "max_page_size", "refuse_other_hosts", "idle_timeout"],
+               "max_page_size", "refuse_other_hosts", "idle_timeout", "upstream_proxy",
+               "upstream_proxy_auth_env"],
     "cache": ["size_limit"],
     "snapshot": ["interval", "track", "concurrency"],
     "pypi": ["simple_url", "json_url", "files_url"],
@@ -216,7 +218,7 @@ table = st.sampled_from(sorted(KNOWN_KEYS)).flatmap(
 )
 registry_entry = st.dictionaries(
     st.sampled_from(["name", "url", "json_url", "intercept", "auth", "auth_env", "access_ttl", "grace",
-                     "extra"]),
+                     "upstream_proxy", "upstream_proxy_auth_env", "extra"]),
     st.one_of(toml_value, st.sampled_from(["private", "https://r.test/simple/", "static", "passthrough"])),
     max_size=6,
 )
@@ -267,6 +269,11 @@ def test_config_parse_accepts_only_runnable_configs(doc: dict[str, Any]) -> None
             assert (registry.access_ttl, registry.grace) == (300.0, 0.0), registry
     assert config.listen_host and all(c not in config.listen_host for c in " \x00/")
     assert 0 <= config.listen_port <= 65535
+    for registry in (config.pypi, *config.registries):  # an egress proxy is scheme://host:port
+        if (egress := config.egress(registry)) is not None:
+            parts = urlsplit(egress.url)
+            assert parts.scheme in ("http", "https") and parts.port and "@" not in parts.netloc, egress
+            assert egress.auth_env is None or egress.auth_env.isidentifier(), egress
 
 
 CORP = {"name": "corp", "url": "https://corp.test/simple/"}

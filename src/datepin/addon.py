@@ -46,7 +46,7 @@ from datepin.rewrite.render import (
     render_root_json,
 )
 from datepin.service import Index, NotObserved
-from datepin.upstream import UpstreamError, mask_url, one_line
+from datepin.upstream import UpstreamError, Via, mask_url, one_line
 
 log = logging.getLogger(__name__)
 
@@ -173,11 +173,13 @@ def file_target(
     upstream_headers: Mapping[str, str] | None = None,
     private: bool = False,
     on_refused: Callable[[], None] | None = None,
+    via: Via | None = None,
 ) -> FileTarget:
     """What the file server needs to serve or fetch a file (or its PEP 658 `.metadata`).
     `upstream_headers`: credentials for a private registry (never logged); `private`: a
     passthrough registry's file, answered as no shared cache may keep; `on_refused`: called
-    when upstream refuses the client's own credentials (passthrough) for the file."""
+    when upstream refuses the client's own credentials (passthrough) for the file; `via`:
+    the egress proxy upstream is reached through."""
     if metadata:
         return FileTarget(
             upstream_url=file.url + ".metadata",
@@ -188,6 +190,7 @@ def file_target(
             irreplaceable=irreplaceable,
             private=private,
             on_refused=on_refused,
+            via=via,
         )
     return FileTarget(
         upstream_url=file.url,
@@ -200,6 +203,7 @@ def file_target(
         on_commit=on_commit,
         private=private,
         on_refused=on_refused,
+        via=via,
     )
 
 
@@ -751,6 +755,7 @@ class DatepinAddon:
             upstream_headers=self.index.upstream_headers(registry, url, authorization),
             private=registry.auth == "passthrough",
             on_refused=on_refused,
+            via=self.index.via(registry),
         )
         try:
             small = await self.files.small(target) if _plain_get(ask) else None

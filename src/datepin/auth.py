@@ -2,6 +2,8 @@
 
 - `static`: datepin authenticates itself with a secret read from an environment variable at
   startup (`user:password` -> Basic, anything else -> Bearer).
+- an egress proxy (`upstream_proxy`): datepin sends it `Proxy-Authorization` from the
+  environment variable named by `upstream_proxy_auth_env`, read at startup.
 - `passthrough`: the client's own `Authorization` goes upstream, and stored pages and files of
   the registry are served only to credentials upstream accepted for that project recently.
   `AccessGate` remembers those acceptances in memory only, under a salted hash.
@@ -21,9 +23,12 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Literal
 from urllib.parse import urlsplit
 
-from datepin.config import ConfigError, Registry
+from datepin.config import Config, ConfigError, Registry
+from datepin.upstream import Via
 
-__all__ = ["CHALLENGE", "AccessGate", "UpstreamAuth", "authorization_header", "same_origin"]
+__all__ = [
+    "CHALLENGE", "AccessGate", "UpstreamAuth", "authorization_header", "egress_routes", "same_origin",
+]
 
 Grant = Literal["fresh", "grace"]
 # What a passthrough registry's refusal is answered with: pip and uv answer a 401 with this
@@ -55,17 +60,52 @@ def same_origin(url: str, registry: Registry) -> bool:
     return any(_origin(base) == target for base in bases)
 
 
-class UpstreamAuth:
-    """What datepin sends upstream as `Authorization`, per registry and URL."""
+def egress_routes(config: Config, environ: Mapping[str, str]) -> dict[str, Via]:
+    """The egress proxy of every registry that has one, by registry name, with its credentials
+    read now, so that a missing variable stops startup with its key's name."""
+    routes: dict[str, Via] = {}
+    for registry in (config.pypi, *config.registries):
+        egress = config.egress(registry)
+        if egress is None:
+            continue
+        authorization = None
+        if egress.auth_env is not None:
+            secret = environ.get(egress.auth_env, "").strip()
+            if not secret:
+                raise ConfigError(
+                    f"{egress.key}_auth_env: environment variable {egress.auth_env} is not set"
+                    " or empty (it holds the upstream proxy's user:password)"
+                )
+            authorization = authorization_header(secret)
+        routes[registry.name] = Via(egress.url, egress.key, authorization)
+    return routes
 
-    def __init__(self, static: Mapping[str, str] | None = None) -> None:
+
+class UpstreamAuth:
+    """What datepin sends upstream as `Authorization`, per registry and URL, and through which
+    egress proxy (with its `Proxy-Authorization`)."""
+
+    def __init__(
+        self, static: Mapping[str, str] | None = None, egress: Mapping[str, Via] | None = None
+    ) -> None:
         self._static = dict(static or {})  # registry name -> header value
+        self._egress = dict(egress or {})  # registry name -> its proxy; absent: direct
 
     def __repr__(self) -> str:  # never show a secret, even in a traceback
-        return f"UpstreamAuth(static={sorted(self._static)})"
+        return f"UpstreamAuth(static={sorted(self._static)}, egress={self._egress})"
+
+    def via(self, registry: Registry) -> Via | None:
+        """The egress proxy `registry`'s upstream requests go through; None: direct."""
+        return self._egress.get(registry.name)
 
     @classmethod
-    def from_environ(cls, registries: Iterable[Registry], environ: Mapping[str, str]) -> UpstreamAuth:
+    def from_environ(
+        cls,
+        registries: Iterable[Registry],
+        environ: Mapping[str, str],
+        *,
+        egress: Mapping[str, Via] | None = None,
+    ) -> UpstreamAuth:
         """Read every static secret now, so a missing one stops startup with its name."""
         static: dict[str, str] = {}
         for registry in registries:
@@ -78,7 +118,7 @@ class UpstreamAuth:
                     f"is not set or empty (auth = \"static\" reads user:password or a token from it)"
                 )
             static[registry.name] = authorization_header(secret)
-        return cls(static)
+        return cls(static, egress)
 
     def headers(self, registry: Registry, url: str, client: str | None = None) -> dict[str, str]:
         """The Authorization header for a request to `url` on behalf of `registry`: the static

@@ -14,7 +14,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 from urllib.parse import urlsplit
 
 from packaging.utils import NormalizedName, canonicalize_name
@@ -38,6 +38,18 @@ class Registry:
     # trusted, and how much longer it may be used when upstream cannot be asked
     access_ttl: float = 300.0
     grace: float = 0.0
+    # An egress proxy of its own: None takes [server] upstream_proxy; "" goes direct.
+    upstream_proxy: str | None = None
+    upstream_proxy_auth_env: str | None = None  # the variable holding that proxy's credentials
+
+
+class Egress(NamedTuple):
+    """The egress proxy a registry's upstream requests go through, and the key that chose it
+    (`[server] upstream_proxy` or `[[registry]] NAME upstream_proxy`), for messages."""
+
+    url: str
+    auth_env: str | None
+    key: str
 
 
 @dataclass(frozen=True)
@@ -54,6 +66,11 @@ class Config:
     # a client connection that neither sends nor takes anything for this long is closed
     idle_timeout: float = 600.0
     refuse_other_hosts: bool = False
+    # An egress HTTP proxy for every upstream request ("": direct), and the environment
+    # variable holding its credentials.  HTTPS_PROXY is not read: it is usually set for
+    # forward-mode clients and points at datepin itself.
+    upstream_proxy: str = ""
+    upstream_proxy_auth_env: str | None = None
     size_limit: int = 50 * 10**9
     snapshot_interval: float = 86400.0
     snapshot_concurrency: int = 8
@@ -74,6 +91,15 @@ class Config:
         if name == "pypi":
             return self.pypi
         return next((r for r in self.registries if r.name == name), None)
+
+    def egress(self, registry: Registry) -> Egress | None:
+        """The egress proxy for `registry`'s upstream requests; None: direct."""
+        if registry.upstream_proxy is None:
+            url, auth_env, key = self.upstream_proxy, self.upstream_proxy_auth_env, "[server] upstream_proxy"
+        else:
+            url, auth_env = registry.upstream_proxy, registry.upstream_proxy_auth_env
+            key = f"[[registry]] {registry.name} upstream_proxy"
+        return Egress(url, auth_env, key) if url else None
 
 
 def default_data_dir() -> Path:
@@ -165,6 +191,98 @@ def _masked(text: str) -> str:
     return prefix + "***@" + rest.rpartition("@")[2]
 
 
+def parse_proxy_url(text: object) -> str:
+    """An egress proxy's URL, `http(s)://host[:port]`, as `scheme://host:port`; "" (none) as is.
+    Its credentials come from the environment (`upstream_proxy_auth_env`), never from here."""
+    if not isinstance(text, str):
+        raise ValueError("must be a URL string (http://host:port, or \"\" for none)")
+    if text == "":
+        return ""
+    wrong = f"{_masked(text)!r} is not http(s)://host[:port]"
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        raise ValueError(wrong) from None
+    if "@" in parts.netloc:
+        raise ValueError(
+            "must not contain credentials (user:password@): name the environment variable"
+            " holding them in upstream_proxy_auth_env"
+        )
+    host = parts.hostname or ""
+    if (
+        parts.scheme.lower() not in ("http", "https")
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+        or not (_HOSTNAME.match(host) or _is_ip(host))
+    ):
+        raise ValueError(wrong)
+    scheme = parts.scheme.lower()
+    port = port or (443 if scheme == "https" else 80)
+    return f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}"
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def environment_variable(value: object) -> str:
+    if not isinstance(value, str) or not _ENV_NAME.match(value):
+        raise ValueError(f"expected the name of an environment variable, got {value!r}")
+    return value
+
+
+def check_egress(config: Config) -> None:
+    """Refuse an egress proxy at datepin's own listen address: every upstream request would
+    come back to datepin, which would ask upstream through itself again."""
+    for registry in (config.pypi, *config.registries):
+        egress = config.egress(registry)
+        if egress is not None and is_listen_address(egress.url, config.listen_host, config.listen_port):
+            raise ConfigError(
+                f"{config.source}: {egress.key}: {egress.url} is datepin's own listen address"
+                f" ({config.listen_host}:{config.listen_port}); upstream requests would loop"
+                " through datepin"
+            )
+
+
+_LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
+
+
+def is_listen_address(url: str, listen_host: str, listen_port: int) -> bool:
+    """Whether `url` (a parsed proxy URL) names the address datepin listens on, as far as can
+    be told without asking the network: the same host, or a loopback name or address while
+    datepin listens on loopback or on every address."""
+    parts = urlsplit(url)
+    if parts.port != listen_port or listen_port == 0:
+        return False
+    host, listen = (parts.hostname or "").lower(), listen_host.lower()
+    return host == listen or (_is_local(host) and (_is_local(listen) or _is_any(listen)))
+
+
+def _is_local(host: str) -> bool:
+    if host in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _is_any(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
+
+
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 
 
@@ -196,13 +314,18 @@ _SCHEMA: dict[str, dict[str, str]] = {
         "max_page_size": "positive size",
         "refuse_other_hosts": "bool",
         "idle_timeout": "positive duration",
+        "upstream_proxy": "proxy url",
+        "upstream_proxy_auth_env": "variable",
     },
     "cache": {"size_limit": "size"},
     # interval 0 turns the server's snapshots off (README, snapshotter.keep_snapshotting)
     "snapshot": {"interval": "duration", "track": "names", "concurrency": "count"},
     "pypi": {"simple_url": "url", "json_url": "url", "files_url": "url"},
 }
-_REGISTRY_KEYS = {"name", "url", "json_url", "intercept", "auth", "auth_env", "access_ttl", "grace"}
+_REGISTRY_KEYS = {
+    "name", "url", "json_url", "intercept", "auth", "auth_env", "access_ttl", "grace",
+    "upstream_proxy", "upstream_proxy_auth_env",
+}
 # What a value of each kind should be, for errors about a value of the wrong type.
 _EXPECTED = {
     "str": "a string",
@@ -237,6 +360,10 @@ def _check(table: str, key: str, kind: str, value: Any) -> Any:
             checked = parse_size(value)
         elif kind == "url":
             return _url(value)
+        elif kind == "proxy url":
+            return parse_proxy_url(value)
+        elif kind == "variable":
+            return environment_variable(value)
         elif kind == "names" and isinstance(value, list) and all(isinstance(v, str) for v in value):
             return value  # each checked by _check_track once the registries are known
         else:
@@ -298,9 +425,13 @@ def _parse(data: Mapping[str, Any], source: str) -> Config:
         ("max_page_size", "max_page_size"),
         ("refuse_other_hosts", "refuse_other_hosts"),
         ("idle_timeout", "idle_timeout"),
+        ("upstream_proxy", "upstream_proxy"),
+        ("upstream_proxy_auth_env", "upstream_proxy_auth_env"),
     ):
         if key in server:
             cfg = replace(cfg, **{attr: server[key]})
+    if cfg.upstream_proxy_auth_env is not None and not cfg.upstream_proxy:
+        raise ConfigError("[server] upstream_proxy_auth_env: only read with upstream_proxy")
     if "size_limit" in values.get("cache", {}):
         cfg = replace(cfg, size_limit=values["cache"]["size_limit"])
     snap = values.get("snapshot", {})
@@ -378,11 +509,31 @@ def _parse_registries(entries: Any) -> tuple[Registry, ...]:
                 durations[key] = parse_duration(entry.get(key, default))
             except ValueError as e:
                 raise ConfigError(f"{where} {key}: {e}") from None
+        proxy, proxy_auth_env = _registry_egress(entry, where)
         out.append(Registry(
             name, url, intercept, auth, auth_env, json_url,
             access_ttl=durations["access_ttl"], grace=durations["grace"],
+            upstream_proxy=proxy, upstream_proxy_auth_env=proxy_auth_env,
         ))
     return tuple(out)
+
+
+def _registry_egress(entry: Mapping[str, Any], where: str) -> tuple[str | None, str | None]:
+    """A registry's own `upstream_proxy` (None: not given) and `upstream_proxy_auth_env`."""
+    try:
+        proxy = parse_proxy_url(entry["upstream_proxy"]) if "upstream_proxy" in entry else None
+    except ValueError as e:
+        raise ConfigError(f"{where} upstream_proxy: {e}") from None
+    if "upstream_proxy_auth_env" not in entry:
+        return proxy, None
+    if not proxy:
+        raise ConfigError(
+            f"{where} upstream_proxy_auth_env: only read with this registry's own upstream_proxy"
+        )
+    try:
+        return proxy, environment_variable(entry["upstream_proxy_auth_env"])
+    except ValueError as e:
+        raise ConfigError(f"{where} upstream_proxy_auth_env: {e}") from None
 
 
 def _registry_url(entry: Mapping[str, Any], key: str, where: str) -> str:
@@ -424,4 +575,5 @@ def resolve(
         cfg = replace(cfg, listen_host=host, listen_port=port)
     if data_dir is not None:
         cfg = replace(cfg, data_dir=data_dir)
+    check_egress(cfg)  # against the address datepin will listen on, flag or file
     return cfg

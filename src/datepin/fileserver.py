@@ -54,7 +54,7 @@ from yarl import URL
 from datepin.auth import CHALLENGE
 from datepin.blobs import BlobHandle, BlobStore, Fill, HashMismatch, check_sha256
 from datepin.memory import give_back
-from datepin.upstream import BULK_DOWNLOADS, HoldOff, status_error
+from datepin.upstream import BULK_DOWNLOADS, HoldOff, Via, describe, request_options, status_error
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +98,7 @@ class FileTarget:
     # (algorithm, hex digest): the index's hash when it gives no sha256 (md5 from pypiserver,
     # older Nexus), checked as the sha256 would be, so that wrong bytes are not stored.
     index_hash: tuple[str, str] | None = None
+    via: Via | None = None  # the egress proxy upstream is reached through; None: direct
 
     @property
     def known_small(self) -> bool:
@@ -204,6 +205,8 @@ def _not_ok(
     datepin's own, or to none, its setup is wrong: 502.  Throttling (429, 503) is passed on
     with its Retry-After, as for pages, and holds the origin off (`holdoff`)."""
     status = upstream.status
+    if status == 407 and target.via is not None:
+        return FillError(502, target.via.refused())
     holdoff.note(target.upstream_url, status, upstream.headers)
     if status in (401, 403) and target.on_refused is not None:
         target.on_refused()
@@ -280,9 +283,11 @@ def fill_error_text(target: FileTarget, exc: FillError) -> str:
     return f"datepin: cannot fetch {target.filename} from {public_url(target.upstream_url)}: {exc.reason}\n"
 
 
-def _as_fill_error(exc: BaseException, timeout: float) -> FillError:
+def _as_fill_error(exc: BaseException, timeout: float, via: Via | None = None) -> FillError:
     if isinstance(exc, FillError):
         return exc
+    if via is not None and isinstance(exc, (aiohttp.ClientConnectorError, aiohttp.ClientHttpProxyError)):
+        return FillError(502, describe(exc, via))  # the proxy could not be reached, or refused
     if isinstance(exc, TimeoutError):  # includes aiohttp's connect and read timeouts
         return FillError(504, f"no answer from upstream within {timeout:g} s")
     if isinstance(exc, aiohttp.ClientConnectorError):
@@ -833,7 +838,7 @@ class FileServer:
             self._forget(key, download)
             if download.fill is not None:
                 await self._call(download.fill.abort)
-            self._failed(download, _as_fill_error(exc, self._timeout))
+            self._failed(download, _as_fill_error(exc, self._timeout, download.target.via))
         finally:
             self._forget(key, download)
             if download.error is None and not download.committed:
@@ -857,7 +862,7 @@ class FileServer:
         )
 
     def _ask(
-        self, method: str, target: FileTarget, **options: Any
+        self, method: str, target: FileTarget, *, headers: Mapping[str, str], **options: Any
     ) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
         """A request for `target`'s file upstream; FillError instead while its origin is held
         off.  Checked when the request is made: a download that waited for a slot
@@ -868,7 +873,8 @@ class FileServer:
                 f" (retry after {held.retry_after} s)"
             )
             raise FillError(held.status, reason, retry_after=held.retry_after)
-        return self._session.request(method, target.upstream_url, **options)
+        url = target.upstream_url
+        return self._session.request(method, url, **request_options(url, headers, target.via, **options))
 
     def _upstream_headers(self, target: FileTarget, **extra: str) -> CIMultiDict[str]:
         headers: CIMultiDict[str] = CIMultiDict(target.upstream_headers)
@@ -1087,7 +1093,7 @@ class FileServer:
                 _check_identity(upstream)
                 return upstream.content_length
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise _as_fill_error(exc, self._timeout) from exc
+            raise _as_fill_error(exc, self._timeout, target.via) from exc
 
     async def _head_miss(
         self, request: web.BaseRequest, target: FileTarget, download: _Download | None
@@ -1174,7 +1180,7 @@ class FileServer:
                     if remaining == 0:
                         break
         except (FillError, aiohttp.ClientError, TimeoutError) as exc:
-            error = _as_fill_error(exc, self._timeout)
+            error = _as_fill_error(exc, self._timeout, target.via)
             if response is None:
                 return self._error(target, error)
             log.warning("range of %s from upstream failed: %s", target.filename, error.reason)

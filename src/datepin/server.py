@@ -26,7 +26,7 @@ from mitmproxy.options import Options
 
 from datepin import forward
 from datepin.addon import DatepinAddon, file_target
-from datepin.auth import UpstreamAuth
+from datepin.auth import UpstreamAuth, egress_routes
 from datepin.ca import CAError, ensure_ca
 from datepin.blobs import BlobHandle, BlobStore
 from datepin.config import Config, ConfigError, Registry
@@ -174,7 +174,8 @@ class Runtime:
             sha = stored.sha256 if stored is not None else None
         had = sha is not None and await asyncio.to_thread(self.store.has, sha)
         headers = self.index.upstream_headers(registry, file.url, authorization)
-        target = file_target(file, sha256=sha, irreplaceable=True, upstream_headers=headers)
+        via = self.index.via(registry)
+        target = file_target(file, sha256=sha, irreplaceable=True, upstream_headers=headers, via=via)
         try:
             sha = await self.files.fill(target)
         except FillError as e:
@@ -186,7 +187,9 @@ class Runtime:
         if file.core_metadata is not None:
             try:
                 await self.files.fill(
-                    file_target(file, metadata=True, irreplaceable=True, upstream_headers=headers)
+                    file_target(
+                        file, metadata=True, irreplaceable=True, upstream_headers=headers, via=via
+                    )
                 )
             except FillError as e:
                 log.warning("rescue %s.metadata: %s", file.filename, e)
@@ -226,7 +229,8 @@ async def runtime(
     environ: Mapping[str, str] = os.environ,
 ) -> AsyncIterator[Runtime]:
     try:
-        auth = UpstreamAuth.from_environ(config.registries, environ)
+        egress = egress_routes(config, environ)
+        auth = UpstreamAuth.from_environ(config.registries, environ, egress=egress)
     except ConfigError as e:
         raise StartupError(str(e)) from None
     paths = prepare_data_dir(config.data_dir)
@@ -245,7 +249,7 @@ async def runtime(
         file: DistFile, registry: Registry, headers: Mapping[str, str]
     ) -> AbstractContextManager[IO[bytes]]:
         try:
-            sha = await files.fill(file_target(file, upstream_headers=headers))
+            sha = await files.fill(file_target(file, upstream_headers=headers, via=index.via(registry)))
         except FillError as e:  # upstream down or throttling, file gone, bad hash
             status = e.status if e.status in THROTTLED else 502
             raise UpstreamError(

@@ -49,6 +49,7 @@ from datepin.upstream import (
     THROTTLED,
     Upstream,
     UpstreamError,
+    Via,
     mask_url,
     one_line,
     status_error,
@@ -160,6 +161,10 @@ class Index:
         for passthrough registries); empty for other registries and other hosts."""
         return self.auth.headers(registry, url, authorization)
 
+    def via(self, registry: Registry) -> Via | None:
+        """The egress proxy `registry`'s upstream requests go through; None: direct."""
+        return self.auth.via(registry)
+
     # -- upstream ------------------------------------------------------------------------
 
     async def fetch_page(
@@ -177,7 +182,7 @@ class Index:
         url = f"{registry.url}{name}/"
         # Credentials upstream are decided by the registry's auth mode alone.
         extra = {k: v for k, v in (headers or {}).items() if k.lower() != "authorization"}
-        fetched = await self.upstream.get(url, headers={
+        fetched = await self.upstream.get(url, via=self.via(registry), headers={
             "Accept": SIMPLE_ACCEPT, **extra, **self.upstream_headers(registry, url, authorization)
         })
         if fetched.status in (404, 410):
@@ -619,7 +624,7 @@ class Index:
                 f"{registry.json_url}{result.name}/json",
             ):
                 try:
-                    fetched = await self.upstream.get(url, headers={
+                    fetched = await self.upstream.get(url, via=self.via(registry), headers={
                         "Accept": "application/json",
                         **self.upstream_headers(registry, url, authorization),
                     })
@@ -693,6 +698,7 @@ class Index:
                         url,
                         headers=self.upstream_headers(registry, url, authorization),
                         max_bytes=MAX_METADATA,
+                        via=self.via(registry),
                     )
                 except UpstreamError as e:
                     log.info("metadata of %s: %s", f.filename, e)

@@ -10,10 +10,10 @@ import re
 import ssl
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
@@ -166,6 +166,52 @@ def held_error(url: str, held: Held) -> UpstreamError:
 
 
 @dataclass(frozen=True)
+class Via:
+    """An egress proxy that upstream requests go through (`server.upstream_proxy`, or a
+    registry's own): its URL, the config key that chose it (named in errors), and the
+    `Proxy-Authorization` datepin sends it, read from the environment (never shown)."""
+
+    url: str
+    key: str
+    authorization: str | None = field(default=None, repr=False)
+
+    def options(self, url: str) -> dict[str, Any]:
+        """aiohttp request options that send a request for `url` through this proxy.  The
+        credentials go on the CONNECT of an https:// target (`proxy_headers`), and on the
+        request itself for an http:// one, which the proxy receives whole (absolute form):
+        aiohttp 3.14 sends `proxy_headers` only on a CONNECT."""
+        if self.authorization is None:
+            return {"proxy": self.url}
+        credentials = {"Proxy-Authorization": self.authorization}
+        options: dict[str, Any] = {"proxy": self.url, "proxy_headers": credentials}
+        if urlsplit(url).scheme.lower() == "http":
+            options["headers"] = credentials
+        return options
+
+    def refused(self) -> str:
+        """Why the proxy answered 407, and what to set."""
+        if self.authorization is None:
+            return (
+                f"the upstream proxy {self.url} ({self.key}) asks for credentials (HTTP 407):"
+                f" name the environment variable holding them in {self.key}_auth_env"
+            )
+        return (
+            f"the upstream proxy {self.url} ({self.key}) refused datepin's credentials (HTTP"
+            f" 407): check the environment variable {self.key}_auth_env names"
+        )
+
+
+def request_options(
+    url: str, headers: Mapping[str, str], via: Via | None, **options: Any
+) -> dict[str, Any]:
+    """`options` for an aiohttp request for `url` with `headers`, through `via` if any."""
+    if via is None:
+        return {"headers": headers, **options}
+    through = via.options(url)
+    return {**options, **through, "headers": {**headers, **through.get("headers", {})}}
+
+
+@dataclass(frozen=True)
 class Fetched:
     status: int
     url: str  # after redirects, credentials removed
@@ -250,9 +296,15 @@ class Upstream:
         await self.session.close()
 
     async def get(
-        self, url: str, *, headers: Mapping[str, str] | None = None, max_bytes: int | None = None
+        self,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        max_bytes: int | None = None,
+        via: Via | None = None,
     ) -> Fetched:
-        """GET a page into memory (index pages and JSON only; files are streamed elsewhere).
+        """GET a page into memory (index pages and JSON only; files are streamed elsewhere),
+        through the egress proxy `via` if any.
 
         The limit counts decoded bytes, so a small gzip body cannot blow up in memory."""
         if (held := self.holdoff.check(url)) is not None:
@@ -264,7 +316,10 @@ class Upstream:
         max_bytes = self.max_page_bytes if max_bytes is None else max_bytes
         deadline = asyncio.timeout(self.deadline)
         try:
-            async with deadline, self.session.get(url, headers=dict(headers or {})) as resp:
+            options = request_options(url, dict(headers or {}), via)
+            async with deadline, self.session.get(url, **options) as resp:
+                if resp.status == 407 and via is not None:
+                    raise UpstreamError(f"{shown}: {via.refused()}")
                 if resp.status in THROTTLED:
                     self.holdoff.note(url, resp.status, resp.headers)
                 # One growing buffer rather than a list of pieces joined at the end: a big
@@ -292,19 +347,33 @@ class Upstream:
                 ) from None
             raise UpstreamError(f"{shown} timed out after {self.timeout:g}s", status=504) from None
         except aiohttp.ClientError as e:  # a body cut short or undecodable, too
-            raise UpstreamError(f"{shown}: {describe(e)}") from None
+            raise UpstreamError(f"{shown}: {describe(e, via)}") from None
         except asyncio.CancelledError:
             raise
 
 
-def describe(e: BaseException) -> str:
-    """A one-line reason for a network error, without credentials."""
+def describe(e: BaseException, via: Via | None = None) -> str:
+    """A one-line reason for a network error, without credentials; one the egress proxy
+    `via` caused names it."""
+    if via is not None and isinstance(e, aiohttp.ClientHttpProxyError):  # its CONNECT refused
+        if e.status == 407:
+            return via.refused()
+        return f"the upstream proxy {via.url} ({via.key}) answered HTTP {e.status} to CONNECT"
     if isinstance(e, aiohttp.ClientConnectorCertificateError):
         return f"TLS certificate not trusted ({e.certificate_error})"
     if isinstance(e, aiohttp.ClientConnectorDNSError):
-        return "host name not found"
-    if isinstance(e, aiohttp.ClientConnectorError):
-        return f"cannot connect ({e.os_error.strerror or e.os_error})"
+        reason = "host name not found"
+    elif isinstance(e, aiohttp.ClientConnectorError):
+        reason = f"cannot connect ({e.os_error.strerror or e.os_error})"
+    else:
+        return _describe_exchange(e)
+    if via is not None and not isinstance(e, aiohttp.ClientSSLError):
+        # Through a proxy, every connection datepin opens is to the proxy.
+        return f"upstream proxy {via.url} ({via.key}): {reason}"
+    return reason
+
+
+def _describe_exchange(e: BaseException) -> str:
     if isinstance(e, aiohttp.TooManyRedirects):
         return f"too many redirects ({len(e.history)})"
     if isinstance(e, aiohttp.ClientResponseError):
