@@ -686,6 +686,94 @@ def test_an_http2_client_that_stops_reading_does_not_make_the_proxy_hold_the_fil
             proxy.stop()
 
 
+def test_an_http2_stream_read_on_while_another_on_its_connection_is_not(tmp_path):
+    """HTTP/2 carries many answers on one connection, each with its own flow-control window.
+    A client that stops taking one file (it is busy elsewhere, or done with it without
+    resetting the stream) must still get the others it reads, as over two connections."""
+    size = 48 << 20
+    (tmp_path / "dist").mkdir()
+    files = []
+    with FakePyPI() as fake:
+        for version in ("1.0", "2.0"):
+            wheel = write_wheel(tmp_path / "dist", "twofold", version, payload_size=size)
+            files.append(fake.add_file("twofold", wheel.name, wheel, upload_time="2023-01-01T00:00:00Z"))
+        proxy = start_proxy(tmp_path, fake, "h2")
+        try:
+            bundle = make_bundle(proxy, tmp_path / "bundle.pem")
+            assert proxy.get("/2023-06-01/simple/twofold/").status == 200  # in history now
+            sock, answer = connect(proxy, "files.pythonhosted.org:443")
+            assert answer.startswith(b"HTTP/1.1 200"), answer
+            context = ssl.create_default_context(cafile=str(bundle))
+            context.set_alpn_protocols(["h2"])
+            tls = context.wrap_socket(sock, server_hostname="files.pythonhosted.org")
+            assert tls.selected_alpn_protocol() == "h2"
+            tls.settimeout(10)
+            conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+            conn.initiate_connection()
+
+            def ask(stream_id: int, path: str) -> None:
+                conn.send_headers(stream_id, [(":method", "GET"), (":scheme", "https"),
+                                              (":authority", "files.pythonhosted.org"),
+                                              (":path", path.removeprefix("/files"))], end_stream=True)
+                tls.sendall(conn.data_to_send())
+
+            # Stream 1 takes its first window's worth and then nothing more (only the
+            # connection's window is given back, so other streams may go on).
+            ask(1, files[0].path)
+            received = {1: 0, 3: 0}
+            digest, ended = hashlib.sha256(), False
+
+            def take() -> None:
+                nonlocal ended
+                try:
+                    data = tls.recv(1 << 20)
+                except TimeoutError:
+                    raise AssertionError(f"nothing came for 10 s; received {received}") from None
+                assert data, "the proxy closed the connection"
+                for event in conn.receive_data(data):
+                    if isinstance(event, h2.events.DataReceived):
+                        received[event.stream_id] += len(event.data)
+                        if event.stream_id == 1:
+                            conn.increment_flow_control_window(event.flow_controlled_length)
+                        else:
+                            digest.update(event.data)
+                            conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                    elif isinstance(event, h2.events.StreamEnded) and event.stream_id == 3:
+                        ended = True
+                tls.sendall(conn.data_to_send())
+
+            while received[1] < 65535:
+                take()
+            ask(3, files[1].path)
+            while not ended:
+                take()
+            tls.close()
+            assert (received[3], digest.hexdigest()) == (files[1].size, files[1].sha256)
+        finally:
+            proxy.stop()
+
+
+def test_a_forward_client_waiting_for_a_slow_upstream_longer_than_idle_timeout_is_not_cut(tmp_path):
+    """`idle_timeout` closes connections that send nothing or take nothing of an answer
+    waiting for them; a client through HTTPS_PROXY whose file datepin is still waiting for
+    (a slow upstream, a download waiting for its turn) has nothing waiting for it, as in
+    path mode (tests/test_stalls.py), and gets its file."""
+    with FakePyPI() as fake:
+        wheel = fake.add_wheel("patient", "1.0", upload_time="2023-01-01T00:00:00Z", payload_size=1 << 20)
+        proxy = start_proxy(tmp_path, fake, "idle", idle_timeout="1s")  # upstream_timeout 5s
+        try:
+            bundle = make_bundle(proxy, tmp_path / "bundle.pem")
+            assert proxy.get("/2023-06-01/simple/patient/").status == 200  # in history now
+            fault = fake.fault(wheel.path, "stall", seconds=3)
+            start = time.monotonic()
+            r = tunnel_get(proxy, "https://files.pythonhosted.org" + wheel.path.removeprefix("/files"),
+                           bundle=bundle)
+            assert fault.hits == 1 and time.monotonic() - start >= 3
+            assert (r.status, hashlib.sha256(r.body).hexdigest()) == (200, wheel.sha256)
+        finally:
+            proxy.stop()
+
+
 def test_a_file_url_from_a_lock_made_through_another_datepin(graph, tmp_path):
     """Forward mode's lock files keep PyPI's own file URLs: a datepin that never listed one
     (a fresh data directory) looks the project up upstream and serves it."""

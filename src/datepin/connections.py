@@ -9,15 +9,25 @@ reading it (bench/run, files).  A connection holds that buffer only while mitmpr
 HTTP/2 clients that stop reading.  mitmproxy's HTTP/2 layer buffers whatever a client's
 flow-control window does not admit yet, and keeps reading the answer's source meanwhile: an
 uv that stops taking a streamed file (the file server's answer) made mitmproxy hold the whole
-file in memory (a 300 MB file: 93 -> 412 MB RSS).  So a server-side connection of a client
-speaking HTTP/2 is read only while that client has less than H2_BUFFER bytes waiting for
-window; over HTTP/1.1 the socket's own backpressure does it (mitmproxy drains its writers).
+file in memory (a 300 MB file: 93 -> 412 MB RSS).  So a server-side connection answering a
+stream of a client speaking HTTP/2 is read only while that stream has less than H2_BUFFER
+bytes waiting for window; over HTTP/1.1 the socket's own backpressure does it (mitmproxy
+drains its writers).  Per stream, as HTTP/2's own flow control is: the other answers on the
+connection go on while the client takes them (counted for the connection as a whole, one
+stream the client no longer reads stopped them all).
+
+Forward-mode clients waiting for datepin.  mitmproxy closes a client connection that has had
+no traffic for `tcp_timeout` (datepin's `idle_timeout`), also while the client waits for an
+answer datepin does not have yet: a file the file server is still waiting for upstream to
+send (a slow upstream, a download waiting for its turn).  Such a client has sent its request
+and has nothing waiting for it; it is kept as long as that lasts (`_answer_awaited`), as in
+path mode (datepin.stalls).
 
 Path-mode connections.  A connection whose first request is origin-form (a client using
 datepin as its index) is handed, before mitmproxy sees it, to datepin's own HTTP/1.1 server
 (`hand_over_origin_form`, datepin.front); mitmproxy keeps CONNECT and absolute-form requests.
 
-Both use parts of mitmproxy that are not its addon API (pinned to 12.x in pyproject.toml) and a
+All use parts of mitmproxy that are not its addon API (pinned to 12.x in pyproject.toml) and a
 private attribute of asyncio's StreamReader; tests/test_connections.py, tests/test_front.py
 and the file tests fail if a new mitmproxy or Python changes them.
 """
@@ -25,26 +35,32 @@ and the file tests fail if a new mitmproxy or Python changes them.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
 from mitmproxy.connection import Connection
 from mitmproxy.proxy.context import Context
+from mitmproxy.proxy.layers.http._http1 import Http1Client
 from mitmproxy.proxy.layers.http._http2 import Http2Server
 from mitmproxy.proxy.layers.http._http_h2 import BufferedH2Connection
 from mitmproxy.proxy.mode_servers import RegularInstance
 from mitmproxy.proxy.server import ConnectionHandler
 
+from datepin.stalls import CHECK_EVERY, tcp_progress
+
 READ_PIECE = 1 << 20
-# What an HTTP/2 client may have waiting for flow-control window before its answers' sources
-# are no longer read (each read adds up to READ_PIECE more).
+# What one stream of an HTTP/2 client may have waiting for flow-control window before its
+# answer's source is no longer read (each read adds up to READ_PIECE more).
 H2_BUFFER = 4 << 20
 _MARK = "_datepin_bigger_reads"
 _H2 = "_datepin_h2"  # on a client Connection: its BufferedH2Connection
+_H1 = "_datepin_h1"  # on a server Connection: the Http1Client relaying its answers
 _PROGRESS = "_datepin_client_progress"  # on a ConnectionHandler: set when its client was read
 
 
 def read_in_bigger_pieces() -> None:
-    """Let mitmproxy's connection loop read up to READ_PIECE at a time (idempotent)."""
+    """Let mitmproxy's connection loop read up to READ_PIECE at a time, no further ahead of
+    an HTTP/2 stream than H2_BUFFER, and keep clients waiting for datepin (idempotent)."""
     original = ConnectionHandler.handle_connection
     if getattr(original, _MARK, False):
         return
@@ -65,7 +81,7 @@ def read_in_bigger_pieces() -> None:
                     # What the client sent before has been handled: window updates included.
                     progress.set()
                 else:
-                    await _client_catches_up(self, progress)
+                    await _client_catches_up(self, connection, progress)
                 return await read(READ_PIECE if 0 <= n < READ_PIECE else n)
 
             io.reader.read = read_piece  # type: ignore[method-assign]
@@ -86,19 +102,74 @@ def read_in_bigger_pieces() -> None:
 
     Http2Server.__init__ = init  # type: ignore[method-assign]
 
+    original_client_init = Http1Client.__init__
 
-def _waiting_for_window(h2: BufferedH2Connection) -> int:
-    """Bytes an HTTP/2 connection holds because its peer's flow-control window is closed."""
-    return sum(len(item.data) for queue in h2.stream_buffers.values() for item in queue)
+    def client_init(self: Http1Client, context: Context) -> None:
+        original_client_init(self, context)
+        setattr(self.conn, _H1, self)
+
+    Http1Client.__init__ = client_init  # type: ignore[method-assign]
+
+    original_on_timeout = ConnectionHandler.on_timeout
+
+    async def on_timeout(self: ConnectionHandler) -> None:
+        watchdog = self.timeout_watchdog
+        while (
+            watchdog.blocker  # a hook runs: the client waits for the addon
+            or time.time() - watchdog.last_activity < watchdog.timeout
+            or _answer_awaited(self)
+        ):
+            await asyncio.sleep(min(watchdog.timeout / 4, CHECK_EVERY))
+        await original_on_timeout(self)
+
+    ConnectionHandler.on_timeout = on_timeout  # type: ignore[method-assign]
 
 
-async def _client_catches_up(handler: ConnectionHandler, progress: asyncio.Event) -> None:
-    """Wait while the handler's HTTP/2 client has H2_BUFFER bytes or more waiting for window."""
-    client = getattr(handler, "client", None)
-    h2 = getattr(client, _H2, None)
-    while isinstance(h2, BufferedH2Connection) and _waiting_for_window(h2) >= H2_BUFFER:
+def _waiting_for_window(h2: BufferedH2Connection, stream_id: int) -> int:
+    """Bytes of a stream an HTTP/2 connection holds because its window is closed."""
+    # `get`: stream_buffers is a defaultdict, and an empty queue left in it would break
+    # mitmproxy's sending of the others.
+    return sum(len(item.data) for item in h2.stream_buffers.get(stream_id, ()))
+
+
+async def _client_catches_up(
+    handler: ConnectionHandler, server: Connection, progress: asyncio.Event
+) -> None:
+    """Wait while the stream of the handler's HTTP/2 client that `server` answers has
+    H2_BUFFER bytes or more waiting for window."""
+    h2 = getattr(getattr(handler, "client", None), _H2, None)
+    if not isinstance(h2, BufferedH2Connection):
+        return
+    relay = getattr(server, _H1, None)
+    while (
+        isinstance(relay, Http1Client)
+        and relay.stream_id is not None
+        and _waiting_for_window(h2, relay.stream_id) >= H2_BUFFER
+    ):
         progress.clear()
         await progress.wait()
+
+
+def _answer_awaited(handler: ConnectionHandler) -> bool:
+    """Whether the handler's client waits for an answer datepin has not got yet: a request is
+    on its way to a server, and nothing of that answer waits for the client (in the socket,
+    mitmproxy's buffer, or an HTTP/2 stream's window)."""
+    io = handler.transports.get(handler.client)
+    writer = None if io is None else io.writer
+    if not isinstance(writer, asyncio.StreamWriter) or writer.transport.get_write_buffer_size():
+        return False
+    sock = writer.get_extra_info("socket")
+    progress = None if sock is None else tcp_progress(sock)
+    if progress is None or progress[1]:
+        return False
+    h2 = getattr(handler.client, _H2, None)
+    for connection in handler.transports:
+        relay = getattr(connection, _H1, None)
+        if isinstance(relay, Http1Client) and relay.stream_id is not None:
+            if isinstance(h2, BufferedH2Connection) and _waiting_for_window(h2, relay.stream_id):
+                return False
+            return True
+    return False
 
 
 def hand_over_origin_form(
