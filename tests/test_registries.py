@@ -726,3 +726,53 @@ def test_a_registry_that_forwards_unknown_projects_to_pypi(
             assert pip_resolve(proxy.index(PIN), ["foo-bar"], extra_args=idx) == {"foo-bar": "1.0", "beta": "1.0"}
         finally:
             proxy.stop()
+
+
+@pytest.mark.parametrize("hash_name", ["md5", ""])
+def test_json_api_reads_a_kept_file_of_a_registry_that_lists_no_sha256(
+    tmp_path: Path, public: FakePyPI, hash_name: str
+) -> None:
+    """A file whose index gives no sha256 (pypiserver's md5, a directory listing's bare
+    links) is kept under the sha256 datepin computed: the JSON API reads the release's info
+    from it when upstream is down, as for any kept file (tests/test_pathmode.py)."""
+    with FakePyPI() as pypiserver:
+        pypiserver.serve_json = False
+        pypiserver.html_hash = hash_name
+        wheel = pypiserver.add_wheel("hashed", "1.0", upload_time="2025-01-01T00:00:00Z",
+                                     requires_dist=["beta"])
+        extra = f'[[registry]]\nname = "plain"\nurl = "{pypiserver.simple_url}"\n'
+        proxy = start_proxy(tmp_path, public, extra)
+        try:
+            [link] = _links(proxy.get(f"/{PIN}/r/plain/hashed/", {"Accept": JSON})).values()
+            assert fetch(link).body == wheel.content
+            deadline = time.monotonic() + 10
+            while b"datepin_files_fills_total 1" not in proxy.get("/-/metrics").body:
+                assert time.monotonic() < deadline, "the file was never kept"
+            pypiserver.fault("/", "status", status=500, times=None)
+            r = proxy.get(f"/{PIN}/r/plain/pypi/hashed/json")
+            assert r.status == 200, r.body
+            info = json.loads(r.body)["info"]
+            assert (info["name"], info["version"], info["requires_dist"]) == ("hashed", "1.0", ["beta"])
+        finally:
+            proxy.stop()
+
+
+def test_json_api_of_a_registry_whose_signed_links_expired(tmp_path: Path, public: FakePyPI) -> None:
+    """The release's info is read from its wheel, fetched as a client's download is: under the
+    URL upstream lists now, not the presigned one a fixed pin saw long ago (S3's 403)."""
+    with FakePyPI() as s3:
+        s3.serve_json = False
+        s3.signed_links = True
+        s3.add_wheel("signed", "1.0", upload_time="2025-01-01T00:00:00Z", requires_dist=["beta"])
+        extra = f'[[registry]]\nname = "s3"\nurl = "{s3.simple_url}"\n'
+        proxy = start_proxy(tmp_path, public, extra)
+        try:
+            assert proxy.get("/live/r/s3/signed/").status == 200
+            pin = now_pin()
+            s3.expire_signatures()
+            r = proxy.get(f"/{pin}/r/s3/pypi/signed/json")
+            assert r.status == 200, r.body
+            info = json.loads(r.body)["info"]
+            assert (info["name"], info["version"], info["requires_dist"]) == ("signed", "1.0", ["beta"])
+        finally:
+            proxy.stop()

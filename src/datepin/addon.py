@@ -770,23 +770,16 @@ class DatepinAddon:
         self, ask: Ask, stored: StoredFile, registry: Registry, metadata: bool
     ) -> StoredFile:
         """The file as upstream lists it now, when the URL history has for it is presigned
-        (a query string: S3, GCS, Artifactory's `?sig=`) and may have expired since that
-        page was read, and the file must be fetched.  A pin fixed long ago is never observed
-        again, and every signature it saw has expired: upstream's answer would be a 403.
-        The page is asked for as `live` would (at most `live_ttl` old); if that fails, the
-        URL history has is tried all the same."""
+        and the file must be fetched (Index.signed_anew)."""
         if "?" not in stored.file.url or metadata:
             return stored
         if self.files.is_stored(file_target(stored.file, sha256=stored.sha256)):
             return stored
-        try:
-            await self.index.look_up(registry, stored.project, ask.headers.get("Authorization"))
-        except (UpstreamError, NotObserved) as e:
-            log.info("%s: no newer URL for %s: %s", registry.name, stored.file.filename, e)
-            return stored
-        find = self.index.history.find_file
-        fresh = await asyncio.to_thread(find, registry.name, stored.key, stored.file.filename)
-        return fresh if fresh is not None and fresh.present else stored
+        fresh = await self.index.signed_anew(
+            registry, stored.project, stored.key, stored.file.filename,
+            ask.headers.get("Authorization"),
+        )
+        return stored if fresh is None else fresh
 
     def _send_to_file_server(self, flow: http.HTTPFlow, ticket: str) -> None:
         """Point the flow at the internal file server, which streams with bounded memory."""

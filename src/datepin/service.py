@@ -29,6 +29,7 @@ from datepin.history import (
     HistoryBusy,
     HistoryStore,
     HistoryWriteError,
+    StoredFile,
     file_key,
     first_history,
 )
@@ -407,6 +408,22 @@ class Index:
             if await self.observe(registry, name, authorization=authorization) is None:
                 raise NotObserved(name)
 
+    async def signed_anew(
+        self, registry: Registry, name: str, key: str, filename: str, authorization: str | None
+    ) -> StoredFile | None:
+        """The file as upstream lists it now (as `live` would: at most `live_ttl` old), for
+        a file whose URL is presigned (a query string: S3, GCS, Artifactory's `?sig=`) and
+        may have expired since the page history has it from was read: a pin fixed long ago
+        is never observed again, and every signature it saw has expired.  None when upstream
+        cannot say, or no longer lists it: the URL history has is tried all the same."""
+        try:
+            await self.look_up(registry, name, authorization)
+        except (UpstreamError, NotObserved) as e:
+            log.info("%s: no newer URL for %s: %s", registry.name, filename, e)
+            return None
+        fresh = await asyncio.to_thread(self.history.find_file, registry.name, key, filename)
+        return fresh if fresh is not None and fresh.present else None
+
     def refused(self, registry: Registry, name: str, authorization: str | None) -> None:
         """Upstream refused these credentials for a page or a file of the project: they lose
         the access they were granted, and its grace, until upstream accepts them again."""
@@ -658,7 +675,7 @@ class Index:
         wheels += [(f, False) for f in files if f.filename.endswith(".whl")]
         sdists = [(f, False) for f in files if is_sdist(f.filename)]
         for sources in (wheels, sdists):
-            info = await self._kept_info(sources)
+            info = await self._kept_info(registry, sources)
             if info is None:
                 info = await self._fetched_info(
                     registry, result.name, sources, authorization, failures
@@ -667,10 +684,14 @@ class Index:
                 return info
         return None
 
-    async def _kept_info(self, sources: list[MetadataSource]) -> dict[str, object] | None:
+    async def _kept_info(
+        self, registry: Registry, sources: list[MetadataSource]
+    ) -> dict[str, object] | None:
         if self.open_kept is None:
             return None
         for f, metadata in sources:
+            if not metadata and f.sha256 is None:
+                f = await asyncio.to_thread(self._as_kept, registry, f)
             kept = await self.open_kept(f, metadata)
             if kept is None:
                 continue
@@ -681,6 +702,14 @@ class Index:
             except (OSError, MetadataError) as e:
                 log.warning("kept %s: %s", name, e)
         return None
+
+    def _as_kept(self, registry: Registry, f: DistFile) -> DistFile:
+        """`f` with the sha256 datepin computed when it kept it, where its index lists none
+        (an md5 alone, a bare link): the store knows files by it (`set_sha256`)."""
+        stored = self.history.find_file(registry.name, file_key(f), f.filename)
+        if stored is None or stored.sha256 is None:
+            return f
+        return replace(f, hashes={**f.hashes, "sha256": stored.sha256})
 
     async def _fetched_info(
         self,
@@ -718,6 +747,11 @@ class Index:
                 elif fetched.status not in (404, 410):
                     failures.append(status_error(url, fetched.status, fetched.headers))
             elif self.fetch_file is not None:
+                if "?" in f.url:
+                    fresh = await self.signed_anew(
+                        registry, name, file_key(f), f.filename, authorization
+                    )
+                    f = f if fresh is None else fresh.file
                 try:
                     headers = self.upstream_headers(registry, f.url, authorization)
                     with await self.fetch_file(f, registry, headers) as file:
