@@ -60,6 +60,30 @@ def test_an_sdist_gives_its_own_pkg_info_not_an_egg_info_copy(archive) -> None:
     assert read(data, filename) == META
 
 
+def test_a_wheel_gives_its_metadata_whatever_its_dist_info_lists_first() -> None:
+    data = zipped({
+        "gamma/__init__.py": b"",
+        "gamma-1.0.dist-info/LICENSE": b"MIT",
+        "gamma-1.0.dist-info/METADATA": META,
+        "gamma-1.0.dist-info/RECORD": b"",
+    })
+    assert read(data, "gamma-1.0-py3-none-any.whl") == META
+
+
+def test_an_sdist_whose_members_start_with_dot_slash_gives_its_pkg_info() -> None:
+    data = tar_gz({"./gamma-1.0/setup.py": b"", "./gamma-1.0/PKG-INFO": META})
+    assert read(data, "gamma-1.0.tar.gz") == META
+
+
+def test_metadata_is_read_no_further_than_the_limit() -> None:
+    exact = io.BytesIO(b"x" * MAX_METADATA)
+    assert len(read_core_metadata(exact, "gamma-1.0-py3-none-any.whl.metadata")) == MAX_METADATA
+    huge = io.BytesIO(b"x" * (4 * MAX_METADATA))
+    with pytest.raises(MetadataError, match="over"):
+        read_core_metadata(huge, "gamma-1.0-py3-none-any.whl.metadata")
+    assert huge.tell() <= MAX_METADATA + 1
+
+
 @pytest.mark.parametrize(("data", "filename"), [
     (zipped({"gamma-1.0.dist-info/METADATA": b"x" * (MAX_METADATA + 1)}), "gamma-1.0-py3-none-any.whl"),
     (tar_gz({"gamma-1.0/PKG-INFO": b"x" * (MAX_METADATA + 1)}), "gamma-1.0.tar.gz"),

@@ -81,6 +81,24 @@ def _fields(f: DistFile) -> dict[str, object]:
     return {name: getattr(f, name) for name in f.__slots__}  # type: ignore[attr-defined]
 
 
+def test_a_new_signature_alone_is_no_change_but_a_yank_that_comes_with_one_is(tmp_path: Path) -> None:
+    """A registry on object storage lists each file under a new presigned URL on every page:
+    that alone changes nothing, but what else changes with it (a yank) is recorded."""
+    store = HistoryStore(tmp_path / "h.sqlite3")
+    a = dist("1.0", uploaded=T0 - timedelta(days=30))
+    signed = [replace(a, url=f"{a.url}?X-Amz-Signature={n}") for n in range(3)]
+    store.record("pypi", "demo", page(signed[0]), T0)
+    _, resigned = store.record("pypi", "demo", page(signed[1]), T0 + timedelta(days=1))
+    assert not resigned.is_change
+    _, yanked = store.record("pypi", "demo", page(replace(signed[2], yanked="broken")), T0 + timedelta(days=2))
+    assert [f.filename for f in yanked.changed] == [a.filename]
+    history = store.load("pypi", "demo")
+    assert history is not None
+    [before] = view(history, T0 + timedelta(days=1, hours=1)).files
+    [after] = view(history, T0 + timedelta(days=2, hours=1)).files
+    assert (before.yanked, after.yanked) == (None, "broken")
+
+
 def test_observation_times_stay_increasing(tmp_path: Path) -> None:
     store = HistoryStore(tmp_path / "h.sqlite3")
     when1, _ = store.record("pypi", "demo", page(), T0)

@@ -656,12 +656,19 @@ def test_expiring_signed_links_change_nothing_and_cold_files_still_install(
             assert _links(proxy.get(f"/{pin}/r/s3/signed/", {"Accept": JSON})) == links
             s3.expire_signatures()
             s3.clear_log()
+            # A client that does not retry gets a cold file at once (not a 502 first).
+            cold = fetch(links[two.filename])
+            assert cold.status == 200 and hashlib.sha256(cold.body).hexdigest() == two.sha256
             idx = ["--extra-index-url", f"{proxy.url}/{pin}/r/s3/"]
             assert uv_install(proxy.index(pin), ["signed==1.0"], target_venv=tmp_path / "uv",
                               extra_args=idx) == {"signed": "1.0", "beta": "1.0"}
             assert pip_install(proxy.index(pin), ["signed"], target_venv=tmp_path / "pip",
                                extra_args=idx) == {"signed": "2.0", "beta": "1.0"}
             assert {r.path for r in s3.requests_for("/files/") if r.status == 200} == {one.path, two.path}
+            s3.clear_log()
+            again = fetch(links[two.filename])  # stored: upstream's page is not asked for
+            assert again.status == 200 and hashlib.sha256(again.body).hexdigest() == two.sha256
+            assert s3.requests == []
         finally:
             proxy.stop()
 

@@ -342,6 +342,30 @@ def test_a_snapshot_gives_up_on_a_registry_that_keeps_throttling(
     assert [r.path for r in fake.requests] == ["/simple/keep-a/"] * 2
 
 
+def test_a_snapshot_counts_its_patience_from_the_last_answer_let_through(
+    fake_pypi: FakePyPI, tmp_path: Path
+) -> None:
+    """A rate limit that refuses now and then, each refusal waited out, never exhausts the
+    snapshot's patience: every answer let through starts the count anew."""
+    fake = fake_pypi
+    names = ["often-a", "often-b"]
+    for name in names:
+        fake.add_wheel(name, "1.0", upload_time=OLD)
+        fake.fault(f"/simple/{name}/", "status", status=429, times=1, headers={"Retry-After": "1"})
+    pypi = Registry("pypi", fake.simple_url, json_url=fake.json_url)
+    config = Config(data_dir=tmp_path / "data", pypi=pypi, files_url=fake.files_url)
+
+    async def run() -> Summary:
+        async with runtime(config) as rt:
+            projects = [(pypi, canonicalize_name(name)) for name in names]
+            # Each wait (1 s) fits in it; both together (2 s) would not.
+            return await snapshot(rt.index, projects, concurrency=1, patience=1.5)
+
+    summary = asyncio.run(run())
+    assert summary.failures == []
+    assert [r.path for r in fake.requests] == [f"/simple/{n}/" for n in names for _ in range(2)]
+
+
 # -- what real clients make of it ---------------------------------------------------------------
 
 
@@ -380,7 +404,8 @@ def test_retry_after_is_read_in_seconds_or_as_a_date_and_bounded() -> None:
     assert retry_after_seconds(format_datetime(now + timedelta(seconds=30), usegmt=True), now=now) == 30
     assert retry_after_seconds(format_datetime(now - timedelta(hours=1), usegmt=True), now=now) == 0
     assert retry_after_seconds("86400", now=now) == MAX_RETRY_AFTER
-    for bad in (None, "", "soon", "-3", "1.5"):
+    # RFC 5322's "-0000", an unknown zone: no instant to count from.
+    for bad in (None, "", "soon", "-3", "1.5", "Fri, 01 May 2026 12:00:30 -0000"):
         assert retry_after_seconds(bad, now=now) is None
 
 
