@@ -634,6 +634,17 @@ def _files_served(proxy: Proxy) -> int:
     return int(re.search(r"^datepin_files_bytes_served_total (\d+)$", metrics, re.M).group(1))  # type: ignore[union-attr]
 
 
+def _h2_tunnel(proxy: Proxy, bundle: Path, host: str) -> ssl.SSLSocket:
+    """A TLS connection to `host` through the proxy's tunnel, speaking HTTP/2 (as uv does)."""
+    sock, answer = connect(proxy, f"{host}:443")
+    assert answer.startswith(b"HTTP/1.1 200"), answer
+    context = ssl.create_default_context(cafile=str(bundle))
+    context.set_alpn_protocols(["h2"])
+    tls = context.wrap_socket(sock, server_hostname=host)
+    assert tls.selected_alpn_protocol() == "h2"
+    return tls
+
+
 def test_an_http2_client_that_stops_reading_does_not_make_the_proxy_hold_the_file(tmp_path):
     """uv speaks HTTP/2 through the tunnel.  A client that stops taking a big file (it opens
     no more flow-control window) must not make mitmproxy read the whole file into memory
@@ -649,12 +660,7 @@ def test_an_http2_client_that_stops_reading_does_not_make_the_proxy_hold_the_fil
             bundle = make_bundle(proxy, tmp_path / "bundle.pem")
             assert proxy.get("/2023-06-01/simple/stalled/").status == 200  # in history now
             before = _proxy_rss(proxy)
-            sock, answer = connect(proxy, "files.pythonhosted.org:443")
-            assert answer.startswith(b"HTTP/1.1 200"), answer
-            context = ssl.create_default_context(cafile=str(bundle))
-            context.set_alpn_protocols(["h2"])
-            tls = context.wrap_socket(sock, server_hostname="files.pythonhosted.org")
-            assert tls.selected_alpn_protocol() == "h2"
+            tls = _h2_tunnel(proxy, bundle, "files.pythonhosted.org")
             conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
             conn.initiate_connection()
             conn.send_headers(1, [(":method", "GET"), (":scheme", "https"),
@@ -701,12 +707,7 @@ def test_an_http2_stream_read_on_while_another_on_its_connection_is_not(tmp_path
         try:
             bundle = make_bundle(proxy, tmp_path / "bundle.pem")
             assert proxy.get("/2023-06-01/simple/twofold/").status == 200  # in history now
-            sock, answer = connect(proxy, "files.pythonhosted.org:443")
-            assert answer.startswith(b"HTTP/1.1 200"), answer
-            context = ssl.create_default_context(cafile=str(bundle))
-            context.set_alpn_protocols(["h2"])
-            tls = context.wrap_socket(sock, server_hostname="files.pythonhosted.org")
-            assert tls.selected_alpn_protocol() == "h2"
+            tls = _h2_tunnel(proxy, bundle, "files.pythonhosted.org")
             tls.settimeout(10)
             conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
             conn.initiate_connection()

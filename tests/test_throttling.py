@@ -317,6 +317,21 @@ def test_a_snapshot_waits_out_a_throttled_registry_and_goes_on(
     assert asked[2][1] - asked[1][1] >= 0.9  # nothing asked within the window
 
 
+def _snapshot(fake: FakePyPI, tmp_path: Path, names: list[str], *, patience: float) -> Summary:
+    """A snapshot of `names` on `fake` as PyPI, one project at a time, within 30 s."""
+    pypi = Registry("pypi", fake.simple_url, json_url=fake.json_url)
+    config = Config(data_dir=tmp_path / "data", pypi=pypi, files_url=fake.files_url)
+
+    async def run() -> Summary:
+        async with runtime(config) as rt:
+            projects = [(pypi, canonicalize_name(name)) for name in names]
+            return await asyncio.wait_for(
+                snapshot(rt.index, projects, concurrency=1, patience=patience), 30
+            )
+
+    return asyncio.run(run())
+
+
 def test_a_snapshot_gives_up_on_a_registry_that_keeps_throttling(
     fake_pypi: FakePyPI, tmp_path: Path
 ) -> None:
@@ -325,16 +340,8 @@ def test_a_snapshot_gives_up_on_a_registry_that_keeps_throttling(
     for name in names:
         fake.add_wheel(name, "1.0", upload_time=OLD)
     fake.fault("/simple/", "status", status=429, times=None, headers={"Retry-After": "1"})
-    pypi = Registry("pypi", fake.simple_url, json_url=fake.json_url)
-    config = Config(data_dir=tmp_path / "data", pypi=pypi, files_url=fake.files_url)
-
-    async def run() -> Summary:
-        async with runtime(config) as rt:
-            projects = [(pypi, canonicalize_name(name)) for name in names]
-            return await snapshot(rt.index, projects, concurrency=1, patience=1.5)
-
     t0 = time.monotonic()
-    summary = asyncio.run(run())
+    summary = _snapshot(fake, tmp_path, names, patience=1.5)
     assert time.monotonic() - t0 < 5
     assert [what for what, _ in summary.failures] == names
     assert all("HTTP 429" in why for _, why in summary.failures), summary.failures
@@ -352,16 +359,8 @@ def test_a_snapshot_counts_its_patience_from_the_last_answer_let_through(
     for name in names:
         fake.add_wheel(name, "1.0", upload_time=OLD)
         fake.fault(f"/simple/{name}/", "status", status=429, times=1, headers={"Retry-After": "1"})
-    pypi = Registry("pypi", fake.simple_url, json_url=fake.json_url)
-    config = Config(data_dir=tmp_path / "data", pypi=pypi, files_url=fake.files_url)
-
-    async def run() -> Summary:
-        async with runtime(config) as rt:
-            projects = [(pypi, canonicalize_name(name)) for name in names]
-            # Each wait (1 s) fits in it; both together (2 s) would not.
-            return await snapshot(rt.index, projects, concurrency=1, patience=1.5)
-
-    summary = asyncio.run(run())
+    # Each wait (1 s) fits in the patience; both together (2 s) would not.
+    summary = _snapshot(fake, tmp_path, names, patience=1.5)
     assert summary.failures == []
     assert [r.path for r in fake.requests] == [f"/simple/{n}/" for n in names for _ in range(2)]
 
