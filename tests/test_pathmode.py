@@ -394,3 +394,40 @@ def test_json_api_of_a_release_gone_with_nothing_kept_is_an_error(fake_pypi, pro
         # Upstream's 503 is passed on, as for a page (tests/test_throttling.py).
         assert r.status == (502 if upstream == "deleted" else 503), r.body
         assert "gamma 1.0" in json.loads(r.body)["message"]
+
+
+def test_json_api_reads_a_kept_wheel_before_a_kept_sdist(fake_pypi, proxy):
+    """Both files of a release kept, their core metadata different (an sdist's PKG-INFO often
+    lists no dependencies, its wheel's METADATA does), upstream deleted them: the info is the
+    wheel's (DESIGN.md "The view function"), even when the sdist was uploaded first."""
+    sdist = fake_pypi.add_sdist("gamma", "1.0", upload_time="2023-01-01T10:00:00Z")
+    wheel = fake_pypi.add_wheel("gamma", "1.0", upload_time="2023-01-02T10:00:00Z",
+                                requires_dist=["beta>=1"])
+    listed = json.loads(proxy.get("/2023-03-01/simple/gamma/", {"Accept": JSON}).body)["files"]
+    for f in listed:
+        assert proxy.get(f["url"].removeprefix(proxy.url)).status == 200
+    deadline = time.monotonic() + 30
+    while fills(proxy) < 2:  # the commit follows the client's last bytes
+        assert time.monotonic() < deadline, "the files were never committed"
+    fake_pypi.delete(sdist.filename)
+    fake_pypi.delete(wheel.filename)
+    for path in PIN_JSON_API:
+        r = proxy.get(path)
+        assert r.status == 200, r.body
+        assert json.loads(r.body)["info"]["requires_dist"] == ["beta>=1"], path
+
+
+def test_json_api_reads_the_wheel_uploaded_first(fake_pypi, proxy):
+    """Two wheels of a release whose METADATA differ, the later upload listed first (by
+    filename): the info is the first upload's, as warehouse describes a release."""
+    fake_pypi.fault("/pypi/", "status", status=404, times=None)  # no JSON API upstream
+    first = fake_pypi.add_wheel("gamma", "1.0", upload_time="2023-01-01T10:00:00Z",
+                                requires_dist=["beta>=1"], tag="py3-none-any")
+    later = fake_pypi.add_wheel("gamma", "1.0", upload_time="2023-01-05T10:00:00Z",
+                                tag="py2-none-any")
+    listed = json.loads(proxy.get("/2023-03-01/simple/gamma/", {"Accept": JSON}).body)["files"]
+    assert [f["filename"] for f in listed] == [later.filename, first.filename]
+    for path in PIN_JSON_API:
+        r = proxy.get(path)
+        assert r.status == 200, r.body
+        assert json.loads(r.body)["info"]["requires_dist"] == ["beta>=1"], path

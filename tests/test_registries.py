@@ -258,6 +258,26 @@ def test_unreachable_private_registry_fails_closed(
     assert passthrough.get(page_path, {}).status == 502
 
 
+def test_a_throttled_access_check_passes_the_throttling_on_and_opens_nothing(
+    passthrough: Proxy, private: FakePyPI, token: str
+) -> None:
+    """The registry answers a client's access check with 429: that client is told when to
+    ask again (pip waits that long), not that the registry is broken, and gets nothing that
+    datepin stored for another client."""
+    good = {"Authorization": basic(USER, token)}
+    page_path = f"/{PIN}/r/private/secretpkg/"
+    link = file_link(passthrough.get(page_path, {"Accept": JSON, **good}))
+    [wheel] = private.files("secretpkg")
+    assert hashlib.sha256(fetch(link, headers=good).body).hexdigest() == wheel.sha256  # kept
+    private.fault("/", "status", status=429, times=None, headers={"Retry-After": "7"})
+    other = {"Authorization": basic("mallory", "x")}
+    for got in (passthrough.get(page_path, {"Accept": JSON, **other}), fetch(link, headers=other)):
+        assert got.status == 429, (got.status, got.body)
+        assert 6 <= int(got.header("Retry-After") or "-1") <= 7, got.headers
+        assert b"HTTP 429" in got.body and wheel.filename.encode() not in got.body, got.body
+        assert hashlib.sha256(got.body).hexdigest() != wheel.sha256
+
+
 # -- static credentials --------------------------------------------------------------------
 
 

@@ -268,6 +268,22 @@ def test_the_json_api_passes_a_throttled_release_info_on(env: Env) -> None:
     assert len(fake.requests) == 1
 
 
+def test_the_json_api_passes_on_a_throttled_file_after_a_failed_json_api(env: Env) -> None:
+    """Upstream's JSON API fails (500), then the release's files are throttled (429): the
+    throttling is what the client can act on, so it is what the client is told."""
+    fake, proxy = env.fake, env.proxy
+    wheel = fake.add_wheel("api-mixed", "1.0", upload_time=OLD)
+    assert proxy.get(f"/{PIN}/simple/api-mixed/").status == 200  # the view, fixed; nothing kept
+    fake.clear_log()
+    fake.fault("/pypi/", "status", status=500, times=None)
+    fake.fault("/files/", "status", status=429, times=None, headers={"Retry-After": "7"})
+    r = proxy.get(f"/{PIN}/pypi/api-mixed/json")
+    assert_throttled(r, 429)
+    assert "HTTP 429" in json.loads(r.body)["message"]
+    asked = [r.path for r in fake.requests]
+    assert any(p.startswith("/pypi/") for p in asked) and wheel.path + ".metadata" in asked, asked
+
+
 def test_origins_are_held_off_apart() -> None:
     now = [100.0]
     held = HoldOff(clock=lambda: now[0])
