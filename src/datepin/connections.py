@@ -23,13 +23,23 @@ send (a slow upstream, a download waiting for its turn).  Such a client has sent
 and has nothing waiting for it; it is kept as long as that lasts (`_answer_awaited`), as in
 path mode (datepin.stalls).
 
+Forward-mode clients that stop taking their answer.  mitmproxy counts as traffic only what it
+reads, and stops reading a file while its client's socket is full: it cut a client taking a
+MiB in more than `tcp_timeout` (a slow one, never stalled), and the cut of a stalled one only
+closed its socket gracefully, which asyncio does once its buffer is sent: never, for a client
+that reads nothing more, so the socket and the bytes the kernel held for it (4 MB) stayed for
+as long as the client did.  So a client with bytes waiting for it is left to the same watch as
+path mode's (datepin.stalls.Watch, on TCP progress): dropped, with a reset, once it has taken
+none of them for `tcp_timeout`, never while it takes some; mitmproxy's idle timeout is for
+the rest (`_answer_waits`).
+
 Path-mode connections.  A connection whose first request is origin-form (a client using
 datepin as its index) is handed, before mitmproxy sees it, to datepin's own HTTP/1.1 server
 (`hand_over_origin_form`, datepin.front); mitmproxy keeps CONNECT and absolute-form requests.
 
 All use parts of mitmproxy that are not its addon API (pinned to 12.x in pyproject.toml) and a
-private attribute of asyncio's StreamReader; tests/test_connections.py, tests/test_front.py
-and the file tests fail if a new mitmproxy or Python changes them.
+private attribute of asyncio's StreamReader; tests/test_connections.py, tests/test_front.py,
+tests/test_forward_stalls.py and the file tests fail if a new mitmproxy or Python changes them.
 """
 
 from __future__ import annotations
@@ -46,7 +56,7 @@ from mitmproxy.proxy.layers.http._http_h2 import BufferedH2Connection
 from mitmproxy.proxy.mode_servers import RegularInstance
 from mitmproxy.proxy.server import ConnectionHandler
 
-from datepin.stalls import CHECK_EVERY, tcp_progress
+from datepin.stalls import CHECK_EVERY, Watch, tcp_progress
 
 READ_PIECE = 1 << 20
 # What one stream of an HTTP/2 client may have waiting for flow-control window before its
@@ -56,6 +66,7 @@ _MARK = "_datepin_bigger_reads"
 _H2 = "_datepin_h2"  # on a client Connection: its BufferedH2Connection
 _H1 = "_datepin_h1"  # on a server Connection: the Http1Client relaying its answers
 _PROGRESS = "_datepin_client_progress"  # on a ConnectionHandler: set when its client was read
+_WATCH = "_datepin_client_watch"  # on a ConnectionHandler: the Watch on its client's socket
 
 
 def read_in_bigger_pieces() -> None:
@@ -85,6 +96,12 @@ def read_in_bigger_pieces() -> None:
                 return await read(READ_PIECE if 0 <= n < READ_PIECE else n)
 
             io.reader.read = read_piece  # type: ignore[method-assign]
+        if from_client and io is not None and isinstance(io.writer, asyncio.StreamWriter):
+            transport = io.writer.transport
+            if isinstance(transport, asyncio.Transport):
+                # Not stopped with the handler: mitmproxy closes the socket gracefully, which
+                # waits for its client to take what is left; the watch ends once it is closed.
+                self.__dict__[_WATCH] = Watch.start(transport, self.timeout_watchdog.timeout)
         try:
             await original(self, connection)
         finally:
@@ -118,6 +135,7 @@ def read_in_bigger_pieces() -> None:
             watchdog.blocker  # a hook runs: the client waits for the addon
             or time.time() - watchdog.last_activity < watchdog.timeout
             or _answer_awaited(self)
+            or _answer_waits(self)
         ):
             await asyncio.sleep(min(watchdog.timeout / 4, CHECK_EVERY))
         await original_on_timeout(self)
@@ -150,17 +168,31 @@ async def _client_catches_up(
         await progress.wait()
 
 
+def _bytes_waiting(handler: ConnectionHandler) -> bool | None:
+    """Whether bytes wait for the handler's client in asyncio's buffer or its socket; None
+    where that cannot be told (the client is gone, or the kernel does not say)."""
+    io = handler.transports.get(handler.client)
+    writer = None if io is None else io.writer
+    if not isinstance(writer, asyncio.StreamWriter):
+        return None
+    sock = writer.get_extra_info("socket")
+    progress = None if sock is None else tcp_progress(sock)
+    if progress is None:
+        return None
+    return progress[1] or bool(writer.transport.get_write_buffer_size())
+
+
+def _answer_waits(handler: ConnectionHandler) -> bool:
+    """Whether bytes wait for the handler's client under its Watch, which drops the client if
+    it takes none of them for the limit."""
+    return handler.__dict__.get(_WATCH) is not None and _bytes_waiting(handler) is True
+
+
 def _answer_awaited(handler: ConnectionHandler) -> bool:
     """Whether the handler's client waits for an answer datepin has not got yet: a request is
     on its way to a server, and nothing of that answer waits for the client (in the socket,
     mitmproxy's buffer, or an HTTP/2 stream's window)."""
-    io = handler.transports.get(handler.client)
-    writer = None if io is None else io.writer
-    if not isinstance(writer, asyncio.StreamWriter) or writer.transport.get_write_buffer_size():
-        return False
-    sock = writer.get_extra_info("socket")
-    progress = None if sock is None else tcp_progress(sock)
-    if progress is None or progress[1]:
+    if _bytes_waiting(handler) is not False:
         return False
     h2 = getattr(handler.client, _H2, None)
     for connection in handler.transports:

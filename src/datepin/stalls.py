@@ -2,8 +2,8 @@
 
 aiohttp has no timeout while it sends a body: a client that read an answer's head and then
 nothing, or stopped midway, kept its connection, a file descriptor and, for a file, a blob
-lease (which keeps the blob from eviction) for ever.  In forward mode mitmproxy closes a
-connection with no traffic for `tcp_timeout`; path-mode connections get the same limit here.
+lease (which keeps the blob from eviction) for ever.  Forward-mode clients, whose answers
+mitmproxy sends, get the same watch (datepin.connections).
 
 Progress is what the client's TCP stack has acknowledged (TCP_INFO's `tcpi_bytes_acked`,
 Linux), read every few seconds per connection: nothing is added per byte or per piece sent,
