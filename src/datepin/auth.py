@@ -70,15 +70,21 @@ def egress_routes(config: Config, environ: Mapping[str, str]) -> dict[str, Via]:
             continue
         authorization = None
         if egress.auth_env is not None:
-            secret = environ.get(egress.auth_env, "").strip()
-            if not secret:
-                raise ConfigError(
-                    f"{egress.key}_auth_env: environment variable {egress.auth_env} is not set"
-                    " or empty (it holds the upstream proxy's user:password)"
-                )
-            authorization = authorization_header(secret)
+            authorization = _secret_header(
+                environ, egress.auth_env,
+                f"{egress.key}_auth_env: environment variable {egress.auth_env} is not set"
+                " or empty (it holds the upstream proxy's user:password)",
+            )
         routes[registry.name] = Via(egress.url, egress.key, authorization)
     return routes
+
+
+def _secret_header(environ: Mapping[str, str], variable: str, missing: str) -> str:
+    """The header value for the secret in `variable`; ConfigError(`missing`) if unset or empty."""
+    secret = environ.get(variable, "").strip()
+    if not secret:
+        raise ConfigError(missing)
+    return authorization_header(secret)
 
 
 class UpstreamAuth:
@@ -111,13 +117,11 @@ class UpstreamAuth:
         for registry in registries:
             if registry.auth != "static" or registry.auth_env is None:
                 continue
-            secret = environ.get(registry.auth_env, "").strip()
-            if not secret:
-                raise ConfigError(
-                    f"[[registry]] {registry.name}: environment variable {registry.auth_env} "
-                    f"is not set or empty (auth = \"static\" reads user:password or a token from it)"
-                )
-            static[registry.name] = authorization_header(secret)
+            static[registry.name] = _secret_header(
+                environ, registry.auth_env,
+                f"[[registry]] {registry.name}: environment variable {registry.auth_env} "
+                f"is not set or empty (auth = \"static\" reads user:password or a token from it)",
+            )
         return cls(static, egress)
 
     def headers(self, registry: Registry, url: str, client: str | None = None) -> dict[str, str]:

@@ -153,12 +153,21 @@ def parse_listen(text: str) -> tuple[str, int]:
     if not sep or not port.isascii() or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"{text!r} is not HOST:PORT")
     host = host.strip("[]") or "127.0.0.1"
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        if not _HOSTNAME.match(host):
-            raise ValueError(f"{text!r}: {host!r} is not an IP address or host name") from None
+    if not _is_host(host):
+        raise ValueError(f"{text!r}: {host!r} is not an IP address or host name")
     return host, int(port)
+
+
+def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
+def _is_host(host: str) -> bool:
+    """Whether `host` is an IP address or a host name."""
+    return _ip(host) is not None or bool(_HOSTNAME.match(host))
 
 
 def _url(text: object) -> str:
@@ -215,20 +224,12 @@ def parse_proxy_url(text: object) -> str:
         or parts.path not in ("", "/")
         or parts.query
         or parts.fragment
-        or not (_HOSTNAME.match(host) or _is_ip(host))
+        or not _is_host(host)
     ):
         raise ValueError(wrong)
     scheme = parts.scheme.lower()
     port = port or (443 if scheme == "https" else 80)
     return f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}"
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -268,19 +269,11 @@ def is_listen_address(url: str, listen_host: str, listen_port: int) -> bool:
 
 
 def _is_local(host: str) -> bool:
-    if host in _LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return host in _LOOPBACK_NAMES or ((ip := _ip(host)) is not None and ip.is_loopback)
 
 
 def _is_any(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_unspecified
-    except ValueError:
-        return False
+    return (ip := _ip(host)) is not None and ip.is_unspecified
 
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
