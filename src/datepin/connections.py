@@ -56,7 +56,7 @@ from mitmproxy.proxy.layers.http._http_h2 import BufferedH2Connection
 from mitmproxy.proxy.mode_servers import RegularInstance
 from mitmproxy.proxy.server import ConnectionHandler
 
-from datepin.stalls import CHECK_EVERY, Watch, tcp_progress
+from datepin.stalls import CHECK_EVERY, Watch, progress
 
 READ_PIECE = 1 << 20
 # What one stream of an HTTP/2 client may have waiting for flow-control window before its
@@ -176,10 +176,8 @@ def _bytes_waiting(handler: ConnectionHandler) -> bool | None:
     if not isinstance(writer, asyncio.StreamWriter):
         return None
     sock = writer.get_extra_info("socket")
-    progress = None if sock is None else tcp_progress(sock)
-    if progress is None:
-        return None
-    return progress[1] or bool(writer.transport.get_write_buffer_size())
+    now = None if sock is None else progress(writer.transport, sock)
+    return None if now is None else now[1]
 
 
 def _answer_waits(handler: ConnectionHandler) -> bool:

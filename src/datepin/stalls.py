@@ -58,6 +58,15 @@ def tcp_progress(sock: socket.socket) -> tuple[int, bool] | None:
     return acked, bool(unacked or notsent)
 
 
+def progress(transport: asyncio.WriteTransport, sock: socket.socket) -> tuple[int, bool] | None:
+    """`tcp_progress` of a transport's socket, where bytes in asyncio's buffer wait too."""
+    progress = tcp_progress(sock)
+    if progress is None:
+        return None
+    acked, waiting = progress
+    return acked, waiting or bool(transport.get_write_buffer_size())
+
+
 class Watch:
     """One connection's progress, checked every `limit / 4` seconds (at most CHECK_EVERY)."""
 
@@ -86,8 +95,8 @@ class Watch:
         self._timer.cancel()
 
     def _check(self) -> None:
-        progress = tcp_progress(self._sock)
-        if progress is None:
+        now_progress = progress(self._transport, self._sock)
+        if now_progress is None:
             return  # closed
         if self._dropped:
             # Shut down a check ago, and nothing has closed it since: whatever waited for
@@ -95,8 +104,8 @@ class Watch:
             self._transport.abort()
             return
         now = self._loop.time()
-        acked, waiting = progress
-        if acked != self._acked or not (waiting or self._transport.get_write_buffer_size()):
+        acked, waiting = now_progress
+        if acked != self._acked or not waiting:
             self._acked, self._since = acked, now
         elif now - self._since >= self._limit:
             self._drop()
