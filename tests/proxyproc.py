@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -146,3 +147,15 @@ def fetch(url: str, *, headers: dict[str, str] | None = None, method: str = "GET
             return Response(resp.status, dict(resp.headers.items()), resp.read())
     except urllib.error.HTTPError as e:
         return Response(e.code, dict(e.headers.items()), e.read())
+
+
+def get_head(sock: socket.socket, path: str, host: str) -> bytes:
+    """Send a GET for `path` on `sock` and read its answer's head (with whatever of the body
+    came in the same reads), no more: for clients that then read slowly or not at all."""
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        piece = sock.recv(1024)
+        assert piece, head
+        head += piece
+    return head

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from fakepypi import FakePyPI
-from proxyproc import Proxy
+from proxyproc import Proxy, get_head
 from storecheck import stored
 from test_forward import _proxy_rss, connect, make_bundle, start_proxy
 from test_stalls import blob_files_open, dropped_within, logged_no_error, open_files, settles, wait_fills
@@ -53,13 +53,7 @@ def ask(forward: Forward, path: str, *, rcvbuf: int = 16384) -> tuple[ssl.SSLSoc
     context.set_alpn_protocols(["http/1.1"])
     tls = context.wrap_socket(sock, server_hostname=FILES)
     tls.settimeout(10)
-    tls.sendall(f"GET {path} HTTP/1.1\r\nHost: {FILES}\r\n\r\n".encode())
-    head = b""
-    while b"\r\n\r\n" not in head:
-        piece = tls.recv(1024)
-        assert piece, head
-        head += piece
-    return tls, head
+    return tls, get_head(tls, path, FILES)
 
 
 def upstream_path(fake_path: str) -> str:

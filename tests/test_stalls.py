@@ -20,7 +20,7 @@ import pytest
 from aiohttp import web
 
 from fakepypi import FakePyPI
-from proxyproc import Proxy, fetch, write_config
+from proxyproc import Proxy, fetch, get_head, write_config
 from storecheck import stored
 
 from datepin.stalls import Watch
@@ -110,13 +110,7 @@ def ask(proxy: Proxy, path: str, *, rcvbuf: int = 16384) -> tuple[socket.socket,
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     sock.connect(("127.0.0.1", proxy.port))
     sock.settimeout(10)
-    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{proxy.port}\r\n\r\n".encode())
-    head = b""
-    while b"\r\n\r\n" not in head:
-        piece = sock.recv(1024)
-        assert piece, head
-        head += piece
-    return sock, head
+    return sock, get_head(sock, path, f"127.0.0.1:{proxy.port}")
 
 
 def dropped_within(sock: socket.socket, timeout: float) -> float | None:
