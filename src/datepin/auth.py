@@ -21,10 +21,9 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Literal
-from urllib.parse import urlsplit
 
 from datepin.config import Config, ConfigError, Registry
-from datepin.upstream import Via
+from datepin.upstream import Via, origin
 
 __all__ = [
     "CHALLENGE", "AccessGate", "UpstreamAuth", "authorization_header", "egress_routes", "same_origin",
@@ -43,21 +42,11 @@ def authorization_header(secret: str) -> str:
     return "Bearer " + secret
 
 
-def _origin(url: str) -> tuple[str, str, int | None]:
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    try:
-        port = parts.port or {"http": 80, "https": 443}.get(scheme)
-    except ValueError:
-        port = -1
-    return scheme, (parts.hostname or "").lower(), port
-
-
 def same_origin(url: str, registry: Registry) -> bool:
     """Whether `url` is on the registry's own host (its index or JSON API base)."""
-    target = _origin(url)
+    target = origin(url)
     bases = [registry.url] + ([registry.json_url] if registry.json_url else [])
-    return any(_origin(base) == target for base in bases)
+    return any(origin(base) == target for base in bases)
 
 
 def egress_routes(config: Config, environ: Mapping[str, str]) -> dict[str, Via]:

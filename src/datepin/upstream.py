@@ -43,7 +43,6 @@ MAX_RETRY_AFTER = 60
 # PyPI's CDN it is usually one request's failure, not a request to wait.
 DEFAULT_HOLD_OFF = 5
 _SECONDS = re.compile(r"[0-9]+")
-_DEFAULT_PORTS = {"http": ":80", "https": ":443"}
 
 
 class UpstreamError(Exception):
@@ -89,16 +88,25 @@ def retry_after_header(headers: Mapping[str, str]) -> str | None:
     return next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
 
 
-def origin(url: str) -> str:
-    """`scheme://host[:port]` of `url`, lower-cased, without credentials or a default port:
-    what a rate limit applies to (PyPI's pages and files hosts are two)."""
+# scheme, host and port of a URL: what credentials are scoped to, and a rate limit applies to
+# (PyPI's pages and files hosts are two).
+Origin = tuple[str, str, int | None]
+
+
+def origin(url: str) -> Origin:
+    """`url`'s scheme and host, lower-cased, and port (the scheme's default filled in; -1 when
+    unreadable); no credentials."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
-    host = parts.netloc.rpartition("@")[2].lower()
-    default = _DEFAULT_PORTS.get(scheme)
-    if default is not None and host.endswith(default):
-        host = host.removesuffix(default)
-    return f"{scheme}://{host}"
+    try:
+        port = parts.port or {"http": 80, "https": 443}.get(scheme)
+    except ValueError:
+        port = -1
+    return scheme, (parts.hostname or "").lower(), port
+
+
+def _shown(key: Origin) -> str:
+    return "%s://%s:%s" % key
 
 
 class Held(NamedTuple):
@@ -119,7 +127,7 @@ class HoldOff:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._until: dict[str, tuple[float, int]] = {}  # origin -> (until, status)
+        self._until: dict[Origin, tuple[float, int]] = {}  # origin -> (until, status)
 
     def note(self, url: str, status: int, headers: Mapping[str, str]) -> None:
         """Upstream answered a request for `url` with `status`: hold its origin off if that
@@ -136,7 +144,7 @@ class HoldOff:
         held = self._until.get(key)
         if held is None or held[0] < until:
             if held is None:
-                log.warning("%s answered HTTP %d: not asked again for %d s", key, status, seconds)
+                log.warning("%s answered HTTP %d: not asked again for %d s", _shown(key), status, seconds)
             self._until[key] = (until, status)
 
     def check(self, url: str) -> Held | None:
@@ -150,7 +158,7 @@ class HoldOff:
         left = held[0] - self._clock()
         if left <= 0:
             del self._until[key]
-            log.info("%s: asking again", key)
+            log.info("%s: asking again", _shown(key))
             return None
         return Held(held[1], max(1, math.ceil(left)))
 
