@@ -385,11 +385,9 @@ class Index:
                 log.warning("%s/%s: access not re-checked, within grace: %s", registry.name, name, e)
                 return
             self.access_denied += 1
-            raise UpstreamError(
+            raise e.restated(
                 f"cannot check access to {name} on registry {registry.name!r}, so its stored "
-                f"files are not served: {e}",
-                status=e.status if e.status in THROTTLED else 502,
-                retry_after=e.retry_after,
+                f"files are not served: {e}"
             ) from None
         if page is None:
             self.gate.revoke(key)
@@ -613,12 +611,9 @@ class Index:
             # once upstream is back, changing what a fixed view answers.  Throttled, the
             # client is told when to ask again, as for a page.
             failed = next((e for e in failures if e.status in THROTTLED), failures[0])
-            throttled = failed.status in THROTTLED
-            raise UpstreamError(
+            raise failed.restated(
                 f"{name} {chosen}: release metadata not kept, no file of the release kept to"
-                f" read it from, and upstream failed: {failed}",
-                status=failed.status if throttled else 502,
-                retry_after=failed.retry_after if throttled else None,
+                f" read it from, and upstream failed: {failed}"
             )
         if info is not None:
             try:

@@ -54,6 +54,13 @@ class UpstreamError(Exception):
         self.status = status
         self.retry_after = retry_after
 
+    def restated(self, message: str) -> UpstreamError:
+        """`message` (which tells this error's story) as an error of its own: a throttling
+        status and its Retry-After kept, anything else a bad gateway."""
+        if self.status in THROTTLED:
+            return UpstreamError(message, status=self.status, retry_after=self.retry_after)
+        return UpstreamError(message)
+
 
 def retry_after_seconds(value: str | None, *, now: datetime) -> int | None:
     """A Retry-After header (RFC 9110 10.2.3: seconds, or an HTTP date) as seconds from `now`,
