@@ -409,7 +409,8 @@ class _Project:
 class Fault:
     """Misbehave on the next `remaining` requests whose path matches (None: until cleared).
 
-    status       answer `status` (default 503) with `headers`, whatever was asked
+    status       answer `status` (default 503) with `headers` (and `body`, when given),
+                 whatever was asked
     stall        wait `seconds` (or until the server stops) before answering normally
     stall_body   send headers and half the body, wait, then send the rest
     cut          send headers with the full Content-Length, half the body, then close
@@ -429,6 +430,7 @@ class Fault:
     method: str | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
     hits: int = 0
+    body: bytes | None = None
 
     def matches(self, method: str, path: str) -> bool:
         if self.method is not None and self.method.upper() != method:
@@ -633,7 +635,9 @@ class _Handler(BaseHTTPRequestHandler):
             headers[key] = f"{headers[key]}, {value}" if key in headers else value
         fake = self.server.fake
         fault = fake._take_fault(self.command, url.path)
-        if fault is not None and fault.kind == "status":
+        if fault is not None and fault.kind == "status" and fault.body is not None:
+            reply = _Reply(fault.status, list(fault.headers.items()), fault.body)
+        elif fault is not None and fault.kind == "status":
             reply = _text(fault.status, "fault injected", fault.headers.items())
         else:
             try:
@@ -865,6 +869,13 @@ class FakePyPI:
         return self.fault(match, "status", status=302, times=None,
                           headers={"Location": f"{target}?next={quote(match)}"})
 
+    def answer_with(self, match: str, body: bytes, content_type: str = "text/html") -> Fault:
+        """Answer requests whose path starts with `match` with 200 and `body` until
+        `clear_faults`: a page that is not the one asked for (a maintenance page, a proxy
+        repository's empty listing)."""
+        return self.fault(match, "status", status=200, times=None, body=body,
+                          headers={"Content-Type": content_type})
+
     # -- uploads ----------------------------------------------------------------------------
 
     def add_wheel(
@@ -1029,12 +1040,13 @@ class FakePyPI:
         seconds: float = 30.0,
         method: str | None = None,
         headers: Mapping[str, str] | None = None,
+        body: bytes | None = None,
     ) -> Fault:
         """Misbehave on the next `times` requests (None: until `clear_faults`) whose path
         starts with `match` (a str) or is matched by it (a compiled regex).  See `Fault`."""
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault {kind!r}; one of {', '.join(FAULT_KINDS)}")
-        fault = Fault(match, kind, times, status, seconds, method, dict(headers or {}))
+        fault = Fault(match, kind, times, status, seconds, method, dict(headers or {}), body=body)
         with self._lock:
             self._faults.append(fault)
         return fault

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from datepin.model import DistFile
 from datepin.rewrite.parse import (
+    NotAProjectPage,
     PageError,
     check_html_complete,
     parse_html_page,
@@ -354,9 +355,54 @@ def test_html_empty_page_is_a_page() -> None:
 @pytest.mark.parametrize(
     "body",
     [
+        b"<title>Links for foo</title>",  # PEP 503's example; warehouse, pypiserver, GitLab
+        b"<html><body><h1>Links for foo</h1></body></html>",  # PyTorch's: a heading alone
+        b"<title>root/pypi: links for foo</title>",  # devpi
+        b'<meta name="pypi:repository-version" content="1.0">',
+        b'<meta name="pypi:project-status" content="quarantined">',
+        b'<title>Links for foo</title><a href="https://status.example.com">status</a>',
+    ],
+)
+def test_an_html_page_without_files_that_says_it_is_the_projects_is_a_page(body: bytes) -> None:
+    assert parse_html_page(body, BASE, "foo").files == ()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"<html><body><h1>Down for maintenance</h1>"
+        b'<a href="https://status.example.com">status</a></body></html>',
+        b"<html><head></head><body></body></html>",  # a proxy repository's empty listing
+        b'<html><head><title>Sign in</title></head><body><form action="/login"></form>'
+        b'<a href="/login/reset">Forgot your password?</a></body></html>',
+        b'<html><body><a href="README.html">README.html</a></body></html>',
+    ],
+)
+def test_an_html_page_without_files_that_does_not_say_so_is_not_a_project_page(body: bytes) -> None:
+    """Recorded, such a page would say the project had no files at that moment, for good."""
+    with pytest.raises(NotAProjectPage, match="lists no package"):
+        parse_html_page(body, BASE, "foo")
+
+
+def test_html_links_to_what_is_not_a_distribution_are_not_files() -> None:
+    """pip and uv skip them; in history they would be files nobody installs, "deleted" and
+    kept when the link goes."""
+    body = (
+        b'<html><body><a href="https://status.example.com">status</a>'
+        b'<a href="foo-1.0-py3-none-any.whl.metadata">m</a><a href="README.md">README.md</a>'
+        b'<a href="foo-latest.tar.gz">foo-latest.tar.gz</a>'
+        b'<a href="foo-1.0-py3-none-any.whl">w</a><a href="foo-1.0.tar.gz">s</a></body></html>'
+    )
+    page = parse_html_page(body, BASE, "foo")
+    assert [f.filename for f in page.files] == ["foo-1.0-py3-none-any.whl", "foo-1.0.tar.gz"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
         b"\xff\xfe<html>",
         b'<a href="bad">x</a>'.replace(b"x", b"\xc3"),
-        b'<a href="x" data-upload-time="soon">f</a>',
+        b'<a href="f-1.0.tar.gz" data-upload-time="soon">f</a>',
         # Links urllib cannot read (a host that changes under NFKC normalisation, an IPv6
         # address left open): refused like the rest, not a crash of the request.
         '<a href="https://files.example\uff0fevil.example/f-1.0.tar.gz">f</a>'.encode(),

@@ -392,6 +392,46 @@ def test_registry_without_upload_times_uses_first_seen(tmp_path: Path, public: F
             proxy.stop()
 
 
+# What a registry (or the proxy repository in front of it) answers, 200 and unredirected, for
+# a project page while it is not serving projects.
+MAINTENANCE = (b'<html><body><h1>Down for maintenance</h1><a href="https://status.example.com">'
+               b"status</a></body></html>")
+EMPTY_LISTING = b"<html><head></head><body></body></html>"
+
+
+def test_a_page_that_is_not_a_project_page_is_an_upstream_failure(
+    tmp_path: Path, public: FakePyPI
+) -> None:
+    """Recorded, a maintenance page or an empty listing would be the project losing every
+    file (for the pins of that moment, for good), or a project never seen having none (its
+    files then first seen later: hidden for good from older pins)."""
+    with FakePyPI() as html:
+        html.serve_json = False
+        html.add_wheel("alpha", "1.0", upload_time="2025-01-01T00:00:00Z")
+        html.add_wheel("fresh", "1.0", upload_time="2025-01-01T00:00:00Z")
+        extra = f'[[registry]]\nname = "html"\nurl = "{html.simple_url}"\n'
+        proxy = start_proxy(tmp_path, public, extra)
+        try:
+            assert proxy.get("/live/r/html/alpha/").status == 200  # observed: files in history
+            html.answer_with("/simple/alpha/", MAINTENANCE)
+            html.answer_with("/simple/fresh/", EMPTY_LISTING)
+            live = proxy.get("/live/r/html/alpha/", {"Accept": JSON})
+            assert live.status == 200, live.body
+            assert json.loads(live.body)["versions"] == ["1.0"]
+            assert "answered from history" in live.header("Warning")
+            never = proxy.get("/2023-11-18/r/html/fresh/")
+            assert never.status == 502, never.body
+            assert html.project_url("fresh").encode() in never.body
+            assert b"not a project page" in never.body
+            during = now_pin()
+            html.clear_faults()
+            assert proxy.get("/live/r/html/alpha/").status == 200  # upstream is back
+            assert pip_resolve(f"{proxy.url}/{during}/r/html/", ["alpha"]) == {"alpha": "1.0"}
+            assert uv_compile(f"{proxy.url}/2023-11-18/r/html/", ["fresh"]) == {"fresh": "1.0"}
+        finally:
+            proxy.stop()
+
+
 def test_registry_with_upload_times_is_filtered_like_pypi(tmp_path: Path, public: FakePyPI) -> None:
     with FakePyPI() as other:
         other.add_wheel("gamma", "1.0", upload_time="2023-01-01T00:00:00Z")

@@ -210,6 +210,36 @@ def test_snapshot_cli_names_failures_and_exits_nonzero(graph, tmp_path):
     assert bad.exit_code == 2 and "no registry named 'elsewhere'" in bad.stderr
 
 
+def test_a_snapshot_answered_by_a_maintenance_page_fails_and_keeps_nothing(fake_pypi, tmp_path):
+    """An HTML registry down for maintenance answers 200 with a page of its own: not the
+    project losing its files (which would be kept at once, and gone for the pins of that
+    moment), but a project that could not be observed."""
+    with FakePyPI() as html:
+        html.serve_json = False
+        html.add_wheel("alpha", "1.0", upload_time="2023-01-01T00:00:00Z")
+        config = write_config(
+            tmp_path / "proxy.toml",
+            simple_url=fake_pypi.simple_url, json_url=fake_pypi.json_url, files_url=fake_pypi.files_url,
+            upstream_timeout="5s", extra=f'[[registry]]\nname = "html"\nurl = "{html.simple_url}"\n',
+        )
+        data = tmp_path / "data"
+        assert cli(config, data, "snapshot", "html:alpha").exit_code == 0
+        html.answer_with("/simple/alpha/", b"<!DOCTYPE html><html><head><title>Maintenance</title>"
+                         b'</head><body><h1>Down for maintenance</h1><a href="/status">status</a>'
+                         b"</body></html>")
+        done = cli(config, data, "snapshot", "html:alpha")
+        assert done.exit_code == 1
+        assert done.stdout.strip() == (
+            "observed 0, changed 0, files gone 0, files rescued 0, failures 1"
+        )
+        assert f"{html.project_url('alpha')} answered a page that is not a project page" in done.stderr
+        assert html.requests_for("/files/") == [] and html.requests_for("/status") == []
+        html.clear_faults()
+        doc = json.loads(cli(config, data, "history", "html:alpha", "--json").stdout)
+        assert [f["filename"] for f in doc["files"] if not f["gone_since"]] == [
+            "alpha-1.0-py3-none-any.whl"]
+
+
 def test_serve_snapshots_in_the_background_and_stops_cleanly(graph, tmp_path):
     config = write_config(
         tmp_path / "proxy.toml",

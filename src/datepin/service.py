@@ -37,6 +37,7 @@ from datepin.model import DistFile, ProjectHistory, ProjectPage, View
 from datepin.pins import Pin
 from datepin.rewrite.filenames import project_of, version_of
 from datepin.rewrite.parse import (
+    NotAProjectPage,
     PageError,
     check_html_complete,
     json_text,
@@ -212,12 +213,21 @@ class Index:
                 read = functools.partial(
                     parse_html_page, fetched.body, base_url, name, fetched.content_type
                 )
-            page = read() if small else await asyncio.to_thread(read)
+            page: ProjectPage | None = read() if small else await asyncio.to_thread(read)
+        except NotAProjectPage as e:
+            if not redirected:
+                # A maintenance page, a proxy repository's empty listing: upstream failing,
+                # not the project having no files (DESIGN.md "Determinism").
+                reason = one_line(str(e))
+                raise UpstreamError(
+                    f"{mask_url(url)} answered a page that is not a project page: {reason}"
+                ) from None
+            page = None  # lists no package: a login page (below)
         except PageError as e:
             reason = one_line(str(e))
             raise UpstreamError(f"{mask_url(url)} sent a page datepin cannot read: {reason}") from None
         if elsewhere:
-            if any(project_of(f.filename) == name for f in page.files):
+            if page is not None and any(project_of(f.filename) == name for f in page.files):
                 # The registry forwards projects it does not hold to another index (GitLab
                 # sends them to pypi.org): not on this registry, as a 404 would say.  The
                 # client takes the project from its other index, pinned there.
@@ -225,7 +235,7 @@ class Index:
                          registry.name, name, mask_url(base_url))
                 return None
             raise _refused(registry, url, 401, f"redirected to {mask_url(base_url)}")
-        if redirected and not json_page and all(version_of(f.filename) is None for f in page.files):
+        if page is None or (redirected and not json_page and not page.files):
             # Sent to an HTML page that lists no package, on whatever host: a login page (a
             # single sign-on front whose session expired), not the project.  Recorded, it
             # would be the project having no files at that moment, for every pin (DESIGN.md

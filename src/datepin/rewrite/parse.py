@@ -19,6 +19,7 @@ from packaging.utils import canonicalize_name
 
 from datepin.model import DistFile, ProjectPage
 from datepin.pins import PinError, parse_timestamp
+from datepin.rewrite.filenames import version_of
 
 # beautifulsoup4 is imported when a page is HTML: 4 MB of resident memory that a proxy of
 # registries with JSON pages (PyPI's included) never needs.
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from bs4 import BeautifulSoup, Tag
 
 __all__ = [
+    "NotAProjectPage",
     "PageError",
     "check_html_complete",
     "parse_html_page",
@@ -48,6 +50,12 @@ _HEX_LENGTHS: dict[str, int] = {
 
 class PageError(ValueError):
     """An upstream page that is not a valid simple-API / JSON-API page."""
+
+
+class NotAProjectPage(PageError):
+    """An HTML page that lists no package and does not say it is a project page: a
+    maintenance page, a proxy repository's empty listing, a login form.  Recorded, it would
+    be the project having no files at that moment, for every pin (DESIGN.md "Determinism")."""
 
 
 # --- PEP 691 JSON -------------------------------------------------------------------------
@@ -309,13 +317,22 @@ def parse_html_page(
     base_tag = soup.find("base", href=True)
     if isinstance(base_tag, Tag):
         base_url = _join(base_url, _attr(base_tag, "href") or "")
+    # Only links to distributions are files: pip and uv skip the rest (a "status" link on a
+    # maintenance page, a directory listing's README or .metadata files).
     files = tuple(
-        _html_file(anchor, href, url)
+        _html_file(anchor, url, filename)
         for anchor in soup.find_all("a")
         if isinstance(anchor, Tag)
         and (href := _attr(anchor, "href")) is not None
         and not _is_directory(url := _join(base_url, href))
+        and version_of(filename := _filename(anchor, url)) is not None
     )
+    if not files and not _says_it_is_a_project_page(soup):
+        raise NotAProjectPage(
+            "it lists no package, and has neither a 'Links for' title or heading nor a pypi:"
+            " meta tag (down for maintenance, or a proxy repository whose own upstream is"
+            " blocked?)"
+        )
     return ProjectPage(
         name=canonicalize_name(name),
         files=files,
@@ -342,14 +359,32 @@ def check_html_complete(body: bytes | bytearray) -> None:
         raise PageError("HTML page has no </body> or </html>: cut short upstream?")
 
 
-def _html_file(anchor: Tag, href: str, joined: str) -> DistFile:
-    """The file `anchor` links to: its `href`, `joined` to the page's base URL."""
+def _says_it_is_a_project_page(soup: BeautifulSoup) -> bool:
+    """A page with no file is a project's only if it says so: by a PEP 629 or PEP 792 meta
+    tag, or by the title or heading PEP 503's example and every index writes ("Links for
+    <name>": warehouse, pypiserver, GitLab, PyTorch's; devpi's "<index>: links for <name>")."""
+    from bs4 import Tag
+
+    if any(_meta_content(soup, name) is not None
+           for name in ("pypi:repository-version", "pypi:project-status")):
+        return True
+    return any(
+        "links for" in " ".join(tag.get_text().split()).lower()
+        for tag in soup.find_all(("title", "h1"))
+        if isinstance(tag, Tag)
+    )
+
+
+def _filename(anchor: Tag, joined: str) -> str:
+    """The name of the file a link (`joined` to the page's base URL) points at."""
+    # The URL's, as pip and uv read it: PEP 503 says the text must match it, but web
+    # servers' directory listings cut long names short in the text ("...m..>", nginx).
+    return _last_segment(urldefrag(joined).url) or anchor.get_text().strip()
+
+
+def _html_file(anchor: Tag, joined: str, filename: str) -> DistFile:
+    """The file `anchor` links to, `joined` to the page's base URL."""
     url, fragment = urldefrag(joined)
-    # The name is the URL's, as pip and uv read it: PEP 503 says the text must match it, but
-    # web servers' directory listings cut long names short in the text ("...m..>", nginx).
-    filename = _last_segment(url) or anchor.get_text().strip()
-    if not filename:
-        raise PageError(f"link {href!r} names no file")
     metadata = _attr(anchor, "data-core-metadata")
     if metadata is None:
         metadata = _attr(anchor, "data-dist-info-metadata")
