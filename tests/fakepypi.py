@@ -187,6 +187,7 @@ def _write_wheel(
     requires_python: str | None,
     tag: str,
     payload_size: int,
+    init_py: str | None = None,
 ) -> tuple[str, bytes]:
     """Write a wheel to `out` (streaming the padding); return (filename, METADATA)."""
     filename = wheel_filename(project, version, tag)
@@ -210,7 +211,9 @@ def _write_wheel(
             zf.writestr(_zip_info(name, zipfile.ZIP_DEFLATED), data)
             records.append(f"{name},{_record_hash(data)},{len(data)}")
 
-        add(f"{module}/__init__.py", f'__version__ = "{norm_version}"\n'.encode())
+        if init_py is None:
+            init_py = f'__version__ = "{norm_version}"\n'
+        add(f"{module}/__init__.py", init_py.encode())
         if payload_size:
             name = f"{module}/_payload.bin"
             info = _zip_info(name, zipfile.ZIP_STORED)
@@ -240,8 +243,10 @@ def build_wheel(
     requires_python: str | None = None,
     tag: str = "py3-none-any",
     payload_size: int = 0,
+    init_py: str | None = None,
 ) -> BuiltDist:
-    """An installable wheel in memory; the same arguments always give the same bytes."""
+    """An installable wheel in memory; the same arguments always give the same bytes.
+    `init_py`: the module's `__init__.py` (default: its `__version__` alone)."""
     buf = io.BytesIO()
     filename, metadata = _write_wheel(
         buf,
@@ -251,6 +256,7 @@ def build_wheel(
         requires_python=requires_python,
         tag=tag,
         payload_size=payload_size,
+        init_py=init_py,
     )
     return BuiltDist(filename, buf.getvalue(), metadata)
 
@@ -299,8 +305,11 @@ def build_sdist(
     *,
     requires_dist: Iterable[str] = (),
     requires_python: str | None = None,
+    build_requires: Iterable[str] = ("setuptools>=61",),
+    build_backend: str = "setuptools.build_meta",
 ) -> BuiltDist:
-    """A reproducible `.tar.gz` with PKG-INFO, pyproject.toml and the module."""
+    """A reproducible `.tar.gz` with PKG-INFO, pyproject.toml and the module.  Its
+    `[build-system]` names `build_requires` and `build_backend` (setuptools by default)."""
     requires_dist = list(requires_dist)
     norm_version = str(Version(version))
     module = dist_name(project)
@@ -313,8 +322,8 @@ def build_sdist(
         project_table.append(f"requires-python = {json.dumps(requires_python)}")
     project_table.append(f"dependencies = {json.dumps(requires_dist)}")
     pyproject = (
-        '[build-system]\nrequires = ["setuptools>=61"]\n'
-        'build-backend = "setuptools.build_meta"\n\n[project]\n'
+        f"[build-system]\nrequires = {json.dumps(list(build_requires))}\n"
+        f"build-backend = {json.dumps(build_backend)}\n\n[project]\n"
         + "".join(line + "\n" for line in project_table)
     ).encode()
     members = {
@@ -330,6 +339,67 @@ def build_sdist(
                 info.size, info.mtime, info.mode = len(data), 0, 0o644
                 tar.addfile(info, io.BytesIO(data))
     return BuiltDist(f"{base}.tar.gz", buf.getvalue(), metadata)
+
+
+# A PEP 517 build backend in one module (the source of a wheel's `__init__.py`), needing nothing
+# but the standard library: it builds an sdist made by build_sdist (PKG-INFO, pyproject.toml,
+# one package) into a pure-Python wheel, with PKG-INFO as its METADATA.  An sdist that names it
+# (build_backend="<its project>") builds with no setuptools and no network.
+TINY_BACKEND = r'''
+import base64
+import hashlib
+import os
+import re
+import zipfile
+from email.parser import Parser
+
+WHEEL = "Wheel-Version: 1.0\nGenerator: tinybackend\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+
+
+def _dist_info():
+    with open("PKG-INFO", encoding="utf-8") as f:
+        metadata = f.read()
+    headers = Parser().parsestr(metadata)
+    module = re.sub(r"[-_.]+", "_", headers["Name"]).lower()
+    return module, f"{module}-{headers['Version']}", metadata
+
+
+def get_requires_for_build_wheel(config_settings=None):
+    return []
+
+
+def prepare_metadata_for_build_wheel(metadata_directory, config_settings=None):
+    _, base, metadata = _dist_info()
+    target = os.path.join(metadata_directory, base + ".dist-info")
+    os.makedirs(target, exist_ok=True)
+    for name, text in (("METADATA", metadata), ("WHEEL", WHEEL)):
+        with open(os.path.join(target, name), "w", encoding="utf-8") as f:
+            f.write(text)
+    return base + ".dist-info"
+
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    module, base, metadata = _dist_info()
+    members = {}
+    for root, _, files in os.walk(module):
+        for name in sorted(files):
+            path = os.path.join(root, name)
+            with open(path, "rb") as f:
+                members[path.replace(os.sep, "/")] = f.read()
+    members[base + ".dist-info/METADATA"] = metadata.encode()
+    members[base + ".dist-info/WHEEL"] = WHEEL.encode()
+    record = []
+    for name, data in members.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append(f"{name},sha256={digest},{len(data)}\n")
+    record.append(base + ".dist-info/RECORD,,\n")
+    members[base + ".dist-info/RECORD"] = "".join(record).encode()
+    filename = base + "-py3-none-any.whl"
+    with zipfile.ZipFile(os.path.join(wheel_directory, filename), "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return filename
+'''
 
 
 # ---------------------------------------------------------------------------------------------
@@ -889,10 +959,11 @@ class FakePyPI:
         tag: str = "py3-none-any",
         metadata_file: bool = True,
         payload_size: int = 0,
+        init_py: str | None = None,
     ) -> FakeFile:
         built = build_wheel(
             project, version, requires_dist=requires_dist, requires_python=requires_python,
-            tag=tag, payload_size=payload_size,
+            tag=tag, payload_size=payload_size, init_py=init_py,
         )
         return self.add_file(
             project, built.filename, built.content, upload_time=upload_time,
@@ -909,9 +980,12 @@ class FakePyPI:
         requires_dist: Iterable[str] = (),
         requires_python: str | None = None,
         metadata_file: bool = False,  # PyPI serves .metadata for wheels only
+        build_requires: Iterable[str] = ("setuptools>=61",),
+        build_backend: str = "setuptools.build_meta",
     ) -> FakeFile:
         built = build_sdist(
-            project, version, requires_dist=requires_dist, requires_python=requires_python
+            project, version, requires_dist=requires_dist, requires_python=requires_python,
+            build_requires=build_requires, build_backend=build_backend,
         )
         return self.add_file(
             project, built.filename, built.content, upload_time=upload_time,

@@ -234,6 +234,21 @@ def test_env_forward_mode(tmp_path):
     assert "datepin ca --bundle datepin-ca-bundle.pem" in out
 
 
+def test_env_keeps_the_overrides_of_a_pin_as_written(tmp_path):
+    # `,` and `=` need no escaping in a URL path or in userinfo (RFC 3986 sub-delims), and
+    # pip and uv send them as written.
+    code, out = invoke("env", "--data-dir", str(tmp_path), "--pin", "2018-06-01,Setuptools=live")
+    assert code == 0
+    index = "http://127.0.0.1:8080/2018-06-01,setuptools=live/simple/"
+    assert exports(out)["PIP_INDEX_URL"] == index and exports(out)["UV_DEFAULT_INDEX"] == index
+    code, out = invoke("env", "--data-dir", str(tmp_path), "--pin", "2018-06-01,setuptools=live",
+                       "--mode", "forward")
+    assert code == 0
+    assert exports(out)["HTTPS_PROXY"] == "http://2018-06-01,setuptools=live:x@127.0.0.1:8080"
+    code, out = invoke("env", "--pin", "2018-06-01,setuptools", "--data-dir", str(tmp_path))
+    assert code != 0 and "<pin>[,<project>=<pin>]..." in out
+
+
 def test_env_and_ca_name_the_ca_by_an_absolute_path_for_a_relative_data_dir(tmp_path, monkeypatch):
     """Pasted in another directory (the project's), the printed paths still name the CA."""
     monkeypatch.chdir(tmp_path)

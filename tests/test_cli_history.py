@@ -131,6 +131,18 @@ def test_history_at_a_pin_gives_the_reason_for_each_file(data: Path) -> None:
     assert "0 of 4 files visible" in gone
 
 
+def test_history_at_a_pin_with_overrides_shows_the_pin_applied_to_the_project(data: Path) -> None:
+    # The project's own override applies; another project's does not.
+    overridden = cli(data, "history", "demo", "--at", "2024-02-01,Demo=2024-03-05T12:00:00Z")
+    assert overridden.exit_code == 0, overridden.output
+    assert "view at 2024-03-05T12:00:00Z (cutoff 2024-03-05T12:00:00Z, observed): 2 of 4 files visible" \
+        in overridden.stdout.splitlines()
+    other = cli(data, "history", "demo", "--at", "2024-02-01,setuptools=live")
+    assert "view at 2024-02-01 (cutoff 2024-02-01T00:00:00Z, reconstructed)" in other.stdout
+    bad = cli(data, "history", "demo", "--at", "2024-02-01,demo=live,demo=live")
+    assert bad.exit_code != 0 and "names demo twice" in bad.output
+
+
 def test_history_json_is_for_scripts(data: Path) -> None:
     result = cli(data, "history", "demo", "--json", "--at", "2024-02-01")
     assert result.exit_code == 0, result.output

@@ -243,6 +243,30 @@ def test_pages_carry_the_pin_and_are_never_reused_across_pins(graph, proxy, bund
     assert elsewhere.status == 404
 
 
+def test_an_override_in_the_proxy_credentials_applies_to_its_project(graph, proxy, bundle):
+    # alpha 1.0 needs beta (any version): at 2023-03-01 that is beta 1.0; beta's override
+    # shows it 2.0.  `,` and `=` go in the proxy URL's user name as they are.
+    env = forward_env(proxy, bundle, "2023-03-01,beta=live:x")
+    assert pip_resolve(PYPI, ["alpha"], env_extra=env) == {"alpha": "1.0", "beta": "2.0"}
+    assert uv_compile(PYPI, ["alpha"], env_extra=env) == {"alpha": "1.0", "beta": "2.0"}
+
+    credentials = "2023-03-01,beta=2023-07-01:x"
+    beta = tunnel_get(proxy, PYPI + "beta/", bundle=bundle, credentials=credentials,
+                      headers={"Accept": JSON})
+    assert json.loads(beta.body)["versions"] == ["1.0", "2.0"]
+    assert beta.header("Datepin-Pin") == "2023-03-01,beta=2023-07-01"
+    assert beta.header("Datepin-Cutoff") == "2023-07-01T00:00:00Z"
+    assert beta.header("Datepin-View") == "reconstructed"
+    assert "2023-07-01T00:00:00Z" in beta.header("ETag")
+    alpha = tunnel_get(proxy, PYPI + "alpha/", bundle=bundle, credentials=credentials,
+                       headers={"Accept": JSON})
+    assert json.loads(alpha.body)["versions"] == ["1.0"]
+    assert alpha.header("Datepin-Cutoff") == "2023-03-01T00:00:00Z"
+    header = tunnel_get(proxy, PYPI + "beta/", bundle=bundle,
+                        headers={"Accept": JSON, "Datepin-Pin": "2023-03-01,beta=live"})
+    assert header.header("Datepin-View") == "live" and header.header("Datepin-Cutoff") is None
+
+
 def test_json_api_at_the_pin(graph, proxy, bundle):
     r = tunnel_get(proxy, "https://pypi.org/pypi/alpha/json", bundle=bundle, credentials="2023-03-01:x")
     assert r.status == 200 and r.header("Cache-Control") == "no-cache"
@@ -449,6 +473,15 @@ def test_the_ca_is_private(proxy, bundle):
         ("2023-11-18T14:05:00Z", "2023-11-18T14:05:00Z"),  # no password at all
         ("2023-11-18T15:05:00+01:00:x", "2023-11-18T15:05:00+01:00"),
         ("2023-11-18T14:05:00.5Z:a:b", "2023-11-18T14:05:00.5Z"),
+        # Per-project overrides, as pip and uv send `http://2018-06-01,setuptools=live:x@...`.
+        ("2018-06-01,setuptools=live:x", "2018-06-01,setuptools=live"),
+        ("2018-06-01,Setuptools=live,wheel=2024-01-01:x", "2018-06-01,setuptools=live,wheel=2024-01-01"),
+        ("live,setuptools=2024-01-01:x", "live,setuptools=2024-01-01"),
+        ("2018-06-01,setuptools=2024-01-01T00:00:00Z:x", "2018-06-01,setuptools=2024-01-01T00:00:00Z"),
+        ("2023-11-18T14:05:00Z,setuptools=live:x", "2023-11-18T14:05:00Z,setuptools=live"),
+        ("pin:2018-06-01,setuptools=2024-01-01T00:00:00Z", "2018-06-01,setuptools=2024-01-01T00:00:00Z"),
+        ("2018-06-01%2Csetuptools%3Dlive:x", "2018-06-01,setuptools=live"),  # not decoded
+        ("live%2Csetuptools%3D2024-01-01:x", "live,setuptools=2024-01-01"),
     ],
 )
 def test_pin_from_credentials(credentials, pin):
@@ -466,6 +499,8 @@ def test_the_basic_scheme_is_case_insensitive():
         (basic("2023-13-45:x"), "'2023-13-45' is not a pin"),
         (basic("2999-01-01:x"), "in the future"),
         (basic("alice:secret"), "name no pin"),
+        (basic("2018-06-01,setuptools=live,setuptools=live:x"), "names setuptools twice"),
+        (basic("live,:x"), "empty part"),
         ("Bearer abc", "Basic"),
         ("Basic %%%", "unreadable"),
     ],
@@ -495,6 +530,12 @@ def test_pin_selection_order():
     assert select_pin(None, None, connect_pin, "live", now=NOW).text == "2023-05-05"
     assert select_pin(None, None, None, "2023-06-06", now=NOW).text == "2023-06-06"
     assert select_pin(" 2023-01-01 ", None, None, "live", now=NOW).text == "2023-01-01"
+    header = select_pin("2023-01-01,Setuptools=live", own, None, "live", now=NOW)
+    assert header.text == "2023-01-01,setuptools=live" and header.for_project("setuptools").cutoff is None
+    encoded = select_pin("2023-01-01%2Csetuptools%3Dlive", None, None, "live", now=NOW)
+    assert encoded == header
+    default = select_pin(None, None, None, "2023-06-06,wheel=live", now=NOW)
+    assert default.for_project("wheel").cutoff is None
     with pytest.raises(PinError):
         select_pin("soon", own, connect_pin, "live", now=NOW)
 

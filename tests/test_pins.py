@@ -150,5 +150,76 @@ def test_parse_pin_only_raises_pin_error(text: str) -> None:
         pin = parse_pin(text, now=NOW)
     except PinError:
         return
-    assert pin.text == text
+    assert parse_pin(pin.text, now=NOW) == pin  # the text it keeps reads back the same
     assert pin.cutoff is None or pin.cutoff <= NOW
+    for _, override in pin.overrides:
+        assert override.cutoff is None or override.cutoff <= NOW
+
+
+# -- per-project overrides ---------------------------------------------------------------------
+
+
+def test_overrides_apply_to_their_project_and_the_base_to_every_other() -> None:
+    pin = parse_pin("2018-06-01,setuptools=live,wheel=2024-01-01", now=NOW)
+    assert pin.text == "2018-06-01,setuptools=live,wheel=2024-01-01"
+    assert pin.cutoff == datetime(2018, 6, 1, tzinfo=UTC)
+    assert pin.for_project("setuptools") == Pin(text="live", cutoff=None)
+    assert pin.for_project("wheel") == Pin(text="2024-01-01", cutoff=datetime(2024, 1, 1, tzinfo=UTC))
+    assert pin.for_project("numpy") == Pin(text="2018-06-01", cutoff=datetime(2018, 6, 1, tzinfo=UTC))
+    assert pin.for_project("numpy").overrides == ()
+
+
+def test_a_pin_without_overrides_applies_to_every_project_as_it_is() -> None:
+    pin = parse_pin("2023-11-18T14:05:00Z", now=NOW)
+    assert pin.overrides == () and pin.for_project("anything") == pin
+
+
+def test_override_names_are_compared_pep_503_normalised() -> None:
+    pin = parse_pin("live,Zope.Interface=2020-01-01,typing_extensions=2021-01-01", now=NOW)
+    assert pin.text == "live,zope-interface=2020-01-01,typing-extensions=2021-01-01"
+    assert pin.cutoff is None
+    assert pin.for_project("zope-interface").cutoff == datetime(2020, 1, 1, tzinfo=UTC)
+    assert pin.for_project("Typing.Extensions").cutoff == datetime(2021, 1, 1, tzinfo=UTC)
+
+
+def test_an_override_may_be_a_timestamp() -> None:
+    pin = parse_pin("2018-06-01,setuptools=2024-01-01T12:00:00+02:00", now=NOW)
+    assert pin.for_project("setuptools").cutoff == datetime(2024, 1, 1, 10, tzinfo=UTC)
+    assert pin.for_project("setuptools").text == "2024-01-01T12:00:00+02:00"
+
+
+def test_a_percent_encoded_pin_reads_as_written_plainly() -> None:
+    encoded = parse_pin("2018-06-01%2Csetuptools%3Dlive%2cwheel%3d2024-01-01T00%3A00%3A00Z", now=NOW)
+    assert encoded == parse_pin("2018-06-01,setuptools=live,wheel=2024-01-01T00:00:00Z", now=NOW)
+
+
+def test_thirty_two_overrides_are_accepted() -> None:
+    text = "2018-06-01" + "".join(f",p{i}=live" for i in range(32))
+    assert len(parse_pin(text, now=NOW).overrides) == 32
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("2018-06-01,setuptools=live,Setuptools=2024-01-01", "names setuptools twice"),
+        ("2018-06-01,setuptools=live,setuptools=live", "names setuptools twice"),
+        ("2018-06-01,", "empty part"),
+        ("2018-06-01,,setuptools=live", "empty part"),
+        (",setuptools=live", "empty part"),
+        ("2018-06-01" + "".join(f",p{i}=live" for i in range(33)), "33 overrides, at most 32"),
+        ("2018-06-01,setuptools", "'setuptools' is not <project>=<pin>"),
+        ("2018-06-01,=live", "'=live' is not <project>=<pin>"),
+        ("2018-06-01,-bad-=live", "'-bad-' is not a project name"),
+        ("2018-06-01,setuptools=live=2024-01-01", "no overrides of its own"),
+        ("setuptools=live", "'setuptools=live' is not a pin"),
+        ("2018-06-01,setuptools=2023-13-45", "'2023-13-45' is not a pin"),
+        ("2018-06-01,setuptools=2999-01-01", "in the future"),
+        ("2999-01-01,setuptools=live", "in the future"),
+    ],
+)
+def test_malformed_overrides_say_why_and_show_the_form(text: str, reason: str) -> None:
+    with pytest.raises(PinError) as info:
+        parse_pin(text, now=NOW)
+    message = str(info.value)
+    assert reason in message and "\n" not in message
+    assert "<pin>[,<project>=<pin>]..." in message

@@ -31,7 +31,7 @@ from datepin.fileserver import (
     fill_error_text,
 )
 from datepin.history import StoredFile, file_key
-from datepin.model import DistFile, View
+from datepin.model import DistFile
 from datepin.pages import Page, PageCache, build_page
 from datepin.pins import Pin, PinError, format_time, parse_pin
 from datepin.rewrite.filenames import project_of
@@ -137,10 +137,13 @@ def ask_from(flow: http.HTTPFlow) -> Ask:
     return Ask(request.method, request.path, request.headers, request.host_header or request.pretty_host)
 
 
-def pin_headers(pin: Pin, kind: str | None = None) -> dict[str, str]:
+def pin_headers(pin: Pin, kind: str | None = None, *, applied: Pin | None = None) -> dict[str, str]:
+    """The pin as the client wrote it (canonical), and the cutoff of the pin `applied` to the
+    project answered (its override, if the pin has one for it; else the pin itself)."""
     headers = {"Datepin-Pin": pin.text}
-    if pin.cutoff is not None:
-        headers["Datepin-Cutoff"] = format_time(pin.cutoff)
+    cutoff = (applied or pin).cutoff
+    if cutoff is not None:
+        headers["Datepin-Cutoff"] = format_time(cutoff)
     if kind:
         headers["Datepin-View"] = kind
     return headers
@@ -518,31 +521,35 @@ class DatepinAddon:
             base = f"http://{ask.host}"
             link = path_links(base, registry.name)
         fmt = choose_format(ask.headers.get("Accept"))
-        key = (registry.name, route.project, pin.cutoff, fmt, base)
+        # Everything about the project is answered at the pin applied to it (an override).
+        applied = pin.for_project(route.project)
+        key = (registry.name, route.project, applied.cutoff, fmt, base)
         # A fixed view's page is answered from memory, with no history read at all; never for
         # a passthrough registry, whose pages only clients upstream accepts may see.
-        cacheable = not json_api and pin.cutoff is not None and registry.auth != "passthrough"
+        cacheable = not json_api and applied.cutoff is not None and registry.auth != "passthrough"
         if cacheable and (page := self.pages.get(key)) is not None:
-            return self._send_page(ask, page, pin_headers(pin, page.kind), pin, forward_mode)
+            headers = pin_headers(pin, page.kind, applied=applied)
+            return self._send_page(ask, page, headers, applied, forward_mode)
         try:
             await self.index.authorize(registry, route.project, authorization)
             answer = await self.index.answer(
                 registry, route.project, pin, authorization=authorization
             )
         except NotObserved:
-            return self._not_found(json_api, f"{route.project} is not on {registry.name}", pin)
+            message = f"{route.project} is not on {registry.name}"
+            return self._not_found(json_api, message, pin_headers(pin, applied=applied))
         except UpstreamError as e:
-            return error_response(e, json_api=json_api, headers=pin_headers(pin))
+            return error_response(e, json_api=json_api, headers=pin_headers(pin, applied=applied))
         view = answer.view
+        headers = pin_headers(pin, view.kind, applied=applied)
         if not view.files:
-            when = f"before {format_time(pin.cutoff)}" if pin.cutoff else "upstream now"
-            return self._not_found(json_api, f"{route.project} has no files {when}", pin, view)
-        headers = pin_headers(pin, view.kind)
+            when = f"before {format_time(applied.cutoff)}" if applied.cutoff else "upstream now"
+            return self._not_found(json_api, f"{route.project} has no files {when}", headers)
         private = registry.auth == "passthrough"
         if answer.warning:
             headers["Warning"] = warning_header(answer.warning)
         # Caches may keep it for its max-age: not answered from history for want of upstream.
-        settled = answer.warning is None and (pin.cutoff is None or answer.fixed)
+        settled = answer.warning is None and (applied.cutoff is None or answer.fixed)
         if isinstance(route, routes.JsonApi):
             # Check the version first: release_info asks upstream for what history lacks, and
             # a version outside the view must not cost an upstream request (a fixed view is
@@ -552,7 +559,7 @@ class DatepinAddon:
                 # As PyPI: an equal version spelled otherwise (1.0.0 for 1.0) is that release.
                 version = release_named(view.versions, version)
                 if version is None:
-                    return self._not_found(True, "release not found", pin, view)
+                    return self._not_found(True, "release not found", headers)
             try:
                 info = await self.index.release_info(
                     registry, view, version, authorization=authorization
@@ -560,17 +567,19 @@ class DatepinAddon:
             except UpstreamError as e:
                 return error_response(e, json_api=True, headers=headers)
             if info is None:
-                return self._not_found(True, "release not found", pin, view)
+                return self._not_found(True, "release not found", headers)
             body = render_json_api(view, info[1], link, version=version)
             return self._page(
-                ask, [body], "application/json", headers, pin, forward_mode,
+                ask, [body], "application/json", headers, applied, forward_mode,
                 private=private, settled=settled,
             )
         chunks = iter_json(view, link) if fmt == "v1+json" else iter_html(view, link)
         page = build_page(chunks, content_type(fmt), view.kind)
         if cacheable and answer.fixed:
             self.pages.put(key, page)
-        return self._send_page(ask, page, headers, pin, forward_mode, private=private, settled=settled)
+        return self._send_page(
+            ask, page, headers, applied, forward_mode, private=private, settled=settled
+        )
 
     async def _root(
         self,
@@ -588,8 +597,7 @@ class DatepinAddon:
             ask, [body], content_type(fmt), pin_headers(pin), pin, forward_mode, private=private
         )
 
-    def _not_found(self, json_api: bool, message: str, pin: Pin, view: View | None = None) -> Reply:
-        headers = pin_headers(pin, view.kind if view else None)
+    def _not_found(self, json_api: bool, message: str, headers: dict[str, str]) -> Reply:
         if json_api:
             return json_response(404, {"message": "Not Found", "detail": message}, headers)
         return text_response(404, message, headers)
@@ -623,9 +631,11 @@ class DatepinAddon:
         settled: bool = True,
     ) -> Reply:
         """Answer with a rendered page: strong ETag per body, cutoff and encoding, 304, gzip.
-        `private`: a passthrough registry's page, which no shared cache may keep.  `settled`
-        False: answered from history because upstream failed, so it may change once upstream
-        answers (a pinned view lacking what came after the last look; live's last look)."""
+        `pin`: the pin the page is at (a project's override, if it has one), whose cutoff the
+        ETag names and the cache lifetime follows.  `private`: a passthrough registry's page,
+        which no shared cache may keep.  `settled` False: answered from history because
+        upstream failed, so it may change once upstream answers (a pinned view lacking what
+        came after the last look; live's last look)."""
         cutoff = format_time(pin.cutoff) if pin.cutoff else "live"
         gz = "gzip" in (ask.headers.get("Accept-Encoding") or "")
         body, gzipped = page.body(gzip_ok=gz)
@@ -819,6 +829,8 @@ Pick a pin: a date (2023-11-18 = the start of that day, UTC), an RFC 3339 timest
   Docker  build with HTTPS_PROXY=http://2023-11-18:x@{host} and datepin's CA trusted;
           `datepin env --mode forward --pin 2023-11-18` prints what to set.
 
+Other pins for some projects (old sdists build with a newer setuptools):
+  http://{host}/2018-06-01,setuptools=live,wheel=live/simple
 Extra registries from proxy.toml: http://{host}/<pin>/r/<name>/
 JSON API: http://{host}/<pin>/pypi/<project>/json
 Health: /-/health   Metrics: /-/metrics

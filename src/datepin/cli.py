@@ -208,7 +208,7 @@ def progress_bar(length: int, show: bool) -> Iterator[Callable[[str], None]]:
 @config_option
 @data_dir_option
 @click.argument("project")
-@click.option("--at", "pin_text", metavar="PIN", help="Show the view at this pin and why each file is in or out.")
+@click.option("--at", "pin_text", metavar="PIN", help="Show the view at this pin (the project's override, if it has one) and why each file is in or out.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def history(
     config_path: Path | None, data_dir: Path | None, project: str, pin_text: str | None, as_json: bool
@@ -353,7 +353,7 @@ def ensure_ca_of(config: Config) -> Path:
 @main.command()
 @config_option
 @data_dir_option
-@click.option("--pin", "pin_text", required=True, help="A date (2023-11-18), an RFC 3339 timestamp or live.")
+@click.option("--pin", "pin_text", required=True, help="A date (2023-11-18), an RFC 3339 timestamp or live, with per-project overrides after it (2018-06-01,setuptools=live).")
 @click.option(
     "--mode",
     type=click.Choice(["path", "forward"]),

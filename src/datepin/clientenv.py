@@ -70,8 +70,14 @@ def proxy_credentials(pin: Pin) -> str:
     """`user:password` naming the pin: the pin as the user name, or as the password when it
     contains ':' (a timestamp), since a user name cannot (RFC 7617)."""
     if ":" in pin.text:
-        return "pin:" + quote(pin.text, safe="")
-    return f"{quote(pin.text, safe='')}:x"
+        return "pin:" + _escaped(pin)
+    return f"{_escaped(pin)}:x"
+
+
+def _escaped(pin: Pin) -> str:
+    """A pin in a URL's path or userinfo: the `,` and `=` of its overrides as written (both
+    may stand there unescaped, RFC 3986, and pip and uv send them so)."""
+    return quote(pin.text, safe=",=")
 
 
 def render(pin: Pin, mode: Mode, proxy: ProxyAddress, bundle: str | None = None) -> str:
@@ -93,7 +99,7 @@ def _export(name: str, value: str, comment: str = "", *, raw: bool = False) -> s
 
 
 def _index(pin: Pin, proxy: ProxyAddress) -> str:
-    return f"{proxy.url}/{quote(pin.text, safe='')}/simple/"
+    return f"{proxy.url}/{_escaped(pin)}/simple/"
 
 
 def _path_exports(pin: Pin, proxy: ProxyAddress) -> list[str]:
@@ -124,7 +130,7 @@ def _docker_proxy(proxy: ProxyAddress) -> ProxyAddress:
 
 def _path_docker(pin: Pin, proxy: ProxyAddress) -> list[str]:
     there = _docker_proxy(proxy)
-    index = f"{there.url}/{quote(pin.text, safe='')}/simple/"
+    index = f"{there.url}/{_escaped(pin)}/simple/"
     lines = ["# Dockerfile (path mode):"]
     if proxy.is_loopback:
         lines += _docker_reach_note(proxy)

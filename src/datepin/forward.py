@@ -17,7 +17,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from datepin.config import Config, Registry
 from datepin.model import DistFile
-from datepin.pins import Pin, PinError, leading_timestamp, parse_pin, parse_timestamp
+from datepin.pins import LIVE, Pin, PinError, leading_pin, parse_pin
 from datepin.rewrite.render import LinkFn
 from datepin.routes import path_segments
 
@@ -109,15 +109,9 @@ def pin_from_credentials(authorization: str, *, now: datetime) -> Pin:
         if not _looks_like_pin(text):
             continue
         try:
-            return parse_pin(text, now=now)
+            return parse_pin(text, now=now)  # also a pin a client did not percent-decode
         except PinError as e:
-            error = e
-        if "%" in text:  # a client that did not percent-decode the proxy URL
-            try:
-                return parse_pin(unquote(text), now=now)
-            except PinError:
-                pass
-        raise CredentialsError(f"{error}; {PROXY_PIN_FORMS}") from None
+            raise CredentialsError(f"{e}; {PROXY_PIN_FORMS}") from None
     shown = user if len(user) <= 40 else user[:40] + "..."
     raise CredentialsError(
         f"the proxy credentials (user {shown!r}) name no pin (YYYY-MM-DD, an RFC 3339 "
@@ -140,25 +134,22 @@ def _split_user(decoded: str) -> tuple[str, str]:
     """The user name and password of decoded Basic credentials.  A user name holds no colon
     (RFC 7617), but a timestamp pin does: pip and uv percent-decode
     `http://2023-11-18T14%3A05%3A00Z:x@host` and send `2023-11-18T14:05:00Z:x`.  So a text
-    that starts with a timestamp has it as its user name; the colon after it ends it."""
+    that starts with a pin has it as its user name, timestamps (the base's or an override's)
+    included; the colon after it ends it."""
     user, _, password = decoded.partition(":")
     if not _looks_like_pin(user):
         return user, password
     # Read once from the start: trying each colon as the end of a timestamp took time
     # quadratic in the header's length, on the event loop (a header of colons: seconds).
-    stamp = leading_timestamp(decoded)
-    if stamp is None or decoded[len(stamp) : len(stamp) + 1] not in (":", ""):
+    pin = leading_pin(decoded)
+    if decoded[len(pin) : len(pin) + 1] not in (":", ""):
         return user, password
-    try:
-        parse_timestamp(stamp)
-    except PinError:
-        return user, password
-    return stamp, decoded[len(stamp) + 1 :]
+    return pin, decoded[len(pin) + 1 :]
 
 
 def _looks_like_pin(text: str) -> bool:
     """A pin, or a malformed attempt at one (to report it rather than try the password)."""
-    return text == "live" or text[:1].isdigit()
+    return text[:1].isdigit() or text.partition(",")[0].partition("%")[0] == LIVE
 
 
 # -- file URLs ---------------------------------------------------------------------------------

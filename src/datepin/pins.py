@@ -2,6 +2,9 @@
 
 This is the one place dates are read (DESIGN.md, "Pins").  Everything returned is a
 timezone-aware UTC datetime; the clock is a parameter (`now`), never read here.
+
+A pin may name other pins for some projects: `2018-06-01,setuptools=live` (DESIGN.md: old
+dates often need a newer `setuptools` to build sdists).
 """
 
 from __future__ import annotations
@@ -9,12 +12,20 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
+from urllib.parse import unquote
 
-__all__ = ["Pin", "PinError", "format_time", "leading_timestamp", "parse_pin", "parse_timestamp"]
+from packaging.utils import NormalizedName, canonicalize_name
+
+__all__ = ["Pin", "PinError", "format_time", "leading_pin", "parse_pin", "parse_timestamp"]
 
 LIVE = "live"
+MAX_OVERRIDES = 32
 
-_ACCEPTED = "use YYYY-MM-DD, an RFC 3339 timestamp such as 2023-11-18T14:05:00Z, or live"
+_FORMS = "use YYYY-MM-DD, an RFC 3339 timestamp such as 2023-11-18T14:05:00Z, or live"
+_GRAMMAR = "<pin>[,<project>=<pin>]... (e.g. 2018-06-01,setuptools=live)"
+_ACCEPTED = f"{_FORMS}, with per-project overrides after it: {_GRAMMAR}"
+# PEP 508 names (as routes reads them in URLs).
+_NAME = re.compile(r"[A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9]", re.IGNORECASE)
 
 # ASCII digits only ([0-9], not \d, which also matches other scripts' digits).
 _DATE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})")
@@ -23,6 +34,10 @@ _TIMESTAMP = re.compile(
     r"(?:\.([0-9]+))?"
     r"([Zz]|[+-][0-9]{2}:[0-9]{2})?"
 )
+# A pin's text up to the first colon that is not in a timestamp (the base's or an override's).
+# Each repetition starts at a comma, so matching takes time linear in the text.
+_VALUE = rf"(?:{_TIMESTAMP.pattern}|[^,:]*)"
+_LEADING_PIN = re.compile(rf"{_VALUE}(?:,[^,:=]*={_VALUE})*")
 
 
 class PinError(ValueError):
@@ -31,19 +46,74 @@ class PinError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Pin:
-    text: str  # canonical text: "live", or the date / timestamp as the client wrote it
-    cutoff: datetime | None  # None: live
+    # Canonical text: "live", or the date / timestamp as the client wrote it; then each
+    # override as `,<normalised project>=<pin>`, in the order written.
+    text: str
+    cutoff: datetime | None  # the base pin's; None: live
+    overrides: tuple[tuple[NormalizedName, Pin], ...] = ()
+
+    def for_project(self, name: str) -> Pin:
+        """The pin a project's answers are given at: its override, else the base pin."""
+        if not self.overrides:
+            return self
+        project = canonicalize_name(name)
+        for overridden, pin in self.overrides:
+            if overridden == project:
+                return pin
+        return Pin(text=self.text.partition(",")[0], cutoff=self.cutoff)
 
 
 def parse_pin(text: str, *, now: datetime) -> Pin:
-    """Read a pin; reject malformed ones and cutoffs later than `now`."""
+    """Read a pin and its per-project overrides (`<pin>[,<project>=<pin>]...`); reject
+    malformed ones and cutoffs later than `now`.  A percent-encoded pin is read decoded (no
+    pin holds a `%`): a client may encode the `,` `=` `:` of an index URL or credentials."""
     _require_aware(now, "now")
+    if "%" in text:
+        text = unquote(text)
+    base, *parts = text.split(",")
+    if not parts:
+        return _parse_one(text, now=now, forms=_ACCEPTED)
+    if len(parts) > MAX_OVERRIDES:
+        raise PinError(
+            f"{text[:40]!r}... has {len(parts)} overrides, at most {MAX_OVERRIDES}: {_GRAMMAR}"
+        )
+    if not base or not all(parts):
+        raise PinError(f"{text!r} has an empty part: {_GRAMMAR}")
+    try:
+        pin = _parse_one(base, now=now)
+        overrides: dict[NormalizedName, Pin] = {}
+        for part in parts:
+            name, project = _override_name(part)
+            if project in overrides:
+                raise PinError(f"names {project} twice")
+            overrides[project] = _parse_one(part[len(name) + 1 :], now=now)
+    except PinError as e:
+        raise PinError(f"{text!r}: {e}; a pin with overrides is {_GRAMMAR}") from None
+    canonical = ",".join([pin.text, *(f"{name}={p.text}" for name, p in overrides.items())])
+    return Pin(text=canonical, cutoff=pin.cutoff, overrides=tuple(overrides.items()))
+
+
+def _override_name(part: str) -> tuple[str, NormalizedName]:
+    """The project an override part (`<project>=<pin>`) names, as written and normalised."""
+    name, equals, value = part.partition("=")
+    if not equals or not name:
+        raise PinError(f"{part!r} is not <project>=<pin>")
+    if not _NAME.fullmatch(name):
+        raise PinError(f"{name!r} is not a project name (PEP 508)")
+    if "=" in value:
+        raise PinError(f"the pin of {name} has no overrides of its own")
+    return name, canonicalize_name(name)
+
+
+def _parse_one(text: str, *, now: datetime, forms: str = _FORMS) -> Pin:
+    """A pin without overrides: a date, a timestamp or `live`.  `forms`: what a malformed
+    one is told to use."""
     if text == LIVE:
         return Pin(text=LIVE, cutoff=None)
     try:
         cutoff = _parse_date(text) if _DATE.fullmatch(text) else parse_timestamp(text)
     except PinError:
-        raise PinError(f"{text!r} is not a pin: {_ACCEPTED}") from None
+        raise PinError(f"{text!r} is not a pin: {forms}") from None
     if cutoff > now:
         raise PinError(
             f"{text!r} is in the future (now is {format_time(now)}): "
@@ -52,11 +122,12 @@ def parse_pin(text: str, *, now: datetime) -> Pin:
     return Pin(text=text, cutoff=cutoff)
 
 
-def leading_timestamp(text: str) -> str | None:
-    """The RFC 3339 timestamp `text` starts with, as written there (unchecked: parse_timestamp
-    reads it), or None."""
-    match = _TIMESTAMP.match(text)
-    return match.group(0) if match else None
+def leading_pin(text: str) -> str:
+    """The pin `text` starts with, up to the first colon outside a timestamp (unchecked:
+    parse_pin reads it): decoded proxy credentials put a pin's colons before the user name's."""
+    match = _LEADING_PIN.match(text)
+    assert match is not None  # every part of the pattern may match nothing
+    return match.group(0)
 
 
 def parse_timestamp(text: str, *, assume_utc: bool = False, round_up: bool = True) -> datetime:

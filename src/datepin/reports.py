@@ -73,7 +73,8 @@ def project_history(
             )
     shown = None
     if at is not None:
-        shown = (at, view(loaded, at.cutoff), explain(loaded, at.cutoff))
+        applied = at.for_project(name)
+        shown = (applied, view(loaded, applied.cutoff), explain(loaded, applied.cutoff))
     if as_json:
         return json.dumps(render_json(facts, storage, at=shown), indent=2) + "\n"
     return render_text(facts, storage, at=shown)

@@ -531,7 +531,7 @@ class Index:
         """The view of a project at a pin, observing upstream only when history can't answer.
 
         Passthrough registries: call `authorize` first; `authorization` is used to observe."""
-        cutoff = pin.cutoff
+        cutoff = pin.for_project(name).cutoff
         if cutoff is not None:
             cached = self._fixed.get((registry.name, name, cutoff))
             if cached is not None:
