@@ -398,6 +398,26 @@ def test_html_links_to_what_is_not_a_distribution_are_not_files() -> None:
 
 
 @pytest.mark.parametrize(
+    "filename",
+    [
+        "foo-1.0-rc1.tar.gz",  # 1.0rc1: pip and uv read the version after the project's name
+        "foo-2.0-beta.zip",
+        "Foo_Bar-1.0-dev.tar.gz",  # the page of foo-bar
+        "foo-1.0.tar.lz",  # archives pip unpacks (ARCHIVE_EXTENSIONS) beyond packaging's two
+        "foo-1.0.txz",
+    ],
+)
+def test_html_sdists_pip_and_uv_install_are_files(filename: str) -> None:
+    """Their versions are PEP 440 once read after the project's name (`1.0-rc1`), as pip's
+    and uv's finders read them; dropped, a project listing only such files is "not a project
+    page", and one listing some loses them."""
+    project = "foo-bar" if filename.startswith("Foo_Bar") else "foo"
+    body = f'<html><body><a href="{filename}">{filename}</a></body></html>'.encode()
+    (f,) = parse_html_page(body, BASE, project).files
+    assert f.filename == filename
+
+
+@pytest.mark.parametrize(
     "body",
     [
         b"\xff\xfe<html>",

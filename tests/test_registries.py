@@ -20,7 +20,7 @@ import pytest
 from click.testing import CliRunner
 
 from clients import ClientError, pip_install, pip_resolve, uv_compile, uv_install
-from fakepypi import FakePyPI, build_wheel
+from fakepypi import TINY_BACKEND, FakePyPI, build_sdist, build_wheel
 from proxyproc import Proxy, Response, fetch, write_config
 from scripted import ScriptedServer
 
@@ -428,6 +428,33 @@ def test_a_page_that_is_not_a_project_page_is_an_upstream_failure(
             assert proxy.get("/live/r/html/alpha/").status == 200  # upstream is back
             assert pip_resolve(f"{proxy.url}/{during}/r/html/", ["alpha"]) == {"alpha": "1.0"}
             assert uv_compile(f"{proxy.url}/2023-11-18/r/html/", ["fresh"]) == {"fresh": "1.0"}
+        finally:
+            proxy.stop()
+
+
+def test_sdists_whose_version_follows_the_project_name_are_installable(
+    tmp_path: Path, public: FakePyPI
+) -> None:
+    """`relpkg-1.0-rc1.tar.gz` is relpkg 1.0rc1 to pip and uv (the version is what follows
+    the project's name), as an old sdist or a private index may name it."""
+    with FakePyPI() as html:
+        html.serve_json = False
+        html.add_wheel("tinybackend", "2.0", upload_time="2025-01-01T00:00:00Z",
+                       init_py=TINY_BACKEND)
+        sdist = build_sdist("relpkg", "1.0rc1", build_backend="tinybackend",
+                            build_requires=["tinybackend"])
+        html.add_file("relpkg", "relpkg-1.0-rc1.tar.gz", sdist.content,
+                      upload_time="2025-01-01T00:00:00Z", version="1.0rc1")
+        extra = f'[[registry]]\nname = "html"\nurl = "{html.simple_url}"\n'
+        proxy = start_proxy(tmp_path, public, extra)
+        try:
+            page = proxy.get("/live/r/html/relpkg/", {"Accept": JSON})
+            assert page.status == 200, page.body
+            files = json.loads(page.body)["files"]
+            assert [f["filename"] for f in files] == ["relpkg-1.0-rc1.tar.gz"]
+            index = f"{proxy.url}/live/r/html/"
+            assert pip_resolve(index, ["relpkg==1.0rc1"]) == {"relpkg": "1.0rc1"}
+            assert uv_compile(index, ["relpkg==1.0rc1"]) == {"relpkg": "1.0rc1"}
         finally:
             proxy.stop()
 

@@ -6,6 +6,7 @@ PyPI still lists for old releases get a small fallback so their versions count t
 
 from __future__ import annotations
 
+import functools
 import re
 
 from packaging.utils import (
@@ -18,10 +19,22 @@ from packaging.utils import (
 )
 from packaging.version import InvalidVersion, Version
 
-__all__ = ["package_type", "parse_version", "project_of", "python_version", "version_of"]
+__all__ = [
+    "is_distribution",
+    "package_type",
+    "parse_version",
+    "project_of",
+    "python_version",
+    "version_of",
+]
 
 # Archive suffixes PyPI accepted for sdists over the years, beyond the two packaging reads.
 _OLD_SDIST_SUFFIXES = (".tar.bz2", ".tar.xz", ".tar.Z", ".tgz", ".tbz", ".tar")
+# Archives pip unpacks as sdists (pip's ARCHIVE_EXTENSIONS; uv reads them too, and .tar.zst).
+_ARCHIVE_SUFFIXES = (
+    ".tar.gz", ".zip", ".tar.bz2", ".tbz", ".tar.xz", ".txz", ".tlz", ".tar.lz", ".tar.lzma",
+    ".tar.zst", ".tgz", ".tar",
+)
 _NORMALIZED_NAME = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")  # PEP 503, after canonicalize_name
 _BDIST_SUFFIXES = {
     ".egg": "bdist_egg",
@@ -50,6 +63,27 @@ def version_of(filename: str) -> Version | None:
             _, sep, version = filename[: -len(suffix)].rpartition("-")
             return parse_version(version) if sep else None
     return None
+
+
+def is_distribution(filename: str, project: NormalizedName) -> bool:
+    """Whether pip or uv would take `filename`, listed on `project`'s page, for a release: a
+    name `version_of` reads, or an sdist whose version, read after the project's name as
+    their finders read it, is PEP 440 (`foo-1.0-rc1.tar.gz` is foo 1.0rc1)."""
+    if version_of(filename) is not None:
+        return True
+    suffix = next((s for s in _ARCHIVE_SUFFIXES if filename.endswith(s)), None)
+    if suffix is None:
+        return False
+    match = _name_then_version(project).fullmatch(filename[: -len(suffix)])
+    return match is not None and parse_version(match[1]) is not None
+
+
+@functools.lru_cache(maxsize=64)
+def _name_then_version(project: NormalizedName) -> re.Pattern[str]:
+    """`<name>-<version>` for a name spelled in any way that normalises to `project`
+    (PEP 503: runs of `-_.` are one `-`, case is ignored)."""
+    name = "[-_.]+".join(re.escape(part) for part in project.split("-"))
+    return re.compile(rf"{name}-(.+)", re.IGNORECASE | re.ASCII)
 
 
 def project_of(filename: str) -> NormalizedName | None:

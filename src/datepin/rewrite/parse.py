@@ -19,7 +19,7 @@ from packaging.utils import canonicalize_name
 
 from datepin.model import DistFile, ProjectPage
 from datepin.pins import PinError, parse_timestamp
-from datepin.rewrite.filenames import version_of
+from datepin.rewrite.filenames import is_distribution
 
 # beautifulsoup4 is imported when a page is HTML: 4 MB of resident memory that a proxy of
 # registries with JSON pages (PyPI's included) never needs.
@@ -319,13 +319,14 @@ def parse_html_page(
         base_url = _join(base_url, _attr(base_tag, "href") or "")
     # Only links to distributions are files: pip and uv skip the rest (a "status" link on a
     # maintenance page, a directory listing's README or .metadata files).
+    project = canonicalize_name(name)
     files = tuple(
         _html_file(anchor, url, filename)
         for anchor in soup.find_all("a")
         if isinstance(anchor, Tag)
         and (href := _attr(anchor, "href")) is not None
         and not _is_directory(url := _join(base_url, href))
-        and version_of(filename := _filename(anchor, url)) is not None
+        and is_distribution(filename := _filename(anchor, url), project)
     )
     if not files and not _says_it_is_a_project_page(soup):
         raise NotAProjectPage(
@@ -334,7 +335,7 @@ def parse_html_page(
             " blocked?)"
         )
     return ProjectPage(
-        name=canonicalize_name(name),
+        name=project,
         files=files,
         status=_meta_content(soup, "pypi:project-status"),
         status_reason=_meta_content(soup, "pypi:project-status-reason"),
