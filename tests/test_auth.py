@@ -279,6 +279,30 @@ def test_a_redirect_to_a_login_page_on_the_registrys_own_host_is_no_acceptance(
     checked(private, tmp_path, 0, body)
 
 
+def test_a_redirect_to_a_page_of_the_index_that_lists_no_package_is_no_acceptance(
+    private: FakePyPI, tmp_path: Path
+) -> None:
+    """The same with a page that is the index's own (a reverse proxy sending a client it
+    does not know to the index's root): it lists no package, so it is not the project's."""
+    root = (b'<!DOCTYPE html><html><head><meta name="pypi:repository-version" content="1.0">'
+            b'<title>Simple index</title></head><body><a href="/simple/alpha/">alpha</a>'
+            b"</body></html>")
+
+    async def body(index: Index, reg: Registry, clock: Clock) -> None:
+        await index.authorize(reg, "alpha", GOOD)
+        private.answer_with("/index/", root)
+        private.fault("/simple/alpha/", "status", status=302, times=None,
+                      headers={"Location": f"{private.url}/index/"})
+        with pytest.raises(UpstreamError) as e:
+            await index.authorize(reg, "alpha", None)
+        assert e.value.status == 401 and "lists no package" in str(e.value)
+        history = index.history.load("corp", "alpha")
+        assert history is not None
+        assert [f.states[-1].file is not None for f in history.files] == [True]
+
+    checked(private, tmp_path, 0, body)
+
+
 def test_a_look_up_for_a_file_asks_the_clients_own_credentials_first(
     private: FakePyPI, tmp_path: Path
 ) -> None:

@@ -135,8 +135,12 @@ def test_history_at_a_pin_with_overrides_shows_the_pin_applied_to_the_project(da
     # The project's own override applies; another project's does not.
     overridden = cli(data, "history", "demo", "--at", "2024-02-01,Demo=2024-03-05T12:00:00Z")
     assert overridden.exit_code == 0, overridden.output
+    lines = overridden.stdout.splitlines()
     assert "view at 2024-03-05T12:00:00Z (cutoff 2024-03-05T12:00:00Z, observed): 2 of 4 files visible" \
-        in overridden.stdout.splitlines()
+        in lines
+    # The reasons too: at the base pin, the first observation after the cutoff is 2024-03-01's.
+    assert f"  - {BACKFILL.filename}: first seen at 2024-03-08T00:00:00Z, after the first " \
+        "observation at/after the cutoff (2024-03-06T00:00:00Z): backfill" in lines
     other = cli(data, "history", "demo", "--at", "2024-02-01,setuptools=live")
     assert "view at 2024-02-01 (cutoff 2024-02-01T00:00:00Z, reconstructed)" in other.stdout
     bad = cli(data, "history", "demo", "--at", "2024-02-01,demo=live,demo=live")

@@ -478,6 +478,8 @@ def test_the_ca_is_private(proxy, bundle):
         ("2018-06-01,Setuptools=live,wheel=2024-01-01:x", "2018-06-01,setuptools=live,wheel=2024-01-01"),
         ("live,setuptools=2024-01-01:x", "live,setuptools=2024-01-01"),
         ("2018-06-01,setuptools=2024-01-01T00:00:00Z:x", "2018-06-01,setuptools=2024-01-01T00:00:00Z"),
+        ("2018-06-01,wheel=live,setuptools=2024-01-01T00:00:00Z:x",
+         "2018-06-01,wheel=live,setuptools=2024-01-01T00:00:00Z"),
         ("2023-11-18T14:05:00Z,setuptools=live:x", "2023-11-18T14:05:00Z,setuptools=live"),
         ("pin:2018-06-01,setuptools=2024-01-01T00:00:00Z", "2018-06-01,setuptools=2024-01-01T00:00:00Z"),
         ("2018-06-01%2Csetuptools%3Dlive:x", "2018-06-01,setuptools=live"),  # not decoded

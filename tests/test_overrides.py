@@ -129,3 +129,20 @@ def test_a_malformed_override_is_a_400_showing_the_form(graph, proxy, pin, reaso
     assert b"<pin>[,<project>=<pin>]..." in page.body and page.body.count(b"\n") == 1
     api = proxy.get(f"/{pin}/pypi/tinybackend/json")
     assert api.status == 400 and reason.decode() in json.loads(api.body)["message"]
+
+
+def test_errors_and_the_json_api_of_an_overridden_project_are_at_its_own_pin(graph, proxy, fake_pypi):
+    api = proxy.get(f"/{BASE},tinybackend=live/pypi/tinybackend/json")
+    assert api.status == 200 and json.loads(api.body)["info"]["version"] == "2.0"
+    assert api.header("ETag").endswith('-live"')
+    assert api.header("Cache-Control") == "max-age=60, public"
+
+    early = proxy.get(f"/{BASE},tinybackend=2017-06-01/simple/tinybackend/")
+    assert early.status == 404 and b"no files before 2017-06-01T00:00:00Z" in early.body
+    assert early.header("Datepin-Cutoff") == "2017-06-01T00:00:00Z"
+    absent = proxy.get(f"/{BASE},nothere=live/simple/nothere/")
+    assert absent.status == 404 and absent.header("Datepin-Cutoff") is None
+    assert absent.header("Datepin-Pin") == f"{BASE},nothere=live"
+    fake_pypi.fault("/simple/oldpkg/", "status", status=500)
+    failed = proxy.get(f"/{BASE},oldpkg=2024-06-01/simple/oldpkg/")
+    assert failed.status == 502 and failed.header("Datepin-Cutoff") == "2024-06-01T00:00:00Z"

@@ -358,6 +358,7 @@ def test_html_empty_page_is_a_page() -> None:
         b"<title>Links for foo</title>",  # PEP 503's example; warehouse, pypiserver, GitLab
         b"<html><body><h1>Links for foo</h1></body></html>",  # PyTorch's: a heading alone
         b"<title>root/pypi: links for foo</title>",  # devpi
+        b"<html><body><h1>\n    Links\n    for foo\n  </h1></body></html>",  # a template's lines
         b'<meta name="pypi:repository-version" content="1.0">',
         b'<meta name="pypi:project-status" content="quarantined">',
         b'<title>Links for foo</title><a href="https://status.example.com">status</a>',
@@ -403,15 +404,17 @@ def test_html_links_to_what_is_not_a_distribution_are_not_files() -> None:
         "foo-1.0-rc1.tar.gz",  # 1.0rc1: pip and uv read the version after the project's name
         "foo-2.0-beta.zip",
         "Foo_Bar-1.0-dev.tar.gz",  # the page of foo-bar
+        "foo-bar-1.0-rc1.tar.gz",  # a name with a dash: the version is what follows all of it
         "foo-1.0.tar.lz",  # archives pip unpacks (ARCHIVE_EXTENSIONS) beyond packaging's two
         "foo-1.0.txz",
+        "foo-1.0.tar.zst",  # uv reads it
     ],
 )
 def test_html_sdists_pip_and_uv_install_are_files(filename: str) -> None:
     """Their versions are PEP 440 once read after the project's name (`1.0-rc1`), as pip's
     and uv's finders read them; dropped, a project listing only such files is "not a project
     page", and one listing some loses them."""
-    project = "foo-bar" if filename.startswith("Foo_Bar") else "foo"
+    project = "foo-bar" if filename.lower().startswith(("foo_bar", "foo-bar")) else "foo"
     body = f'<html><body><a href="{filename}">{filename}</a></body></html>'.encode()
     (f,) = parse_html_page(body, BASE, project).files
     assert f.filename == filename

@@ -210,6 +210,8 @@ def test_thirty_two_overrides_are_accepted() -> None:
         ("2018-06-01,setuptools", "'setuptools' is not <project>=<pin>"),
         ("2018-06-01,=live", "'=live' is not <project>=<pin>"),
         ("2018-06-01,-bad-=live", "'-bad-' is not a project name"),
+        ("2018-06-01,setuptools-=live", "'setuptools-' is not a project name"),
+        ("2018-06-01,setup tools=live", "'setup tools' is not a project name"),
         ("2018-06-01,setuptools=live=2024-01-01", "no overrides of its own"),
         ("setuptools=live", "'setuptools=live' is not a pin"),
         ("2018-06-01,setuptools=2023-13-45", "'2023-13-45' is not a pin"),
