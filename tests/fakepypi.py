@@ -307,9 +307,13 @@ def build_sdist(
     requires_python: str | None = None,
     build_requires: Iterable[str] = ("setuptools>=61",),
     build_backend: str = "setuptools.build_meta",
+    project_table: bool = True,
 ) -> BuiltDist:
     """A reproducible `.tar.gz` with PKG-INFO, pyproject.toml and the module.  Its
-    `[build-system]` names `build_requires` and `build_backend` (setuptools by default)."""
+    `[build-system]` names `build_requires` and `build_backend` (setuptools by default).
+    Without `project_table` its pyproject.toml has no `[project]`, as in the setup.py sdists
+    of old: with no `requires_dist` either, nothing in it says it has no dependencies, and a
+    locker learns that only by building its metadata."""
     requires_dist = list(requires_dist)
     norm_version = str(Version(version))
     module = dist_name(project)
@@ -317,14 +321,14 @@ def build_sdist(
     metadata = core_metadata(
         project, norm_version, requires_dist=requires_dist, requires_python=requires_python
     )
-    project_table = [f"name = {json.dumps(project)}", f"version = {json.dumps(norm_version)}"]
+    project_lines = [f"name = {json.dumps(project)}", f"version = {json.dumps(norm_version)}"]
     if requires_python:
-        project_table.append(f"requires-python = {json.dumps(requires_python)}")
-    project_table.append(f"dependencies = {json.dumps(requires_dist)}")
+        project_lines.append(f"requires-python = {json.dumps(requires_python)}")
+    project_lines.append(f"dependencies = {json.dumps(requires_dist)}")
     pyproject = (
         f"[build-system]\nrequires = {json.dumps(list(build_requires))}\n"
-        f"build-backend = {json.dumps(build_backend)}\n\n[project]\n"
-        + "".join(line + "\n" for line in project_table)
+        f"build-backend = {json.dumps(build_backend)}\n"
+        + ("\n[project]\n" + "".join(line + "\n" for line in project_lines) if project_table else "")
     ).encode()
     members = {
         f"{base}/PKG-INFO": metadata,
@@ -982,10 +986,11 @@ class FakePyPI:
         metadata_file: bool = False,  # PyPI serves .metadata for wheels only
         build_requires: Iterable[str] = ("setuptools>=61",),
         build_backend: str = "setuptools.build_meta",
+        project_table: bool = True,
     ) -> FakeFile:
         built = build_sdist(
             project, version, requires_dist=requires_dist, requires_python=requires_python,
-            build_requires=build_requires, build_backend=build_backend,
+            build_requires=build_requires, build_backend=build_backend, project_table=project_table,
         )
         return self.add_file(
             project, built.filename, built.content, upload_time=upload_time,
@@ -1556,6 +1561,21 @@ def add_alpha_beta(fake: FakePyPI) -> FakePyPI:
     fake.add_wheel("alpha", "1.0", upload_time="2023-01-01T10:00:00Z", requires_dist=["beta"])
     fake.add_wheel("beta", "2.0", upload_time="2023-05-01T10:00:00Z")
     fake.add_wheel("alpha", "2.0", upload_time="2023-06-01T10:00:00Z", requires_dist=["beta>=2"])
+    return fake
+
+
+def add_old_sdists(fake: FakePyPI) -> FakePyPI:
+    """Sdists of 2018 that build only with a backend of 2024: `oldpkg` 1.0 (March 2018) and
+    `oldsetup` 1.0 (April 2018), sdists only, build with `tinybackend>=2`; tinybackend 1.0
+    came out in January 2018, 2.0 in January 2024.  oldpkg's pyproject.toml says it has no
+    dependencies; oldsetup's has no `[project]` (a setup.py sdist of old), so a locker builds
+    its metadata to learn that."""
+    fake.add_wheel("tinybackend", "1.0", upload_time="2018-01-01T10:00:00Z", init_py=TINY_BACKEND)
+    fake.add_sdist("oldpkg", "1.0", upload_time="2018-03-01T10:00:00Z",
+                   build_requires=["tinybackend>=2"], build_backend="tinybackend")
+    fake.add_sdist("oldsetup", "1.0", upload_time="2018-04-01T10:00:00Z",
+                   build_requires=["tinybackend>=2"], build_backend="tinybackend", project_table=False)
+    fake.add_wheel("tinybackend", "2.0", upload_time="2024-01-01T10:00:00Z", init_py=TINY_BACKEND)
     return fake
 
 

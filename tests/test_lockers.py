@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 import time
@@ -11,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from clients import make_venv, run, uv_compile
-from fakepypi import FakePyPI
+from clients import ClientError, make_venv, run, uv_compile
+from egress import EgressProxy
+from fakepypi import FakePyPI, add_old_sdists
 from proxyproc import Proxy, write_config
 
 BIN = Path(sys.executable).parent
@@ -70,13 +72,32 @@ def isolated_env(home: Path) -> dict[str, str]:
     }
 
 
-def project(path: Path, source: str) -> Path:
+def project(path: Path, source: str, dependencies: list[str] | None = None) -> Path:
     path.mkdir()
     (path / "pyproject.toml").write_text(
         '[project]\nname = "demo"\nversion = "0.1.0"\nrequires-python = ">=3.12"\n'
-        f'dependencies = ["alpha"]\n\n{source}'
+        f'dependencies = {json.dumps(dependencies or ["alpha"])}\n\n{source}'
     )
     return path
+
+
+def index_source(name: str, index: str) -> str:
+    """The project's only source: Poetry's primary source (PyPI is then left out), PDM's
+    source named `pypi` (which replaces PyPI)."""
+    if name == "poetry":
+        return f'[[tool.poetry.source]]\nname = "datepin"\nurl = "{index}"\npriority = "primary"\n'
+    return f'[[tool.pdm.source]]\nname = "pypi"\nurl = "{index}"\n'
+
+
+def install(exe: str, path: Path, venv: Path, env: dict[str, str]) -> list[str]:
+    """`poetry install --no-root` or `pdm sync --no-self` into a fresh venv: the dist-infos."""
+    make_venv(venv)
+    env = {**env, "VIRTUAL_ENV": str(venv), "PDM_PYTHON": str(venv / "bin" / "python"),
+           "PDM_IGNORE_ACTIVE_VENV": "0", "PATH": f"{venv / 'bin'}:/usr/bin:/bin"}
+    command = ["install", "--no-root"] if Path(exe).name == "poetry" else ["sync", "--no-self"]
+    run([exe, *command], cwd=path, env_extra=env)
+    site = next(venv.glob("lib/python*/site-packages"))
+    return sorted(p.name for p in site.glob("*.dist-info"))
 
 
 def locked(lockfile: Path) -> dict[str, str]:
@@ -272,3 +293,69 @@ def test_a_private_registry_locks_installs_and_reinstalls_after_upstream_deleted
             site = next(venv.glob("lib/python*/site-packages"))
             assert sorted(p.name for p in site.glob("*.dist-info")) == [
                 "beta-1.0.dist-info", "secretpkg-1.0.dist-info"]
+
+
+# -- old sdists whose build backend is newer than the pin (per-project overrides) ------------
+
+OLD = "2018-06-01"
+BUILT = ["oldpkg-1.0.dist-info", "oldsetup-1.0.dist-info"]  # what an install of both leaves
+
+
+@pytest.fixture(scope="module")
+def old_sdists(tmp_path_factory) -> Iterator[tuple[FakePyPI, Proxy]]:
+    """A proxy over add_old_sdists: sdists of 2018 that build only with tinybackend 2.0 (2024)."""
+    tmp = tmp_path_factory.mktemp("old-sdists")
+    with FakePyPI() as fake:
+        add_old_sdists(fake)
+        config = write_config(tmp / "proxy.toml", simple_url=fake.simple_url,
+                              json_url=fake.json_url, files_url=fake.files_url)
+        with Proxy(data_dir=tmp / "data", config=config) as proxy:
+            yield fake, proxy
+
+
+@pytest.mark.parametrize("name", ["poetry", "pdm"])
+def test_poetry_and_pdm_build_old_sdists_with_the_backend_an_override_lets_through(
+        old_sdists, tmp_path, name):
+    """Both build an sdist in an isolated environment whose build requirements come from the
+    project's source at its pin (never from PyPI or pip's config): when they install it, and
+    while locking when only a build tells its dependencies.  Nothing but loopback is reachable:
+    every other host goes to a proxy that refuses it and records the attempt."""
+    exe = tool(name)
+    proxy = old_sdists[1]
+    with EgressProxy() as egress:
+        env = {**isolated_env(tmp_path / "home"), "HTTP_PROXY": egress.url,
+               "HTTPS_PROXY": egress.url, "NO_PROXY": "127.0.0.1"}
+        base = project(tmp_path / "base", index_source(name, proxy.index(OLD)), ["oldpkg"])
+        run([exe, "lock"], cwd=base, env_extra=env)  # oldpkg's pyproject.toml is enough
+        assert locked(base / f"{name}.lock") == {"oldpkg": "1.0"}
+        with pytest.raises(ClientError) as failed:
+            install(exe, base, tmp_path / "venv-base", env)
+        assert "tinybackend" in failed.value.stdout + failed.value.stderr
+        built = project(tmp_path / "built", index_source(name, proxy.index(OLD)), ["oldsetup"])
+        with pytest.raises(ClientError) as failed:
+            run([exe, "lock"], cwd=built, env_extra=env)
+        assert "tinybackend" in failed.value.stdout + failed.value.stderr
+
+        pin = f"{OLD},tinybackend=live"
+        path = project(tmp_path / "demo", index_source(name, proxy.index(pin)), ["oldpkg", "oldsetup"])
+        run([exe, "lock"], cwd=path, env_extra=env)
+        assert locked(path / f"{name}.lock") == {"oldpkg": "1.0", "oldsetup": "1.0"}
+        assert install(exe, path, tmp_path / "venv", env) == BUILT
+        assert egress.requests == []
+
+
+def test_poetry_through_https_proxy_builds_old_sdists_with_the_override_in_the_credentials(
+        old_sdists, tmp_path):
+    """Forward mode: Poetry's PyPI source reads the JSON API (`/pypi/tinybackend/2.0/json`),
+    which answers at the override's pin as the pages do."""
+    poetry = tool("poetry")
+    fake, proxy = old_sdists
+    bundle = tmp_path / "bundle.pem"
+    run([sys.executable, "-m", "datepin", "ca", "--data-dir", str(proxy.data_dir), "--bundle", str(bundle)])
+    env = {**isolated_env(tmp_path / "home"), "REQUESTS_CA_BUNDLE": str(bundle),
+           "HTTPS_PROXY": f"http://{OLD},tinybackend=live:x@127.0.0.1:{proxy.port}"}
+    path = project(tmp_path / "demo", "", ["oldpkg", "oldsetup"])
+    run([poetry, "lock"], cwd=path, env_extra=env)
+    assert locked(path / "poetry.lock") == {"oldpkg": "1.0", "oldsetup": "1.0"}
+    assert install(poetry, path, tmp_path / "venv", env) == BUILT
+    assert fake.requests_for("/pypi/tinybackend/2.0/json")

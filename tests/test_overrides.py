@@ -9,7 +9,7 @@ import json
 import pytest
 
 from clients import ClientError, pip_install, run, uv_install, venv_python
-from fakepypi import TINY_BACKEND, FakePyPI
+from fakepypi import FakePyPI, add_old_sdists
 from proxyproc import write_config
 
 JSON = "application/vnd.pypi.simple.v1+json"
@@ -19,14 +19,8 @@ BASE = "2018-06-01"
 @pytest.fixture
 def graph(fake_pypi: FakePyPI) -> FakePyPI:
     """`oldpkg` 1.0, an sdist only (March 2018), builds with `tinybackend>=2`; tinybackend
-    1.0 came out in January 2018, 2.0 in January 2024."""
-    fake_pypi.add_wheel("tinybackend", "1.0", upload_time="2018-01-01T10:00:00Z", init_py=TINY_BACKEND)
-    fake_pypi.add_sdist(
-        "oldpkg", "1.0", upload_time="2018-03-01T10:00:00Z",
-        build_requires=["tinybackend>=2"], build_backend="tinybackend",
-    )
-    fake_pypi.add_wheel("tinybackend", "2.0", upload_time="2024-01-01T10:00:00Z", init_py=TINY_BACKEND)
-    return fake_pypi
+    1.0 came out in January 2018, 2.0 in January 2024 (add_old_sdists)."""
+    return add_old_sdists(fake_pypi)
 
 
 @pytest.fixture
