@@ -260,6 +260,13 @@ def test_a_redirect_to_a_login_page_on_another_host_is_no_acceptance(
         checked(private, tmp_path, 0, body)
 
 
+def alpha_still_listed(index: Index) -> bool:
+    """Whether history still has alpha's one file listed: nothing recorded it gone."""
+    history = index.history.load("corp", "alpha")
+    assert history is not None
+    return [f.states[-1].file is not None for f in history.files] == [True]
+
+
 def test_a_redirect_to_a_login_page_on_the_registrys_own_host_is_no_acceptance(
     private: FakePyPI, tmp_path: Path
 ) -> None:
@@ -272,9 +279,7 @@ def test_a_redirect_to_a_login_page_on_the_registrys_own_host_is_no_acceptance(
         with pytest.raises(UpstreamError) as e:
             await index.authorize(reg, "alpha", None)
         assert e.value.status == 401 and "/login" in str(e.value)
-        history = index.history.load("corp", "alpha")
-        assert history is not None
-        assert [f.states[-1].file is not None for f in history.files] == [True]
+        assert alpha_still_listed(index)
 
     checked(private, tmp_path, 0, body)
 
@@ -296,9 +301,7 @@ def test_a_redirect_to_a_page_of_the_index_that_lists_no_package_is_no_acceptanc
         with pytest.raises(UpstreamError) as e:
             await index.authorize(reg, "alpha", None)
         assert e.value.status == 401 and "lists no package" in str(e.value)
-        history = index.history.load("corp", "alpha")
-        assert history is not None
-        assert [f.states[-1].file is not None for f in history.files] == [True]
+        assert alpha_still_listed(index)
 
     checked(private, tmp_path, 0, body)
 
