@@ -822,6 +822,14 @@ def test_a_registry_that_forwards_unknown_projects_to_pypi(
             proxy.stop()
 
 
+def _release(proxy: Proxy, path: str) -> tuple[object, object, object]:
+    """Name, version and requirements of the JSON API answer at `path` (which must be a 200)."""
+    r = proxy.get(path)
+    assert r.status == 200, r.body
+    info = json.loads(r.body)["info"]
+    return info["name"], info["version"], info["requires_dist"]
+
+
 @pytest.mark.parametrize("hash_name", ["md5", ""])
 def test_json_api_reads_a_kept_file_of_a_registry_that_lists_no_sha256(
     tmp_path: Path, public: FakePyPI, hash_name: str
@@ -843,10 +851,7 @@ def test_json_api_reads_a_kept_file_of_a_registry_that_lists_no_sha256(
             while b"datepin_files_fills_total 1" not in proxy.get("/-/metrics").body:
                 assert time.monotonic() < deadline, "the file was never kept"
             pypiserver.fault("/", "status", status=500, times=None)
-            r = proxy.get(f"/{PIN}/r/plain/pypi/hashed/json")
-            assert r.status == 200, r.body
-            info = json.loads(r.body)["info"]
-            assert (info["name"], info["version"], info["requires_dist"]) == ("hashed", "1.0", ["beta"])
+            assert _release(proxy, f"/{PIN}/r/plain/pypi/hashed/json") == ("hashed", "1.0", ["beta"])
         finally:
             proxy.stop()
 
@@ -864,9 +869,6 @@ def test_json_api_of_a_registry_whose_signed_links_expired(tmp_path: Path, publi
             assert proxy.get("/live/r/s3/signed/").status == 200
             pin = now_pin()
             s3.expire_signatures()
-            r = proxy.get(f"/{pin}/r/s3/pypi/signed/json")
-            assert r.status == 200, r.body
-            info = json.loads(r.body)["info"]
-            assert (info["name"], info["version"], info["requires_dist"]) == ("signed", "1.0", ["beta"])
+            assert _release(proxy, f"/{pin}/r/s3/pypi/signed/json") == ("signed", "1.0", ["beta"])
         finally:
             proxy.stop()
