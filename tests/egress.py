@@ -44,29 +44,34 @@ class _Handler(BaseHTTPRequestHandler):
         credentials = self.headers.get("Proxy-Authorization")
         target = self.path if self.path.startswith(("http://", "https://")) else ""
         if not target:
-            status = self._refuse(400, "egress: absolute-form requests only\n")
+            self._refuse(400, "egress: absolute-form requests only\n", target)
         elif egress.require is not None and credentials != egress.require:
-            status = self._refuse(407, "egress: proxy authentication required\n",
-                                  (("Proxy-Authenticate", 'Basic realm="egress"'),))
+            self._refuse(407, "egress: proxy authentication required\n", target,
+                         (("Proxy-Authenticate", 'Basic realm="egress"'),))
         else:
-            status = self._forward(target)
-        egress.record(ProxyRecord(self.command, target, credentials, status))
+            self._forward(target)
 
     do_GET = do_HEAD = _handle
 
     def do_CONNECT(self) -> None:
         """Checks credentials, then refuses: no tunnels here (the fake upstream is plain HTTP)."""
         egress = self.server.egress
-        credentials = self.headers.get("Proxy-Authorization")
-        if egress.require is not None and credentials != egress.require:
-            status = self._refuse(407, "egress: proxy authentication required\n",
-                                  (("Proxy-Authenticate", 'Basic realm="egress"'),))
+        if egress.require is not None and self.headers.get("Proxy-Authorization") != egress.require:
+            self._refuse(407, "egress: proxy authentication required\n", self.path,
+                         (("Proxy-Authenticate", 'Basic realm="egress"'),))
         else:
-            status = self._refuse(405, "egress: no tunnels here\n")
-        egress.record(ProxyRecord("CONNECT", self.path, credentials, status))
+            self._refuse(405, "egress: no tunnels here\n", self.path)
         self.close_connection = True
 
-    def _refuse(self, status: int, text: str, headers: tuple[tuple[str, str], ...] = ()) -> int:
+    def _record(self, target: str, status: int) -> None:
+        """Before the answer goes out: a test reading the log once its client has the
+        answer finds the request there."""
+        self.server.egress.record(
+            ProxyRecord(self.command, target, self.headers.get("Proxy-Authorization"), status))
+
+    def _refuse(self, status: int, text: str, target: str,
+                headers: tuple[tuple[str, str], ...] = ()) -> None:
+        self._record(target, status)
         body = text.encode()
         self.send_response(status)
         for key, value in headers:
@@ -76,9 +81,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
-        return status
 
-    def _forward(self, target: str) -> int:
+    def _forward(self, target: str) -> None:
         url = urlsplit(target)
         path = url.path + (f"?{url.query}" if url.query else "")
         headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
@@ -87,6 +91,13 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             conn.request(self.command, path, headers=headers)
             resp = conn.getresponse()
+        except OSError:
+            self.close_connection = True
+            self._record(target, 0)
+            conn.close()
+            return
+        self._record(target, resp.status)
+        try:
             self.send_response(resp.status, resp.reason)
             for key, value in resp.getheaders():
                 if key.lower() not in _HOP_BY_HOP:
@@ -97,10 +108,8 @@ class _Handler(BaseHTTPRequestHandler):
             if self.command != "HEAD":
                 while chunk := resp.read(_CHUNK):
                     self.wfile.write(chunk)
-            return resp.status
         except OSError:
             self.close_connection = True
-            return 0
         finally:
             conn.close()
 
