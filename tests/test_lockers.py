@@ -110,9 +110,7 @@ def locked(lockfile: Path) -> dict[str, str]:
 ])
 def test_poetry_locks_the_versions_of_the_pin(graph, proxy, tmp_path, pin, versions):
     poetry = tool("poetry")
-    source = (f'[[tool.poetry.source]]\nname = "datepin"\nurl = "{proxy.index(pin)}"\n'
-              'priority = "primary"\n')
-    path = project(tmp_path / "demo", source)
+    path = project(tmp_path / "demo", index_source("poetry", proxy.index(pin)))
     run([poetry, "lock"], cwd=path, env_extra=isolated_env(tmp_path / "home"))
     assert locked(path / "poetry.lock") == versions
     assert f"/{pin}/simple" in (path / "poetry.lock").read_text()
@@ -124,8 +122,7 @@ def test_poetry_locks_the_versions_of_the_pin(graph, proxy, tmp_path, pin, versi
 ])
 def test_pdm_locks_the_versions_of_the_pin(graph, proxy, tmp_path, pin, versions):
     pdm = tool("pdm")
-    source = f'[[tool.pdm.source]]\nname = "pypi"\nurl = "{proxy.index(pin)}"\n'
-    path = project(tmp_path / "demo", source)
+    path = project(tmp_path / "demo", index_source("pdm", proxy.index(pin)))
     run([pdm, "lock"], cwd=path, env_extra=isolated_env(tmp_path / "home"))
     assert locked(path / "pdm.lock") == versions
     wheel = graph.file(f"alpha-{versions['alpha']}-py3-none-any.whl")
@@ -150,15 +147,7 @@ def test_poetry_and_pdm_lock_and_install_through_https_proxy(graph, proxy, tmp_p
     }
     run([exe, "lock"], cwd=path, env_extra=env)
     assert locked(path / f"{name}.lock") == {"alpha": "1.0", "beta": "1.0"}
-
-    venv = tmp_path / "venv"
-    make_venv(venv)
-    env |= {"VIRTUAL_ENV": str(venv), "PDM_PYTHON": str(venv / "bin" / "python"),
-            "PDM_IGNORE_ACTIVE_VENV": "0", "PATH": f"{venv / 'bin'}:/usr/bin:/bin"}
-    run([exe, "install", "--no-root"] if name == "poetry" else [exe, "sync", "--no-self"],
-        cwd=path, env_extra=env)
-    site = next(venv.glob("lib/python*/site-packages"))
-    assert sorted(p.name for p in site.glob("*.dist-info")) == ["alpha-1.0.dist-info", "beta-1.0.dist-info"]
+    assert install(exe, path, tmp_path / "venv", env) == ["alpha-1.0.dist-info", "beta-1.0.dist-info"]
 
 
 # -- lock, install, upstream deletes a file, install again from the lock -----------------------
@@ -166,8 +155,6 @@ def test_poetry_and_pdm_lock_and_install_through_https_proxy(graph, proxy, tmp_p
 
 @pytest.mark.parametrize("name", ["poetry", "pdm"])
 def test_lock_install_then_reinstall_after_upstream_deleted_a_file(tmp_path, name):
-    import subprocess
-
     exe = tool(name)
     with FakePyPI() as fake:
         fake.add_wheel("beta", "1.0", upload_time="2022-12-01T10:00:00Z")
@@ -176,29 +163,13 @@ def test_lock_install_then_reinstall_after_upstream_deleted_a_file(tmp_path, nam
         config = write_config(tmp_path / "proxy.toml", simple_url=fake.simple_url,
                               json_url=fake.json_url, files_url=fake.files_url)
         with Proxy(data_dir=tmp_path / "data", config=config) as proxy:
-            index = proxy.index("2023-03-01")
-            source = (f'[[tool.poetry.source]]\nname = "datepin"\nurl = "{index}"\npriority = "primary"\n'
-                      if name == "poetry" else f'[[tool.pdm.source]]\nname = "pypi"\nurl = "{index}"\n')
-            path = project(tmp_path / "demo", source)
-            venv = tmp_path / "venv"
-            subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-
-            def install(home: str) -> None:
-                env = {**isolated_env(tmp_path / home), "VIRTUAL_ENV": str(venv),
-                       "PDM_PYTHON": str(venv / "bin" / "python"), "PDM_IGNORE_ACTIVE_VENV": "0",
-                       "PATH": f"{venv / 'bin'}:/usr/bin:/bin"}
-                cmd = [exe, "install", "--no-root"] if name == "poetry" else [exe, "sync", "--no-self"]
-                run(cmd, cwd=path, env_extra=env)
-
+            path = project(tmp_path / "demo", index_source(name, proxy.index("2023-03-01")))
             run([exe, "lock"], cwd=path, env_extra=isolated_env(tmp_path / "home-lock"))
-            install("home-1")
+            install(exe, path, tmp_path / "venv-1", isolated_env(tmp_path / "home-1"))
             fake.delete("alpha-1.0-py3-none-any.whl")
             fake.delete("beta-1.0-py3-none-any.whl")
-            shutil.rmtree(venv)
-            subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-            install("home-2")  # fresh client caches: every file from datepin
-            site = next(venv.glob("lib/python*/site-packages"))
-            assert sorted(p.name for p in site.glob("*.dist-info")) == [
+            # Fresh client caches: every file from datepin.
+            assert install(exe, path, tmp_path / "venv-2", isolated_env(tmp_path / "home-2")) == [
                 "alpha-1.0.dist-info", "beta-1.0.dist-info"]
 
 
@@ -259,12 +230,7 @@ def test_a_private_registry_locks_installs_and_reinstalls_after_upstream_deleted
         config = write_config(tmp_path / "proxy.toml", simple_url=public.simple_url,
                               json_url=public.json_url, files_url=public.files_url, extra=extra)
         with Proxy(data_dir=tmp_path / "data", config=config) as proxy:
-            path = tmp_path / "demo"
-            path.mkdir()
-            (path / "pyproject.toml").write_text(
-                '[project]\nname = "demo"\nversion = "0.1.0"\nrequires-python = ">=3.12"\n'
-                f'dependencies = ["secretpkg"]\n\n{private_sources(name, proxy, "2024-01-01")}'
-            )
+            path = project(tmp_path / "demo", private_sources(name, proxy, "2024-01-01"), ["secretpkg"])
             lock = [exe, "lock"] if name == "poetry" else [exe, "lock", "--strategy", "static_urls"]
             run(lock, cwd=path, env_extra={**isolated_env(tmp_path / "home-lock"), **credentials})
             lockfile = (path / f"{name}.lock").read_text()
@@ -275,23 +241,14 @@ def test_a_private_registry_locks_installs_and_reinstalls_after_upstream_deleted
                 assert f"{proxy.url}/files/private/{secret.sha256}/" in lockfile
             assert "tok" not in lockfile
 
-            venv = tmp_path / "venv"
+            def env(home: str) -> dict[str, str]:
+                return {**isolated_env(tmp_path / home), **credentials}
 
-            def install(home: str) -> None:
-                shutil.rmtree(venv, ignore_errors=True)
-                make_venv(venv)
-                env = {**isolated_env(tmp_path / home), **credentials, "VIRTUAL_ENV": str(venv),
-                       "PDM_PYTHON": str(venv / "bin" / "python"), "PDM_IGNORE_ACTIVE_VENV": "0",
-                       "PATH": f"{venv / 'bin'}:/usr/bin:/bin"}
-                cmd = [exe, "install", "--no-root"] if name == "poetry" else [exe, "sync", "--no-self"]
-                run(cmd, cwd=path, env_extra=env)
-
-            install("home-1")
+            install(exe, path, tmp_path / "venv-1", env("home-1"))
             private.delete("secretpkg-1.0-py3-none-any.whl")
             public.delete("beta-1.0-py3-none-any.whl")
-            install("home-2")  # fresh client caches: every file from datepin's store
-            site = next(venv.glob("lib/python*/site-packages"))
-            assert sorted(p.name for p in site.glob("*.dist-info")) == [
+            # Fresh client caches: every file from datepin's store.
+            assert install(exe, path, tmp_path / "venv-2", env("home-2")) == [
                 "beta-1.0.dist-info", "secretpkg-1.0.dist-info"]
 
 
