@@ -5,8 +5,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from fakepypi import FakePyPI
+
+# Hypothesis fails an example that takes over 200 ms of wall time, and a test whose examples
+# take long to generate. These tests check what datepin answers, not how fast: on a busy
+# 2-core machine one example stalled by the disk or by another test's processes would fail a
+# correct run.
+settings.register_profile("datepin", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("datepin")
 
 # ---------------------------------------------------------------------------------------------
 # Fake upstream PyPI (tests/fakepypi.py)

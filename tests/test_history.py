@@ -239,7 +239,7 @@ _FILES = st.lists(
 )
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=80, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     files=_FILES,
     status=st.none() | st.sampled_from(["archived", "quarantined"]),
@@ -273,7 +273,7 @@ EVENTS = st.lists(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(events=EVENTS, probe_hours=st.lists(st.integers(-48, 24 * 80), min_size=1, max_size=6))
 def test_past_views_never_change(tmp_path_factory, events, probe_hours) -> None:  # type: ignore[no-untyped-def]
     """Random upstream changes interleaved with observations: every view whose cutoff is at or

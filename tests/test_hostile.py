@@ -177,7 +177,7 @@ fuzz_headers = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=250, suppress_health_check=list(HealthCheck))
 @given(st.sampled_from(["GET", "GET", "GET", "HEAD", "POST", "OPTIONS"]), fuzz_path(), fuzz_headers)
 def test_fuzzed_requests_get_a_4xx_or_a_correct_answer(
     env: Env, method: str, path: str, headers: dict[str, str]

@@ -411,7 +411,7 @@ EVENTS = st.lists(
 _projects = itertools.count()
 
 
-@settings(max_examples=25, deadline=None,
+@settings(max_examples=25,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(events=EVENTS, probe_hours=st.lists(st.integers(-48, 24 * 60), min_size=1, max_size=5))
 def test_views_served_through_the_index_never_change(fake_pypi, tmp_path_factory, events, probe_hours):
