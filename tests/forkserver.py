@@ -1,5 +1,5 @@
 """Start `datepin serve` processes fast, for crash loops: a parent process imports datepin and
-mitmproxy once (over a second of CPU), then forks one server per request.  Each child runs the
+mitmproxy once (most of a start's CPU), then forks one server per request.  Each child runs the
 real CLI (`datepin.cli.main(["serve", ...])`) and can be SIGKILLed like any process.
 
     with ForkServer() as fs:

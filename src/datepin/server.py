@@ -19,12 +19,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
-from mitmproxy.addons import block, core, disable_h2c, next_layer, proxyserver, tlsconfig
-from mitmproxy.addons.errorcheck import ErrorCheck
-from mitmproxy.master import Master
 from mitmproxy.options import Options
 
 from datepin import forward
+from datepin.mitm import (
+    ErrorCheck, Master, block, core, disable_h2c, next_layer, proxyserver, tlsconfig,
+)
 from datepin.addon import DatepinAddon, file_target
 from datepin.auth import UpstreamAuth, egress_routes
 from datepin.ca import CAError, ensure_ca
