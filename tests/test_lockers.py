@@ -208,11 +208,11 @@ def private_sources(name: str, proxy: Proxy, pin: str) -> str:
     datepin-wide /files/ URLs the credentials of the first source on the host)."""
     private = f"{proxy.url}/{pin}/r/private/"
     if name == "poetry":
-        return (f'[[tool.poetry.source]]\nname = "private"\nurl = "{private}"\npriority = "supplemental"\n\n'
-                f'[[tool.poetry.source]]\nname = "datepin"\nurl = "{proxy.index(pin)}"\npriority = "primary"\n')
-    with_credentials = private.replace("http://", "http://${PRIVATE_USER}:${PRIVATE_TOKEN}@")
-    return (f'[[tool.pdm.source]]\nname = "private"\nurl = "{with_credentials}"\n\n'
-            f'[[tool.pdm.source]]\nname = "pypi"\nurl = "{proxy.index(pin)}"\n')
+        first = f'[[tool.poetry.source]]\nname = "private"\nurl = "{private}"\npriority = "supplemental"\n'
+    else:
+        with_credentials = private.replace("http://", "http://${PRIVATE_USER}:${PRIVATE_TOKEN}@")
+        first = f'[[tool.pdm.source]]\nname = "private"\nurl = "{with_credentials}"\n'
+    return f"{first}\n{index_source(name, proxy.index(pin))}"
 
 
 @pytest.mark.parametrize("name", ["poetry", "pdm"])

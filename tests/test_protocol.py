@@ -12,7 +12,7 @@ import pytest
 from clients import run, uv_compile
 from fakepypi import FakePyPI, add_alpha_beta
 from proxyproc import Proxy, fetch
-from test_lockers import isolated_env, locked, project, tool
+from test_lockers import index_source, isolated_env, locked, project, tool
 
 JSON = "application/vnd.pypi.simple.v1+json"
 
@@ -143,9 +143,7 @@ def test_uv_reads_wheel_tails_through_the_proxy(no_metadata_files: FakePyPI, pro
 def test_poetry_reads_wheel_tails_through_the_proxy(no_metadata_files: FakePyPI, proxy: Proxy, tmp_path) -> None:
     """Poetry's lazy wheel: `Range: bytes=-10000` first, on a file not yet stored."""
     poetry = tool("poetry")
-    source = (f'[[tool.poetry.source]]\nname = "datepin"\nurl = "{proxy.index("2023-03-01")}"\n'
-              'priority = "primary"\n')
-    path = project(tmp_path / "demo", source)
+    path = project(tmp_path / "demo", index_source("poetry", proxy.index("2023-03-01")))
     run([poetry, "lock"], cwd=path, env_extra=isolated_env(tmp_path / "home"))
     assert locked(path / "poetry.lock") == {"alpha": "1.0", "beta": "1.0"}
     # datepin knows the size: upstream gets the suffix as the explicit range it stands for
@@ -156,8 +154,7 @@ def test_poetry_reads_wheel_tails_through_the_proxy(no_metadata_files: FakePyPI,
 def test_pdm_reads_the_json_api_beside_the_pinned_index(graph: FakePyPI, proxy: Proxy, tmp_path) -> None:
     """PDM's `pypi.json_api` asks `<index without /simple>/pypi/<name>/<version>/json`."""
     pdm = tool("pdm")
-    source = f'[[tool.pdm.source]]\nname = "pypi"\nurl = "{proxy.url}/2023-03-01/simple"\n'
-    path = project(tmp_path / "demo", source)
+    path = project(tmp_path / "demo", index_source("pdm", f"{proxy.url}/2023-03-01/simple"))
     run([pdm, "lock"], cwd=path, env_extra={**isolated_env(tmp_path / "home"), "PDM_PYPI_JSON_API": "true"})
     assert locked(path / "pdm.lock") == {"alpha": "1.0", "beta": "1.0"}
     # datepin fetched what PDM asked for: the release's own JSON, once
