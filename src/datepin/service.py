@@ -333,22 +333,24 @@ class Index:
         self.observations += 1
         if page is None and await asyncio.to_thread(self.history.last_observed, registry.name, name) is None:
             return None
-        # One thread call for both: a cold page's answer waits for each hop.  Not for a big
-        # page: its files and its history would be in memory at once (bench/run, growth:
-        # 20,000 files, peak RSS), and one hop more is nothing next to its reading.
-        load = load and (page is None or len(page.files) <= SMALL_PAGE_FILES)
+        # Read back in the same thread call: a cold page's answer waits for each hop.  Not
+        # for a big page: its files and its history would be in memory at once (bench/run,
+        # growth: 20,000 files, peak RSS), and one hop more is nothing next to its reading.
+        # A first observation's history is the page's own files: nothing to read back, and
+        # no second copy of them, whatever its size.
+        read_back = load and (page is None or len(page.files) <= SMALL_PAGE_FILES)
 
         def fold(*, wait: bool = True) -> Observed:
             _, change = self.history.record(registry.name, name, page, at, wait=wait)
-            if not load:
-                return change, None
-            if change.first:  # nothing else to read back
+            if load and change.first:
                 return change, first_history(registry.name, change, page)
+            if not read_back:
+                return change, None
             return change, self.history.load(registry.name, name)
 
         try:
             observed = None
-            if load and (page is None or len(page.files) <= QUICK_RECORD_FILES):
+            if read_back and (page is None or len(page.files) <= QUICK_RECORD_FILES):
                 with contextlib.suppress(HistoryBusy):
                     observed = fold(wait=False)
                 self._checkpoint_if_due()
@@ -553,8 +555,8 @@ class Index:
                     )
                 if observed is None:
                     raise NotObserved(name)
-                # Not kept: a first observation's change lists every file it added (20,000
-                # files: 22 MB), which must be gone before history is read.
+                # Not kept: the change lists every file the observation added (20,000 files:
+                # 22 MB), which must be gone before a big project's history is read back.
                 history, observed = observed[1], None
             except UpstreamError as e:
                 if last is None or e.status in (401, 403):
