@@ -4,7 +4,7 @@ import contextlib
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urljoin
+from urllib.parse import urldefrag, urljoin
 
 import pytest
 from hypothesis import given
@@ -12,11 +12,13 @@ from hypothesis import strategies as st
 
 from datepin.model import DistFile
 from datepin.rewrite.parse import (
+    _PLAIN_URL,
     NotAProjectPage,
     PageError,
     check_html_complete,
     parse_html_page,
     parse_json_api_info,
+    _file_url,
     parse_json_page,
 )
 
@@ -103,6 +105,33 @@ def test_json_name_is_normalized_and_relative_urls_resolved() -> None:
     (f,) = page.files
     assert f.url == "https://example.test/files/foo-1.0.tar.gz"
     assert f.hashes == {"sha256": "abcdef" * 10 + "abcd"}
+
+
+_URL_CHARS = st.sampled_from(list("aZ09-._~%!$&'()*+,=:@/;?#[]\\ \t\néß") + ["%2F", "..", "//"])
+
+
+@given(
+    st.sampled_from(["https://pypi.org/simple/foo/", "http://127.0.0.1:8080/r/private/foo/"]),
+    st.one_of(
+        st.from_regex(_PLAIN_URL),
+        st.builds(
+            "".join,
+            st.tuples(
+                st.sampled_from(["https://", "http://", "HTTPS://", "ftp://", "//", "/", "", "https:///"]),
+                st.lists(_URL_CHARS, max_size=12).map("".join),
+            ),
+        ),
+    ),
+)
+def test_file_urls_resolve_as_urljoin_and_urldefrag_resolve_them(base: str, url: str) -> None:
+    # The shortcut for plain absolute URLs must give what urllib gives for every URL.
+    try:
+        expected = urldefrag(urljoin(base, url)).url
+    except ValueError:  # urllib refuses it (an unclosed IPv6 host): the page is refused
+        with pytest.raises(ValueError):
+            _file_url(base, url)
+        return
+    assert _file_url(base, url) == expected
 
 
 @pytest.mark.parametrize(
