@@ -23,7 +23,7 @@ from datepin.history import CHECKPOINT_EVERY, SCHEMA_VERSION, HistoryBusy, Histo
 from datepin.model import DistFile, ProjectPage
 from datepin.pins import Pin
 from datepin.rewrite.render import render_html, render_json
-from datepin.service import Index
+from datepin.service import SMALL_PAGE_FILES, Index
 from datepin.upstream import Upstream
 from datepin.views import view
 from fakepypi import FakePyPI
@@ -434,6 +434,42 @@ def _wal_frames_not_in_database(path: Path) -> int:
     shm = path.with_name(path.name + "-shm").read_bytes()
     max_frame, backfilled = struct.unpack_from("=I", shm, 16)[0], struct.unpack_from("=I", shm, 96)[0]
     return int(max_frame - backfilled)
+
+
+def test_a_big_first_observation_is_answered_without_reading_history_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first observation's history is the page's own files, whatever the page's size:
+    over SMALL_PAGE_FILES too, its view is not read back, and is the view of what was
+    recorded."""
+    cutoff = datetime(2023, 6, 1, tzinfo=UTC)
+    count = SMALL_PAGE_FILES + 1
+
+    async def go(fake: FakePyPI) -> None:
+        upstream = Upstream(timeout=5)
+        history = HistoryStore(tmp_path / "h.sqlite3")
+        index = Index(Config(), history, upstream)
+        pypi = Config().registry("pypi")
+        assert pypi is not None
+        pypi = replace(pypi, url=fake.simple_url)
+        read_back = history.load
+        loads: list[tuple[str, ...]] = []
+        monkeypatch.setattr(history, "load", lambda *args: loads.append(args) or read_back(*args))
+        try:
+            answer = await index.answer(pypi, canonicalize_name("big"), Pin("2023-06-01", cutoff))
+            assert loads == []
+            assert answer.fixed
+            assert len(answer.view.files) == (count + 1) // 2
+            assert answer.view == view(read_back("pypi", "big"), cutoff)
+        finally:
+            await upstream.close()
+            history.close()
+
+    with FakePyPI() as fake:
+        for i in range(count):
+            uploaded = cutoff + timedelta(hours=-1 if i % 2 == 0 else 1, seconds=i)
+            fake.add_file("big", f"big-1.{i}-py3-none-any.whl", b"%d" % i, upload_time=uploaded)
+        asyncio.run(asyncio.wait_for(go(fake), 60))
 
 
 def test_cold_pages_recorded_on_the_loop_are_checkpointed_in_a_thread(
