@@ -1,4 +1,5 @@
-"""Rendered pages as datepin sends them, and the cache of pages that can never change.
+"""Rendered pages as datepin sends them, and the cache of pages that cannot change (fixed
+views), or not before the project is observed again (live views).
 
 A page is built from the renderer's chunks: hashed (the ETag) and gzipped as they come, so a
 20,000-file page (10 MB of JSON) never sits in memory uncompressed; pip and uv always accept
@@ -12,6 +13,7 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
+from datetime import datetime
 
 GZIP_MIN = 512  # bodies up to this size are sent as they are
 KEEP_PLAIN = 256 * 1024  # identity bytes are kept up to this size; bigger: gunzipped on demand
@@ -26,6 +28,8 @@ class Page:
     plain: bytes | None  # the identity bytes, if small enough to keep
     gzipped: bytes | None  # None for bodies of GZIP_MIN bytes or less
     kind: str | None = None  # the Datepin-View of the view it shows
+    # A live page: the project's latest observation when it was rendered (valid until the next).
+    observed_at: datetime | None = None
 
     def body(self, *, gzip_ok: bool) -> tuple[bytes, bool]:
         """The bytes to send, and whether they are gzipped."""
@@ -67,8 +71,9 @@ def build_page(chunks: Iterable[bytes], content_type: str, kind: str | None = No
 
 
 class PageCache:
-    """Pages of fixed views (DESIGN.md "Determinism": they never change), least recently
-    used first out, bounded by the bytes they hold."""
+    """Pages of fixed views (DESIGN.md "Determinism": they never change) and of live views
+    (checked against the project's latest observation by the caller), least recently used
+    first out, bounded by the bytes they hold."""
 
     def __init__(self, max_bytes: int = 32 * 2**20) -> None:
         self.max_bytes = max_bytes

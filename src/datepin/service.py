@@ -101,6 +101,9 @@ class Answer:
     view: View
     warning: str | None = None  # set when upstream failed and history was served instead
     fixed: bool = False  # observed at or after a dated cutoff: this view never changes
+    # The latest observation the view reflects (history read then or later holds no other):
+    # a live view stays what it is until the project's next observation.
+    observed_at: datetime | None = None
 
 
 class NotObserved(LookupError):
@@ -544,6 +547,7 @@ class Index:
         last = self.history.last_observed(registry.name, name)
         warning = None
         history = None
+        observed_at = last
         if self._needs_observation(last, cutoff):
             try:
                 observed = await self._observe_shared(registry, name, headers, authorization, load=True)
@@ -557,7 +561,7 @@ class Index:
                     raise NotObserved(name)
                 # Not kept: the change lists every file the observation added (20,000 files:
                 # 22 MB), which must be gone before a big project's history is read back.
-                history, observed = observed[1], None
+                observed_at, history, observed = observed[0].at, observed[1], None
             except UpstreamError as e:
                 if last is None or e.status in (401, 403):
                     raise
@@ -572,7 +576,13 @@ class Index:
         if fixed:
             assert cutoff is not None
             self._remember(registry.name, name, cutoff, result)
-        return Answer(result, warning, fixed)
+        return Answer(result, warning, fixed, observed_at)
+
+    def live_since(self, registry: Registry, name: NormalizedName) -> datetime | None:
+        """The project's latest observation if `live` may still be answered from it (within
+        `live_ttl`), else None: a live page rendered from it is still the live page."""
+        last = self.history.last_observed(registry.name, name)
+        return None if last is None or self._needs_observation(last, None) else last
 
     def _needs_observation(self, last: datetime | None, cutoff: datetime | None) -> bool:
         if last is None:
