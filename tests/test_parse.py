@@ -15,10 +15,10 @@ from datepin.rewrite.parse import (
     _PLAIN_URL,
     NotAProjectPage,
     PageError,
+    _file_url,
     check_html_complete,
     parse_html_page,
     parse_json_api_info,
-    _file_url,
     parse_json_page,
 )
 
@@ -113,7 +113,7 @@ _URL_CHARS = st.sampled_from(list("aZ09-._~%!$&'()*+,=:@/;?#[]\\ \t\néß") + ["
 @given(
     st.sampled_from(["https://pypi.org/simple/foo/", "http://127.0.0.1:8080/r/private/foo/"]),
     st.one_of(
-        st.from_regex(_PLAIN_URL),
+        st.from_regex(_PLAIN_URL, fullmatch=True),
         st.builds(
             "".join,
             st.tuples(
