@@ -100,6 +100,25 @@ def test_a_live_page_is_sent_as_made_until_the_project_is_observed_again(graph, 
         assert _counter(proxy, "datepin_pages_rendered_total") == rendered + 2
 
 
+def test_a_fixed_views_json_api_is_sent_as_made(graph, proxy):
+    """The JSON API of a fixed view (its release info kept) is made once, then sent from memory:
+    Poetry asks it for every release it considers."""
+    paths = ("/2023-03-01/pypi/alpha/json", "/2023-03-01/pypi/alpha/1.0/json")
+    first = {path: proxy.get(path) for path in paths}
+    assert all(r.status == 200 for r in first.values())
+    rendered = _counter(proxy, "datepin_pages_rendered_total")
+    for path in paths:
+        again = proxy.get(path)
+        assert (again.status, again.body) == (200, first[path].body)
+        assert again.header("ETag") == first[path].header("ETag")
+        assert again.header("Datepin-View") == first[path].header("Datepin-View")
+    assert _counter(proxy, "datepin_pages_rendered_total") == rendered
+    assert _counter(proxy, "datepin_pages_from_memory_total") == 2
+    live = proxy.get("/live/pypi/alpha/json")  # live: made from the view every time
+    assert live.status == 200 and json.loads(live.body)["info"]["version"] == "2.0"
+    assert _counter(proxy, "datepin_pages_rendered_total") == rendered + 1
+
+
 def test_headers_negotiation_and_etag(graph, proxy):
     r = proxy.get("/2023-03-01/simple/alpha/", {"Accept": JSON})
     assert r.status == 200

@@ -528,12 +528,13 @@ class DatepinAddon:
         fmt = choose_format(ask.headers.get("Accept"))
         # Everything about the project is answered at the pin applied to it (an override).
         applied = pin.for_project(route.project)
-        key = (registry.name, route.project, applied.cutoff, fmt, base)
-        # A fixed view's page is answered from memory, with no history read at all, and so is
-        # a live one until the project is observed again (a 15,000-file project's history read
-        # and its view took 0.3 s a request); never for a passthrough registry, whose pages
-        # only clients upstream accepts may see.
-        cacheable = not json_api and registry.auth != "passthrough"
+        form = ("json-api", route.version) if isinstance(route, routes.JsonApi) else fmt
+        key = (registry.name, route.project, applied.cutoff, form, base)
+        # A fixed view's page or JSON API document is answered from memory, with no history
+        # read at all, and so is a live page until the project is observed again (a
+        # 15,000-file project's history read and its view took 0.3 s a request); never for a
+        # passthrough registry, whose pages only clients upstream accepts may see.
+        cacheable = registry.auth != "passthrough" and not (json_api and applied.cutoff is None)
         if cacheable and (page := self._cached_page(key, registry, route.project)) is not None:
             self.pages_from_memory += 1
             headers = pin_headers(pin, page.kind, applied=applied)
@@ -576,13 +577,12 @@ class DatepinAddon:
                 return error_response(e, json_api=True, headers=headers)
             if info is None:
                 return self._not_found(True, "release not found", headers)
+            # A fixed view's release info is kept too (fetched once, or read from a kept file).
             body = render_json_api(view, info[1], link, version=version)
-            return self._page(
-                ask, [body], "application/json", headers, applied, forward_mode,
-                private=private, settled=settled,
-            )
-        chunks = iter_json(view, link) if fmt == "v1+json" else iter_html(view, link)
-        page = build_page(chunks, content_type(fmt), view.kind)
+            page = build_page([body], "application/json", view.kind)
+        else:
+            chunks = iter_json(view, link) if fmt == "v1+json" else iter_html(view, link)
+            page = build_page(chunks, content_type(fmt), view.kind)
         self.pages_rendered += 1
         if cacheable and answer.fixed:
             self.pages.put(key, page)
