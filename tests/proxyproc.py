@@ -111,6 +111,17 @@ class Proxy:
     def get(self, path: str, headers: dict[str, str] | None = None, method: str = "GET") -> Response:
         return fetch(self.url + path, headers=headers, method=method)
 
+    def counter(self, name: str, default: int | None = None) -> int:
+        """A counter of `/-/metrics` (`name` with its labels, as the line writes it); `default`
+        for one not there, else AssertionError."""
+        for line in self.get("/-/metrics").body.decode().splitlines():
+            key, _, value = line.rpartition(" ")
+            if key == name:
+                return int(value)
+        if default is None:
+            raise AssertionError(f"no {name} in /-/metrics")
+        return default
+
     def __enter__(self) -> Proxy:
         return self.start()
 

@@ -119,9 +119,7 @@ def settle(env: Env, timeout: float = 10.0) -> None:
 
 
 def downloading(env: Env) -> int:
-    [line] = [x for x in env.proxy.get("/-/metrics").body.decode().splitlines()
-              if x.startswith("datepin_files_in_progress ")]
-    return int(line.split()[1])
+    return env.proxy.counter("datepin_files_in_progress")
 
 
 def assert_store_sound(env: Env) -> None:

@@ -673,8 +673,7 @@ def _proxy_rss(proxy: Proxy) -> int:
 
 
 def _files_served(proxy: Proxy) -> int:
-    metrics = proxy.get("/-/metrics").body.decode()
-    return int(re.search(r"^datepin_files_bytes_served_total (\d+)$", metrics, re.M).group(1))  # type: ignore[union-attr]
+    return proxy.counter("datepin_files_bytes_served_total")
 
 
 def _h2_tunnel(proxy: Proxy, bundle: Path, host: str) -> ssl.SSLSocket:

@@ -66,13 +66,6 @@ def test_a_file_backfilled_upstream_does_not_change_an_observed_view(graph, prox
     assert again.body == first.body
 
 
-def _counter(proxy: Proxy, name: str) -> int:
-    for line in proxy.get("/-/metrics").body.decode().splitlines():
-        if line.startswith(f"{name} "):
-            return int(line.split()[1])
-    raise AssertionError(f"no {name} in /-/metrics")
-
-
 def test_a_live_page_is_sent_as_made_until_the_project_is_observed_again(graph, tmp_path):
     """Within live_ttl a live page is not made again from history (a 15,000-file project's
     history read and view took 0.3 s a request), and it never outlives an observation: one
@@ -84,20 +77,20 @@ def test_a_live_page_is_sent_as_made_until_the_project_is_observed_again(graph, 
     with Proxy(data_dir=tmp_path / "data", config=config) as proxy:
         first = proxy.get("/live/simple/alpha/", {"Accept": JSON})
         assert first.status == 200
-        rendered = _counter(proxy, "datepin_pages_rendered_total")
+        rendered = proxy.counter("datepin_pages_rendered_total")
         graph.add_wheel("alpha", "3.0", upload_time=datetime.now(UTC) - timedelta(seconds=1))
         for _ in range(3):
             again = proxy.get("/live/simple/alpha/", {"Accept": JSON})
             assert (again.status, again.body) == (200, first.body)  # the last look, as before
             assert again.header("ETag") == first.header("ETag")
-        assert _counter(proxy, "datepin_pages_rendered_total") == rendered
-        assert _counter(proxy, "datepin_pages_from_memory_total") == 3
+        assert proxy.counter("datepin_pages_rendered_total") == rendered
+        assert proxy.counter("datepin_pages_from_memory_total") == 3
         pin = format_time(datetime.now(UTC))  # after the last look: observed upstream
         pinned = json.loads(proxy.get(f"/{pin}/simple/alpha/", {"Accept": JSON}).body)
         assert "alpha-3.0-py3-none-any.whl" in [f["filename"] for f in pinned["files"]]
         live = json.loads(proxy.get("/live/simple/alpha/", {"Accept": JSON}).body)
         assert "alpha-3.0-py3-none-any.whl" in [f["filename"] for f in live["files"]]
-        assert _counter(proxy, "datepin_pages_rendered_total") == rendered + 2
+        assert proxy.counter("datepin_pages_rendered_total") == rendered + 2
 
 
 def test_a_fixed_views_json_api_is_sent_as_made(graph, proxy):
@@ -106,17 +99,17 @@ def test_a_fixed_views_json_api_is_sent_as_made(graph, proxy):
     paths = ("/2023-03-01/pypi/alpha/json", "/2023-03-01/pypi/alpha/1.0/json")
     first = {path: proxy.get(path) for path in paths}
     assert all(r.status == 200 for r in first.values())
-    rendered = _counter(proxy, "datepin_pages_rendered_total")
+    rendered = proxy.counter("datepin_pages_rendered_total")
     for path in paths:
         again = proxy.get(path)
         assert (again.status, again.body) == (200, first[path].body)
         assert again.header("ETag") == first[path].header("ETag")
         assert again.header("Datepin-View") == first[path].header("Datepin-View")
-    assert _counter(proxy, "datepin_pages_rendered_total") == rendered
-    assert _counter(proxy, "datepin_pages_from_memory_total") == 2
+    assert proxy.counter("datepin_pages_rendered_total") == rendered
+    assert proxy.counter("datepin_pages_from_memory_total") == 2
     live = proxy.get("/live/pypi/alpha/json")  # live: made from the view every time
     assert live.status == 200 and json.loads(live.body)["info"]["version"] == "2.0"
-    assert _counter(proxy, "datepin_pages_rendered_total") == rendered + 1
+    assert proxy.counter("datepin_pages_rendered_total") == rendered + 1
 
 
 def test_headers_negotiation_and_etag(graph, proxy):
