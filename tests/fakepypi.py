@@ -12,7 +12,8 @@
 It serves what datepin reads upstream, shaped like warehouse (PyPI) serves it:
 
 - `/simple/` and `/simple/<project>/`: PEP 503 HTML or PEP 691 JSON by `Accept` (PEP 700
-  upload-time/size/versions, PEP 714 core-metadata, PEP 592 yanks, PEP 792 project status);
+  upload-time/size/versions, PEP 714 core-metadata, PEP 592 yanks, PEP 792 project status),
+  ETag, and 304 to an If-None-Match naming it;
 - `/pypi/<project>/json` and `/pypi/<project>/<version>/json`: the JSON API;
 - `/files/packages/<b2>/<b2>/<rest>/<filename>` (and `<filename>.metadata`): the bytes, with
   HEAD, single ranges, ETag.
@@ -715,7 +716,11 @@ class _Handler(BaseHTTPRequestHandler):
             reply = _text(fault.status, "fault injected", fault.headers.items())
         else:
             try:
-                reply = fake._respond(self.command, unquote(url.path), url.query, headers)
+                # A fault that mangles the body is given one to mangle: no 304.
+                whole = fault is not None and fault.kind != "stall"
+                reply = fake._respond(
+                    self.command, unquote(url.path), url.query, headers, conditional=not whole
+                )
             except Exception as exc:  # a bug in the fake: say so loudly, to log and client
                 log.exception("fakepypi: error answering %s %s", self.command, self.path)
                 reply = _text(500, f"fakepypi bug: {exc!r}")
@@ -844,6 +849,9 @@ class FakePyPI:
         self.per_version_json = True  # False: /pypi/P/V/json is 404, as PyPI is from here
         self.keep_serving_deleted_files = False
         self.gzip_pages = False  # gzip simple/JSON pages when the client accepts it
+        # 304 to an If-None-Match that names a simple page's ETag, as PyPI answers; False:
+        # the whole page every time, as a registry that ignores conditions does.
+        self.conditional_pages = True
         self.require_basic: tuple[str, str] | None = None
         self.require_bearer: str | None = None
         self.set_cookie: str | None = None  # a Set-Cookie on every answer, as session-keeping registries send
@@ -1168,7 +1176,9 @@ class FakePyPI:
 
     # -- routing ----------------------------------------------------------------------------
 
-    def _respond(self, method: str, path: str, query: str, headers: Mapping[str, str]) -> _Reply:
+    def _respond(
+        self, method: str, path: str, query: str, headers: Mapping[str, str], *, conditional: bool = True
+    ) -> _Reply:
         if path == LOGIN_PATH:
             return _Reply(200, [("Content-Type", "text/html; charset=utf-8")], _LOGIN_PAGE)
         if not self._authorized(headers.get("authorization")):
@@ -1196,6 +1206,11 @@ class FakePyPI:
                     (k, v[:-1] + '-gzip"' if k == "ETag" else v) for k, v in reply.headers
                 ]
                 reply.headers.append(("Content-Encoding", "gzip"))
+        if conditional and self.conditional_pages and reply.status == 200 and path.startswith("/simple/"):
+            etag = next((v for k, v in reply.headers if k == "ETag"), None)
+            if etag is not None and etag in _etags(headers.get("if-none-match")):
+                kept = ("ETag", "Cache-Control", "Vary", "X-PyPI-Last-Serial")
+                return _Reply(304, [(k, v) for k, v in reply.headers if k in kept])
         return reply
 
     def _authorized(self, authorization: str | None) -> bool:

@@ -208,6 +208,78 @@ def test_a_history_written_before_url_tail_is_upgraded_when_opened(tmp_path: Pat
         store.close()
 
 
+def test_a_history_written_before_validators_is_upgraded_when_opened(tmp_path: Path) -> None:
+    path = tmp_path / "h.sqlite3"
+    store = HistoryStore(path)
+    a, b = dist("1.0", uploaded=T0), dist("2.0", uploaded=T0)
+    store.record("pypi", "demo", page(a), T0)
+    store.record("pypi", "demo", page(a, b), T0 + timedelta(days=1))
+    store.record("pypi", "demo", page(a, b), T0 + timedelta(days=2))
+    store.close()
+    db = sqlite3.connect(path, isolation_level=None)  # as schema version 1 left it
+    db.executescript(
+        "ALTER TABLE projects DROP COLUMN validator; ALTER TABLE projects DROP COLUMN changed_at;"
+        " PRAGMA user_version = 1;"
+    )
+    db.close()
+    for _ in range(2):  # the second opening finds nothing to do
+        store = HistoryStore(path)
+        # No validator yet; the last change is taken to be the last observation.
+        assert store.latest("pypi", "demo") == (T0 + timedelta(days=2), T0 + timedelta(days=2), None)
+        assert store._db().execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        store.close()
+
+
+def test_a_304_is_recorded_as_an_unchanged_observation_of_the_page_it_names(tmp_path: Path) -> None:
+    store = HistoryStore(tmp_path / "h.sqlite3")
+    a, b = dist("1.0", uploaded=T0 - timedelta(days=2)), dist("2.0", uploaded=T0 - timedelta(days=1))
+    tag = '{"etag": "\"one\""}'
+    store.record("pypi", "demo", replace(page(a, b), validator=tag), T0)
+    assert store.latest("pypi", "demo") == (T0, T0, tag)
+    later = T0 + timedelta(days=1)
+    recorded = store.record_unchanged("pypi", "Demo", later, tag)
+    assert recorded is not None
+    when, change = recorded
+    assert when == later and not change.is_change and change.state_at == T0
+    assert store.latest("pypi", "demo") == (later, T0, tag)
+    history = store.load("pypi", "demo")
+    assert history is not None and history.observations == (T0, later)
+    assert view(history, later + timedelta(hours=1)).files == view(history, T0 + timedelta(hours=1)).files
+    assert all(len(fh.states) == 1 for fh in history.files)  # an observation row, no more
+    # A validator that is not the latest page's, a project never seen, one upstream had
+    # gone from: nothing recorded, the page must be asked for whole.
+    assert store.record_unchanged("pypi", "demo", later + timedelta(days=1), '{"etag": "\"two\""}') is None
+    assert store.record_unchanged("pypi", "other", later + timedelta(days=1), tag) is None
+    store.record("pypi", "demo", None, later + timedelta(days=2))
+    assert store.latest("pypi", "demo") == (later + timedelta(days=2), later + timedelta(days=2), None)
+    assert store.record_unchanged("pypi", "demo", later + timedelta(days=3), tag) is None
+    assert store.last_observed("pypi", "demo") == later + timedelta(days=2)
+
+
+def test_the_last_change_moves_only_with_what_a_view_can_tell_apart(tmp_path: Path) -> None:
+    store = HistoryStore(tmp_path / "h.sqlite3")
+    a = dist("1.0", uploaded=T0 - timedelta(days=1))
+    days = iter(T0 + timedelta(days=n) for n in range(100))
+
+    def changed(p: ProjectPage | None) -> bool:
+        before = store.latest("pypi", "demo")
+        at, change = store.record("pypi", "demo", p, next(days))
+        latest = store.latest("pypi", "demo")
+        assert latest is not None and latest.observed == at and change.state_at == latest.changed
+        return before is None or latest.changed != before.changed
+
+    assert changed(page(a))  # the first observation
+    assert not changed(page(a))
+    assert not changed(replace(page(a), validator='{"etag": "\"new\""}'))  # other validators
+    assert not changed(page(replace(a, url=a.url + "?X-Amz-Signature=2")))  # a new signature
+    assert changed(page(replace(a, yanked="bad")))
+    assert changed(page(replace(a, yanked="bad"), status="archived"))
+    assert changed(None)  # upstream's 404
+    assert not changed(None)
+    assert changed(page())  # back, with no files
+    assert changed(page(a))
+
+
 def test_unchanged_observations_cost_little(tmp_path: Path) -> None:
     store = HistoryStore(tmp_path / "h.sqlite3")
     files = [dist(f"1.{i}", uploaded=T0 - timedelta(days=i + 1)) for i in range(200)]
@@ -458,7 +530,7 @@ def test_a_big_first_observation_is_answered_without_reading_history_back(
         try:
             answer = await index.answer(pypi, canonicalize_name("big"), Pin("2023-06-01", cutoff))
             assert loads == []
-            assert answer.fixed
+            assert answer.fixed and answer.view is not None
             assert len(answer.view.files) == (count + 1) // 2
             assert answer.view == view(read_back("pypi", "big"), cutoff)
         finally:
@@ -469,6 +541,46 @@ def test_a_big_first_observation_is_answered_without_reading_history_back(
         for i in range(count):
             uploaded = cutoff + timedelta(hours=-1 if i % 2 == 0 else 1, seconds=i)
             fake.add_file("big", f"big-1.{i}-py3-none-any.whl", b"%d" % i, upload_time=uploaded)
+        asyncio.run(asyncio.wait_for(go(fake), 60))
+
+
+def test_a_304_for_a_page_history_no_longer_ends_with_is_followed_by_the_whole_page(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process may record a newer page between this one reading history's validator
+    and upstream's 304 to it: the 304 then says nothing of history's latest page, so the page
+    is asked for again, whole, and recorded."""
+
+    async def go(fake: FakePyPI) -> None:
+        upstream = Upstream(timeout=5)
+        history = HistoryStore(tmp_path / "h.sqlite3")
+        index = Index(Config(), history, upstream)
+        pypi = Config().registry("pypi")
+        assert pypi is not None
+        pypi = replace(pypi, url=fake.simple_url)
+        try:
+            await index.observe(pypi, "alpha")
+            read_before = history.latest("pypi", "alpha")
+            assert read_before is not None and read_before.validator is not None
+            newer = await index.fetch_page(pypi, "alpha")
+            assert newer is not None
+            history.record("pypi", "alpha", replace(newer, validator='{"etag": "\\"other\\""}'),
+                           datetime.now(UTC))
+            monkeypatch.setattr(history, "latest", lambda *args: read_before)
+            fake.clear_log()
+            change = await index.observe(pypi, "alpha")
+            asked = fake.requests_for("/simple/alpha/")
+            assert [r.status for r in asked] == [304, 200]
+            assert "if-none-match" in asked[0].headers and "if-none-match" not in asked[1].headers
+            assert change is not None and not change.is_change and index.pages_not_modified == 0
+            monkeypatch.undo()
+            assert history.latest("pypi", "alpha") == (change.at, change.state_at, read_before.validator)
+        finally:
+            await upstream.close()
+            history.close()
+
+    with FakePyPI() as fake:
+        fake.add_wheel("alpha", "1.0", upload_time="2023-01-01T00:00:00Z")
         asyncio.run(asyncio.wait_for(go(fake), 60))
 
 

@@ -15,9 +15,9 @@ import pytest
 from clients import ClientError, pip_resolve, run, uv_bin, uv_compile, venv_python
 from datepin import routes
 from datepin.blobs import INLINE_LIMIT
-from fakepypi import add_alpha_beta
+from fakepypi import RequestRecord, add_alpha_beta
 from datepin.pins import format_time
-from proxyproc import Proxy, fetch, write_config
+from proxyproc import Proxy, Response, fetch, write_config
 
 JSON = "application/vnd.pypi.simple.v1+json"
 
@@ -91,6 +91,53 @@ def test_a_live_page_is_sent_as_made_until_the_project_is_observed_again(graph, 
         live = json.loads(proxy.get("/live/simple/alpha/", {"Accept": JSON}).body)
         assert "alpha-3.0-py3-none-any.whl" in [f["filename"] for f in live["files"]]
         assert proxy.counter("datepin_pages_rendered_total") == rendered + 2
+
+
+def test_a_live_page_outlives_observations_that_change_nothing(graph, tmp_path):
+    """Past live_ttl the project is observed again, asking upstream with the ETag of the page
+    history has: its 304 is recorded as a look that changed nothing, and the live page held is
+    sent as it was, with no history read or page made.  So is one after an unchanged 200."""
+    config = write_config(
+        tmp_path / "ttl.toml", simple_url=graph.simple_url, json_url=graph.json_url,
+        files_url=graph.files_url, upstream_timeout="5s", live_ttl="1s",
+    )
+    with Proxy(data_dir=tmp_path / "data", config=config) as proxy:
+        first = proxy.get("/live/simple/alpha/", {"Accept": JSON})
+        assert first.status == 200
+        rendered = proxy.counter("datepin_pages_rendered_total")
+        [whole] = graph.requests_for("/simple/alpha/")
+        assert whole.status == 200 and "if-none-match" not in whole.headers
+
+        def look_again() -> tuple[RequestRecord, Response]:
+            time.sleep(1.1)  # past live_ttl
+            graph.clear_log()
+            again = proxy.get("/live/simple/alpha/", {"Accept": JSON})
+            [asked] = graph.requests_for("/simple/alpha/")
+            return asked, again
+
+        asked, again = look_again()
+        assert asked.status == 304 and asked.headers["if-none-match"]
+        assert (again.status, again.body, again.header("ETag")) == (200, first.body, first.header("ETag"))
+        assert proxy.counter("datepin_pages_not_modified_total") == 1
+        assert proxy.counter("datepin_observations_total") == 2
+        assert proxy.counter("datepin_pages_rendered_total") == rendered
+        graph.conditional_pages = False  # a registry that ignores conditions: the same page whole
+        asked, again = look_again()
+        assert asked.status == 200 and (again.status, again.body) == (200, first.body)
+        assert proxy.counter("datepin_pages_rendered_total") == rendered
+        assert proxy.counter("datepin_observations_total") == 3
+        graph.conditional_pages = True
+        graph.add_wheel("alpha", "3.0", upload_time=datetime.now(UTC) - timedelta(seconds=1))
+        asked, again = look_again()  # the ETag history has is no longer upstream's
+        assert asked.status == 200 and asked.headers["if-none-match"]
+        assert "alpha-3.0-py3-none-any.whl" in [f["filename"] for f in json.loads(again.body)["files"]]
+        assert proxy.counter("datepin_pages_rendered_total") == rendered + 1
+        assert proxy.counter("datepin_pages_not_modified_total") == 1
+        # A 304 to a request that named no page is no page: a clear error, nothing recorded.
+        graph.fault("/simple/beta/", "status", status=304)
+        unasked = proxy.get("/live/simple/beta/", {"Accept": JSON})
+        assert unasked.status == 502 and b"answered HTTP 304" in unasked.body
+        assert proxy.get("/live/simple/beta/", {"Accept": JSON}).status == 200
 
 
 def test_a_fixed_views_json_api_is_sent_as_made(graph, proxy):

@@ -160,6 +160,29 @@ def test_yank_and_unyank_show_from_the_observation_that_saw_them(graph, proxy, p
     assert pip_resolve(proxy.index(before_yank), ["beta"]) == {"beta": "2.0"}
 
 
+def test_a_snapshot_of_an_unchanged_page_is_a_304_recorded_as_a_look(graph, proxy, proxy_config):
+    """The snapshot asks with the ETag of the page history has; upstream's 304 is recorded as
+    an observation that changed nothing, so pins up to it are answered from history."""
+    assert proxy.get("/live/simple/beta/", {"Accept": JSON}).status == 200
+    graph.clear_log()
+    snapshot = cli(proxy_config, proxy.data_dir, "snapshot", "beta")
+    after = datetime.now(UTC)
+    assert snapshot.exit_code == 0, snapshot.output
+    [asked] = graph.requests_for("/simple/beta/")
+    assert asked.status == 304 and asked.headers["if-none-match"]
+    history = HistoryStore(proxy.data_dir / "history.sqlite3")
+    try:
+        beta = history.load("pypi", "beta")
+        assert beta is not None and len(beta.observations) == 2 and is_fixed(beta, beta.observations[-1])
+        assert all(len(fh.states) == 1 for fh in beta.files)
+    finally:
+        history.close()
+    graph.clear_log()
+    at_the_look = format_time(min(after, beta.observations[-1]))
+    assert proxy.get(f"/{at_the_look}/simple/beta/", {"Accept": JSON}).status == 200
+    assert not graph.requests_for("/simple/beta/")
+
+
 def test_deleted_project_keeps_its_pinned_views_and_live_is_404(graph, proxy, proxy_config):
     pinned = proxy.get("/2023-07-01/simple/beta/", {"Accept": JSON})
     assert pinned.status == 200

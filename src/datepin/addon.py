@@ -535,14 +535,16 @@ class DatepinAddon:
         # 15,000-file project's history read and its view took 0.3 s a request); never for a
         # passthrough registry, whose pages only clients upstream accepts may see.
         cacheable = registry.auth != "passthrough" and not (json_api and applied.cutoff is None)
-        if cacheable and (page := self._cached_page(key, registry, route.project)) is not None:
-            self.pages_from_memory += 1
-            headers = pin_headers(pin, page.kind, applied=applied)
-            return self._send_page(ask, page, headers, applied, forward_mode)
+        held = self.pages.get(key) if cacheable else None
+        if held is not None and self._still_live(held, registry, route.project):
+            return self._send_held(ask, held, pin, applied, forward_mode)
+        # A live page held since a change that the project's next observation may show is
+        # still its last: then it is sent without history read or rendered again.
+        since = None if held is None else held.changed_at
         try:
             await self.index.authorize(registry, route.project, authorization)
             answer = await self.index.answer(
-                registry, route.project, pin, authorization=authorization
+                registry, route.project, pin, authorization=authorization, unchanged_since=since
             )
         except NotObserved:
             message = f"{route.project} is not on {registry.name}"
@@ -550,6 +552,9 @@ class DatepinAddon:
         except UpstreamError as e:
             return error_response(e, json_api=json_api, headers=pin_headers(pin, applied=applied))
         view = answer.view
+        if view is None:
+            assert held is not None
+            return self._send_held(ask, held, pin, applied, forward_mode)
         headers = pin_headers(pin, view.kind, applied=applied)
         if not view.files:
             when = f"before {format_time(applied.cutoff)}" if applied.cutoff else "upstream now"
@@ -586,19 +591,23 @@ class DatepinAddon:
         self.pages_rendered += 1
         if cacheable and answer.fixed:
             self.pages.put(key, page)
-        elif cacheable and applied.cutoff is None and answer.observed_at and not answer.warning:
-            self.pages.put(key, replace(page, observed_at=answer.observed_at))
+        elif cacheable and applied.cutoff is None and answer.changed_at and not answer.warning:
+            self.pages.put(key, replace(page, changed_at=answer.changed_at))
         return self._send_page(
             ask, page, headers, applied, forward_mode, private=private, settled=settled
         )
 
-    def _cached_page(
-        self, key: tuple[object, ...], registry: Registry, project: NormalizedName
-    ) -> Page | None:
-        page = self.pages.get(key)
-        if page is None or page.observed_at is None:
-            return page  # a fixed view's, or none
-        return page if page.observed_at == self.index.live_since(registry, project) else None
+    def _still_live(self, page: Page, registry: Registry, project: NormalizedName) -> bool:
+        """Whether a held page may be sent as it is: a fixed view's always, a live one while
+        the project, observed within `live_ttl`, has not changed since it was made."""
+        return page.changed_at is None or page.changed_at == self.index.live_since(registry, project)
+
+    def _send_held(
+        self, ask: Ask, page: Page, pin: Pin, applied: Pin, forward_mode: bool
+    ) -> Reply:
+        self.pages_from_memory += 1
+        headers = pin_headers(pin, page.kind, applied=applied)
+        return self._send_page(ask, page, headers, applied, forward_mode)
 
     async def _root(
         self,
@@ -689,6 +698,7 @@ class DatepinAddon:
     def _metrics(self) -> bytes:
         lines = [
             f"datepin_observations_total {self.index.observations}",
+            f"datepin_pages_not_modified_total {self.index.pages_not_modified}",
             f"datepin_upstream_failures_total {self.index.upstream_failures}",
             f"datepin_access_checks_total {self.index.access_checks}",
             f"datepin_access_denied_total {self.index.access_denied}",

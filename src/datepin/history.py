@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import unquote
 
 from packaging.utils import NormalizedName, canonicalize_name
@@ -34,6 +34,8 @@ CREATE TABLE IF NOT EXISTS projects (
     tracked INTEGER NOT NULL DEFAULT 1,
     status TEXT,
     status_reason TEXT,
+    validator TEXT,               -- upstream's ETag and Last-Modified of the page behind `changed_at`'s state (JSON)
+    changed_at INTEGER,           -- the last observation that changed what history says of the project
     UNIQUE (registry, name)
 );
 CREATE TABLE IF NOT EXISTS observations (
@@ -93,7 +95,9 @@ CREATE TABLE IF NOT EXISTS release_info (
 # files side by side.  Keys (sha256) and upstream urls are random: with an index on each, every
 # file a first observation added was two inserts at random places in big indexes (a history of
 # 60,000 files, 15-file pages first observed: 1.7 ms a page with them, 0.7 ms with these).
-SCHEMA_VERSION = 1
+# 2: projects keep upstream's validators of their latest page (conditional requests) and the
+# time of their last change (a live page stays valid through observations that change nothing).
+SCHEMA_VERSION = 2
 _INDEXES = (
     "CREATE INDEX IF NOT EXISTS files_filename ON files (filename)",
     "CREATE INDEX IF NOT EXISTS files_url_tail ON files (url_tail)",
@@ -236,10 +240,39 @@ class Change:
     changed: tuple[DistFile, ...] = ()  # attributes or yank state changed
     removed: bool = False  # upstream answered 404 for a project it had before
     first: bool = False  # the project's first observation: its history is this one alone
+    # The project's last change as of this observation (this one's time if it changed it).
+    state_at: datetime | None = None
 
     @property
     def is_change(self) -> bool:
         return bool(self.added or self.gone or self.changed or self.removed)
+
+
+class Latest(NamedTuple):
+    observed: datetime  # the project's last observation
+    changed: datetime  # the last observation that changed it
+    validator: str | None  # upstream's validators of the page observed then (encode_validator)
+
+
+def encode_validator(headers: Mapping[str, str]) -> str | None:
+    """What of a page's response headers tells upstream, asked again, which page it was."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    found = {k: lowered[k] for k in ("etag", "last-modified") if lowered.get(k)}
+    return json.dumps(found, sort_keys=True) if found else None
+
+
+def conditions(validator: str | None) -> dict[str, str]:
+    """The request headers that ask upstream for a page only if it is no longer the one
+    `validator` names."""
+    if validator is None:
+        return {}
+    found = json.loads(validator)
+    asked = {"If-None-Match": found.get("etag"), "If-Modified-Since": found.get("last-modified")}
+    return {k: v for k, v in asked.items() if v}
+
+
+def _at(micros: int | None) -> datetime | None:
+    return None if micros is None else from_micros(micros)
 
 
 @dataclass(frozen=True)
@@ -286,6 +319,17 @@ class HistoryStore:
                 db.execute(f"UPDATE files SET url_tail = {_URL_TAIL_SQL}")
             for statement in _INDEXES:
                 db.execute(statement)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(projects)")}
+            if "changed_at" not in columns:
+                # No validators yet: the next observation of each project asks for it whole.
+                # Its last change is taken to be its last observation, which can only make a
+                # live page be made again once more than needed.
+                db.execute("ALTER TABLE projects ADD COLUMN validator TEXT")
+                db.execute("ALTER TABLE projects ADD COLUMN changed_at INTEGER")
+                db.execute(
+                    "UPDATE projects SET changed_at ="
+                    " (SELECT max(at) FROM observations WHERE project_id = projects.id)"
+                )
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @staticmethod
@@ -383,6 +427,8 @@ class HistoryStore:
         """Fold one observation into history (page None: upstream said 404).
 
         Returns the time recorded (kept strictly increasing per project) and what changed.
+        The page's validator is kept for the next observation to ask whether upstream's page
+        is still this one (`record_unchanged`).
         `wait` False: raise HistoryBusy rather than wait for another writer (see `_tx`).
         """
         project = canonicalize_name(name)
@@ -408,7 +454,11 @@ class HistoryStore:
             found = bool(had_before) if stale else page is not None
             db.execute("INSERT INTO observations VALUES (?, ?, ?)", (pid, t, int(found)))
             if stale:
-                return from_micros(t), Change(project, from_micros(t))
+                # Neither the validator nor the last change: both describe the newer page.
+                changed_at = db.execute(
+                    "SELECT changed_at FROM projects WHERE id=?", (pid,)
+                ).fetchone()[0]
+                return from_micros(t), Change(project, from_micros(t), state_at=_at(changed_at))
             current = {
                 row[1]: (row[0], row[2], row[3])
                 for row in db.execute(
@@ -478,13 +528,24 @@ class HistoryStore:
                     gone.append(decode_file(encoded_old))
             status = (page.status, page.status_reason) if page else (None, None)
             row = db.execute(
-                "SELECT status, status_reason FROM projects WHERE id=?", (pid,)
+                "SELECT status, status_reason, changed_at FROM projects WHERE id=?", (pid,)
             ).fetchone()
-            if page is not None and tuple(row) != status:
+            status_changed = page is not None and tuple(row[:2]) != status
+            if status_changed:
                 db.execute(
                     "UPDATE projects SET status=?, status_reason=? WHERE id=?", (*status, pid)
                 )
                 db.execute("INSERT INTO status_changes VALUES (?, ?, ?, ?)", (pid, t, *status))
+            # What a view can tell apart: files, their states, the project's status, and
+            # whether upstream had it at all.  A signed URL renewed is none of them.
+            changes = (
+                last is None or added or gone or changed or status_changed or found != bool(had_before)
+            )
+            changed_at = t if changes else row[2]
+            db.execute(
+                "UPDATE projects SET validator=?, changed_at=? WHERE id=?",
+                (page.validator if page is not None else None, changed_at, pid),
+            )
         when = from_micros(t)
         return when, Change(
             project,
@@ -494,7 +555,37 @@ class HistoryStore:
             tuple(changed),
             removed=page is None and bool(had_before),
             first=last is None,
+            state_at=_at(changed_at),
         )
+
+    def record_unchanged(
+        self, registry: str, name: str, at: datetime, validator: str, *, wait: bool = True
+    ) -> tuple[datetime, Change] | None:
+        """Record an observation at `at` of the page `validator` names, which upstream said
+        it still has (HTTP 304): the project as history has it, unchanged.
+
+        None, and nothing recorded, when history's latest state is not that page's (another
+        observation recorded another page since the validator was read): ask for it whole.
+        """
+        project = canonicalize_name(name)
+        with self._tx(wait=wait) as db:
+            row = db.execute(
+                "SELECT id, validator, changed_at FROM projects WHERE registry=? AND name=?",
+                (registry, project),
+            ).fetchone()
+            if row is None or row[1] != validator:
+                return None
+            pid, _, changed_at = row
+            last = db.execute(
+                "SELECT at, found FROM observations WHERE project_id=? ORDER BY at DESC LIMIT 1",
+                (pid,),
+            ).fetchone()
+            if last is None or not last[1]:
+                return None
+            t = max(to_micros(at), last[0] + 1)
+            db.execute("INSERT INTO observations VALUES (?, ?, 1)", (pid, t))
+        when = from_micros(t)
+        return when, Change(project, when, state_at=_at(changed_at))
 
     def set_sha256(self, registry: str, key: str, filename: str, sha256: str) -> None:
         """Remember the hash computed when a file without an index hash was stored."""
@@ -547,12 +638,19 @@ class HistoryStore:
     # -- reading -------------------------------------------------------------------------
 
     def last_observed(self, registry: str, name: str) -> datetime | None:
+        latest = self.latest(registry, name)
+        return None if latest is None else latest.observed
+
+    def latest(self, registry: str, name: str) -> Latest | None:
+        """The project's last observation, last change and page validator; None: never observed."""
         row = self._db().execute(
-            "SELECT max(o.at) FROM observations o JOIN projects p ON p.id = o.project_id"
-            " WHERE p.registry=? AND p.name=?",
+            "SELECT (SELECT max(at) FROM observations WHERE project_id = p.id),"
+            " p.changed_at, p.validator FROM projects p WHERE p.registry=? AND p.name=?",
             (registry, canonicalize_name(name)),
         ).fetchone()
-        return from_micros(row[0]) if row and row[0] is not None else None
+        if row is None or row[0] is None:
+            return None
+        return Latest(from_micros(row[0]), from_micros(row[1] if row[1] is not None else row[0]), row[2])
 
     def load(self, registry: str, name: str) -> ProjectHistory | None:
         db = self._db()

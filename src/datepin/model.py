@@ -45,6 +45,8 @@ class ProjectPage:
     files: tuple[DistFile, ...]
     status: str | None = None  # PEP 792 project-status, e.g. "archived"
     status_reason: str | None = None
+    # Upstream's ETag and Last-Modified for it (history.encode_validator), if it sent any.
+    validator: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,8 +28,8 @@ class Page:
     plain: bytes | None  # the identity bytes, if small enough to keep
     gzipped: bytes | None  # None for bodies of GZIP_MIN bytes or less
     kind: str | None = None  # the Datepin-View of the view it shows
-    # A live page: the project's latest observation when it was rendered (valid until the next).
-    observed_at: datetime | None = None
+    # A live page: the project's last change it shows (valid until the project changes again).
+    changed_at: datetime | None = None
 
     def body(self, *, gzip_ok: bool) -> tuple[bytes, bool]:
         """The bytes to send, and whether they are gzipped."""
@@ -72,7 +72,7 @@ def build_page(chunks: Iterable[bytes], content_type: str, kind: str | None = No
 
 class PageCache:
     """Pages of fixed views (DESIGN.md "Determinism": they never change) and of live views
-    (checked against the project's latest observation by the caller), least recently used
+    (checked against the project's last change by the caller), least recently used
     first out, bounded by the bytes they hold."""
 
     def __init__(self, max_bytes: int = 32 * 2**20) -> None:

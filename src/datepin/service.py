@@ -30,6 +30,8 @@ from datepin.history import (
     HistoryStore,
     HistoryWriteError,
     StoredFile,
+    conditions,
+    encode_validator,
     file_key,
     first_history,
 )
@@ -100,12 +102,17 @@ def utcnow() -> datetime:
 
 @dataclass(frozen=True)
 class Answer:
-    view: View
+    # None: the project is as it was at the caller's `unchanged_since` (see `Index.answer`).
+    view: View | None
     warning: str | None = None  # set when upstream failed and history was served instead
     fixed: bool = False  # observed at or after a dated cutoff: this view never changes
-    # The latest observation the view reflects (history read then or later holds no other):
-    # a live view stays what it is until the project's next observation.
-    observed_at: datetime | None = None
+    # The project's last change the view reflects (history read then or later holds no
+    # other): a live view stays what it is until an observation changes the project.
+    changed_at: datetime | None = None
+
+
+class NotModified(Exception):
+    """Upstream answered 304: its page is still the one whose validators were sent."""
 
 
 class NotObserved(LookupError):
@@ -157,6 +164,7 @@ class Index:
         self._fixed: OrderedDict[tuple[str, str, datetime], View] = OrderedDict()
         self._fixed_files = 0
         self.observations = 0
+        self.pages_not_modified = 0  # observations upstream answered with 304
         self.upstream_failures = 0
         self.access_checks = 0
         self.access_denied = 0
@@ -181,17 +189,28 @@ class Index:
         headers: Mapping[str, str] | None = None,
         *,
         authorization: str | None = None,
+        validator: str | None = None,
     ) -> ProjectPage | None:
         """One upstream project page, parsed; None when upstream says it does not exist.
 
         `authorization`: the client's own credentials, sent upstream for passthrough registries.
+        `validator`: the validators of the page history has (`Latest.validator`), to ask for
+        the page only if it changed; raises NotModified when upstream says it did not.
         """
         url = f"{registry.url}{name}/"
         # Credentials upstream are decided by the registry's auth mode alone.
         extra = {k: v for k, v in (headers or {}).items() if k.lower() != "authorization"}
         fetched = await self.upstream.get(url, via=self.via(registry), headers={
-            "Accept": SIMPLE_ACCEPT, **extra, **self.upstream_headers(registry, url, authorization)
+            "Accept": SIMPLE_ACCEPT,
+            **extra,
+            **conditions(validator),
+            **self.upstream_headers(registry, url, authorization),
         })
+        if fetched.status == 304 and validator is not None:
+            if not fetched.redirected:
+                raise NotModified(url)
+            # Another URL's validators are not the ones history holds: ask for the page.
+            return await self.fetch_page(registry, name, headers, authorization=authorization)
         if fetched.status in (404, 410):
             return None
         if fetched.status in (401, 403):
@@ -204,6 +223,7 @@ class Index:
         elsewhere = registry.auth != "none" and not same_origin(fetched.url, registry)
         base_url, redirected = fetched.url, fetched.redirected
         json_page = "json" in fetched.content_type
+        validator = encode_validator(fetched.headers)
         # Big pages (thousands of files) take milliseconds to parse: off the event loop.  A
         # small one is read here: the hop to a thread would cost more than the reading.
         small = len(fetched.body) <= SMALL_PAGE
@@ -251,7 +271,7 @@ class Index:
         files = tuple(
             replace(f, url=strip_userinfo(f.url)) if "@" in f.url else f for f in page.files
         )
-        return replace(page, files=files)
+        return replace(page, files=files, validator=validator)
 
     async def observe(
         self,
@@ -305,8 +325,23 @@ class Index:
         # while the page was on its way (before a cutoff between the two times) would be
         # missing from an observation that seems to describe that cutoff: hidden for good.
         started = self.clock()
+        # Asked only for a page other than history's latest.  Not for a passthrough registry:
+        # its page is what says upstream accepted this client's credentials, and a 304 from
+        # a cache before it would not.
+        latest = None if registry.auth == "passthrough" else self.history.latest(registry.name, name)
+        validator = None if latest is None else latest.validator
         try:
-            page = await self.fetch_page(registry, name, headers, authorization=authorization)
+            try:
+                page = await self.fetch_page(
+                    registry, name, headers, authorization=authorization, validator=validator
+                )
+            except NotModified:
+                assert validator is not None
+                observed = await self._record_unchanged(registry, name, started, validator)
+                if observed is not None:
+                    return observed
+                started = self.clock()
+                page = await self.fetch_page(registry, name, headers, authorization=authorization)
         except UpstreamError as e:
             self.upstream_failures += 1
             if registry.auth == "passthrough" and e.status in (401, 403):
@@ -370,6 +405,29 @@ class Index:
             for file in observed[0].gone:
                 self.rescue(registry, file, authorization)
         return observed
+
+    async def _record_unchanged(
+        self, registry: Registry, name: str, at: datetime, validator: str
+    ) -> Observed | None:
+        """Record that upstream still had, at `at`, the page `validator` names; None when
+        history's latest page is another (`HistoryStore.record_unchanged`)."""
+
+        def write(*, wait: bool = True) -> tuple[datetime, Change] | None:
+            return self.history.record_unchanged(registry.name, name, at, validator, wait=wait)
+
+        try:
+            try:
+                recorded = write(wait=False)  # one row: on the loop unless a writer is busy
+                self._checkpoint_if_due()
+            except HistoryBusy:
+                recorded = await asyncio.to_thread(write)
+        except HistoryWriteError as e:
+            raise UpstreamError(f"{name}: datepin {e}", status=503) from None
+        if recorded is None:
+            return None
+        self.observations += 1
+        self.pages_not_modified += 1
+        return recorded[1], None
 
     # -- passthrough access ----------------------------------------------------------------
 
@@ -534,10 +592,14 @@ class Index:
         headers: Mapping[str, str] | None = None,
         *,
         authorization: str | None = None,
+        unchanged_since: datetime | None = None,
     ) -> Answer:
         """The view of a project at a pin, observing upstream only when history can't answer.
 
-        Passthrough registries: call `authorize` first; `authorization` is used to observe."""
+        Passthrough registries: call `authorize` first; `authorization` is used to observe.
+        `unchanged_since`: the last change a live view the caller holds reflects
+        (`Answer.changed_at`); if the project has not changed since, once observed when due,
+        the answer has no view (and history is not read): the caller's view is still live."""
         cutoff = pin.for_project(name).cutoff
         if cutoff is not None:
             cached = self._fixed.get((registry.name, name, cutoff))
@@ -546,10 +608,11 @@ class Index:
                 return Answer(cached, fixed=True)
         # One indexed read (WAL: readers never wait for writers): made tiny rather than a
         # thread-pool hop (STYLE.md rule 3), as every cold or live request makes it.
-        last = self.history.last_observed(registry.name, name)
+        latest = self.history.latest(registry.name, name)
+        last = None if latest is None else latest.observed
+        changed_at = None if latest is None else latest.changed
         warning = None
         history = None
-        observed_at = last
         if self._needs_observation(last, cutoff):
             try:
                 observed = await self._observe_shared(registry, name, headers, authorization, load=True)
@@ -563,12 +626,14 @@ class Index:
                     raise NotObserved(name)
                 # Not kept: the change lists every file the observation added (20,000 files:
                 # 22 MB), which must be gone before a big project's history is read back.
-                observed_at, history, observed = observed[0].at, observed[1], None
+                changed_at, history, observed = observed[0].state_at, observed[1], None
             except UpstreamError as e:
                 if last is None or e.status in (401, 403):
                     raise
                 warning = f"upstream unavailable, answered from history: {e}"
                 log.warning("%s: %s", name, warning)
+        if unchanged_since is not None and warning is None and changed_at == unchanged_since:
+            return Answer(None, changed_at=changed_at)
         if history is None:
             history = await asyncio.to_thread(self.history.load, registry.name, name)
         if history is None:
@@ -578,13 +643,15 @@ class Index:
         if fixed:
             assert cutoff is not None
             self._remember(registry.name, name, cutoff, result)
-        return Answer(result, warning, fixed, observed_at)
+        return Answer(result, warning, fixed, changed_at)
 
     def live_since(self, registry: Registry, name: NormalizedName) -> datetime | None:
-        """The project's latest observation if `live` may still be answered from it (within
-        `live_ttl`), else None: a live page rendered from it is still the live page."""
-        last = self.history.last_observed(registry.name, name)
-        return None if last is None or self._needs_observation(last, None) else last
+        """The project's last change if `live` may still be answered from history (observed
+        within `live_ttl`), else None: a live page made since that change is still live."""
+        latest = self.history.latest(registry.name, name)
+        if latest is None or self._needs_observation(latest.observed, None):
+            return None
+        return latest.changed
 
     def _needs_observation(self, last: datetime | None, cutoff: datetime | None) -> bool:
         if last is None:
