@@ -19,7 +19,15 @@ from hypothesis import strategies as st
 from packaging.utils import canonicalize_name
 
 from datepin.config import Config
-from datepin.history import CHECKPOINT_EVERY, SCHEMA_VERSION, HistoryBusy, HistoryStore, first_history, url_tail
+from datepin.history import (
+    CHECKPOINT_EVERY,
+    SCHEMA_VERSION,
+    HistoryBusy,
+    HistoryStore,
+    first_history,
+    to_micros,
+    url_tail,
+)
 from datepin.model import DistFile, ProjectPage
 from datepin.pins import Pin
 from datepin.rewrite.render import render_html, render_json
@@ -219,7 +227,7 @@ def test_a_history_written_before_validators_is_upgraded_when_opened(tmp_path: P
     db = sqlite3.connect(path, isolation_level=None)  # as schema version 1 left it
     db.executescript(
         "ALTER TABLE projects DROP COLUMN validator; ALTER TABLE projects DROP COLUMN changed_at;"
-        " PRAGMA user_version = 1;"
+        " ALTER TABLE projects DROP COLUMN noted_at; PRAGMA user_version = 1;"
     )
     db.close()
     for _ in range(2):  # the second opening finds nothing to do
@@ -254,6 +262,25 @@ def test_a_304_is_recorded_as_an_unchanged_observation_of_the_page_it_names(tmp_
     assert store.latest("pypi", "demo") == (later + timedelta(days=2), later + timedelta(days=2), None)
     assert store.record_unchanged("pypi", "demo", later + timedelta(days=3), tag) is None
     assert store.last_observed("pypi", "demo") == later + timedelta(days=2)
+
+
+def test_an_observation_recorded_by_an_earlier_datepin_leaves_validator_and_last_change_unknown(
+    tmp_path: Path,
+) -> None:
+    """An earlier datepin sharing the data directory records pages without noting validators
+    or last changes: what was noted before describes an older page then, and is not used."""
+    store = HistoryStore(tmp_path / "h.sqlite3")
+    tag = '{"etag": "\\"one\\""}'
+    store.record("pypi", "demo", replace(page(dist("1.0", uploaded=T0)), validator=tag), T0)
+    later = T0 + timedelta(days=1)
+    with store._tx() as db:  # what its record writes for a file upstream added meanwhile
+        db.execute("INSERT INTO observations SELECT id, ?, 1 FROM projects", (to_micros(later),))
+    assert store.latest("pypi", "demo") == (later, later, None)
+    assert store.record_unchanged("pypi", "demo", later + timedelta(days=1), tag) is None
+    _, change = store.record("pypi", "demo", replace(page(dist("1.0", uploaded=T0)), validator=tag),
+                             later + timedelta(days=2))
+    assert not change.is_change and change.state_at == later + timedelta(days=2)  # not known: now
+    assert store.latest("pypi", "demo") == (later + timedelta(days=2), later + timedelta(days=2), tag)
 
 
 def test_the_last_change_moves_only_with_what_a_view_can_tell_apart(tmp_path: Path) -> None:

@@ -34,8 +34,9 @@ CREATE TABLE IF NOT EXISTS projects (
     tracked INTEGER NOT NULL DEFAULT 1,
     status TEXT,
     status_reason TEXT,
-    validator TEXT,               -- upstream's ETag and Last-Modified of the page behind `changed_at`'s state (JSON)
+    validator TEXT,               -- upstream's ETag and Last-Modified of the latest page (JSON)
     changed_at INTEGER,           -- the last observation that changed what history says of the project
+    noted_at INTEGER,             -- the observation the two above were last brought up to date by
     UNIQUE (registry, name)
 );
 CREATE TABLE IF NOT EXISTS observations (
@@ -96,7 +97,9 @@ CREATE TABLE IF NOT EXISTS release_info (
 # file a first observation added was two inserts at random places in big indexes (a history of
 # 60,000 files, 15-file pages first observed: 1.7 ms a page with them, 0.7 ms with these).
 # 2: projects keep upstream's validators of their latest page (conditional requests) and the
-# time of their last change (a live page stays valid through observations that change nothing).
+# time of their last change (a live page stays valid through observations that change nothing),
+# with the observation that noted them: an observation recorded by a datepin that knows nothing
+# of them (an earlier version sharing the data directory) makes them unknown, not wrong.
 SCHEMA_VERSION = 2
 _INDEXES = (
     "CREATE INDEX IF NOT EXISTS files_filename ON files (filename)",
@@ -320,16 +323,11 @@ class HistoryStore:
             for statement in _INDEXES:
                 db.execute(statement)
             columns = {row[1] for row in db.execute("PRAGMA table_info(projects)")}
-            if "changed_at" not in columns:
-                # No validators yet: the next observation of each project asks for it whole.
-                # Its last change is taken to be its last observation, which can only make a
-                # live page be made again once more than needed.
-                db.execute("ALTER TABLE projects ADD COLUMN validator TEXT")
-                db.execute("ALTER TABLE projects ADD COLUMN changed_at INTEGER")
-                db.execute(
-                    "UPDATE projects SET changed_at ="
-                    " (SELECT max(at) FROM observations WHERE project_id = projects.id)"
-                )
+            for column in ("validator TEXT", "changed_at INTEGER", "noted_at INTEGER"):
+                if column.split()[0] not in columns:
+                    # Not noted yet (`latest`): the next observation of each project asks for
+                    # the whole page, and its last change is taken to be its last observation.
+                    db.execute(f"ALTER TABLE projects ADD COLUMN {column}")
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @staticmethod
@@ -454,11 +452,13 @@ class HistoryStore:
             found = bool(had_before) if stale else page is not None
             db.execute("INSERT INTO observations VALUES (?, ?, ?)", (pid, t, int(found)))
             if stale:
-                # Neither the validator nor the last change: both describe the newer page.
+                # The validator and the last change still describe the newer page.
                 changed_at = db.execute(
-                    "SELECT changed_at FROM projects WHERE id=?", (pid,)
-                ).fetchone()[0]
-                return from_micros(t), Change(project, from_micros(t), state_at=_at(changed_at))
+                    "UPDATE projects SET noted_at = ? WHERE id=? AND noted_at=?"
+                    " RETURNING changed_at", (t, pid, last)
+                ).fetchone()
+                state_at = from_micros(changed_at[0] if changed_at else t)
+                return from_micros(t), Change(project, from_micros(t), state_at=state_at)
             current = {
                 row[1]: (row[0], row[2], row[3])
                 for row in db.execute(
@@ -528,7 +528,7 @@ class HistoryStore:
                     gone.append(decode_file(encoded_old))
             status = (page.status, page.status_reason) if page else (None, None)
             row = db.execute(
-                "SELECT status, status_reason, changed_at FROM projects WHERE id=?", (pid,)
+                "SELECT status, status_reason, changed_at, noted_at FROM projects WHERE id=?", (pid,)
             ).fetchone()
             status_changed = page is not None and tuple(row[:2]) != status
             if status_changed:
@@ -541,10 +541,11 @@ class HistoryStore:
             changes = (
                 last is None or added or gone or changed or status_changed or found != bool(had_before)
             )
-            changed_at = t if changes else row[2]
+            # Unchanged, the last change is known only if the last observation noted it.
+            changed_at = row[2] if not changes and row[3] == last else t
             db.execute(
-                "UPDATE projects SET validator=?, changed_at=? WHERE id=?",
-                (page.validator if page is not None else None, changed_at, pid),
+                "UPDATE projects SET validator=?, changed_at=?, noted_at=? WHERE id=?",
+                (page.validator if page is not None else None, changed_at, t, pid),
             )
         when = from_micros(t)
         return when, Change(
@@ -570,20 +571,22 @@ class HistoryStore:
         project = canonicalize_name(name)
         with self._tx(wait=wait) as db:
             row = db.execute(
-                "SELECT id, validator, changed_at FROM projects WHERE registry=? AND name=?",
+                "SELECT id, validator, changed_at, noted_at FROM projects"
+                " WHERE registry=? AND name=?",
                 (registry, project),
             ).fetchone()
             if row is None or row[1] != validator:
                 return None
-            pid, _, changed_at = row
+            pid, _, changed_at, noted_at = row
             last = db.execute(
                 "SELECT at, found FROM observations WHERE project_id=? ORDER BY at DESC LIMIT 1",
                 (pid,),
             ).fetchone()
-            if last is None or not last[1]:
+            if last is None or not last[1] or last[0] != noted_at:
                 return None
             t = max(to_micros(at), last[0] + 1)
             db.execute("INSERT INTO observations VALUES (?, ?, 1)", (pid, t))
+            db.execute("UPDATE projects SET noted_at=? WHERE id=?", (t, pid))
         when = from_micros(t)
         return when, Change(project, when, state_at=_at(changed_at))
 
@@ -645,12 +648,15 @@ class HistoryStore:
         """The project's last observation, last change and page validator; None: never observed."""
         row = self._db().execute(
             "SELECT (SELECT max(at) FROM observations WHERE project_id = p.id),"
-            " p.changed_at, p.validator FROM projects p WHERE p.registry=? AND p.name=?",
+            " p.changed_at, p.validator, p.noted_at FROM projects p WHERE p.registry=? AND p.name=?",
             (registry, canonicalize_name(name)),
         ).fetchone()
         if row is None or row[0] is None:
             return None
-        return Latest(from_micros(row[0]), from_micros(row[1] if row[1] is not None else row[0]), row[2])
+        last, changed_at, validator, noted_at = row
+        if noted_at != last:  # recorded by a datepin that does not note them: not known
+            return Latest(from_micros(last), from_micros(last), None)
+        return Latest(from_micros(last), from_micros(changed_at), validator)
 
     def load(self, registry: str, name: str) -> ProjectHistory | None:
         db = self._db()
