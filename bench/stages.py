@@ -540,7 +540,7 @@ def snapshot(fx: Fixture, static: StaticServer, scale: Scale, work: Path, log: L
 async def _snapshot_service(config_path: Path, data_dir: Path, concurrency: int) -> float:
     """The snapshot through the service layer, timed without process start-up."""
     from datepin.config import resolve
-    from datepin.server import runtime
+    from datepin.runtime import runtime
     from datepin.snapshotter import snapshot as run_snapshot
 
     config = resolve(config_path, data_dir=data_dir)

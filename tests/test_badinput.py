@@ -29,7 +29,7 @@ from datepin.config import Config, ConfigError, load, parse, parse_project
 from datepin.fileserver import ByteRange, RangeNotSatisfiable, parse_range
 from datepin.pins import PinError, format_time, parse_pin
 from datepin.rewrite.negotiate import choose_format
-from datepin.server import StartupError, prepare_data_dir
+from datepin.runtime import StartupError, prepare_data_dir
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 SHA = "ab" * 32

@@ -24,7 +24,7 @@ from proxyproc import Proxy, write_config
 from datepin.auth import UpstreamAuth, egress_routes
 from datepin.config import ConfigError, parse, resolve
 from datepin.pins import Pin
-from datepin.server import runtime
+from datepin.runtime import runtime
 
 PIN = "2024-01-01"
 SECRET = "s3cr3t-" + "e" * 8

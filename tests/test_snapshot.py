@@ -36,7 +36,7 @@ from datepin.history import HistoryStore
 from datepin.model import View
 from datepin.pins import Pin, format_time
 from datepin.rewrite.render import render_html, render_json
-from datepin.server import runtime
+from datepin.runtime import runtime
 from datepin.service import Index, NotObserved
 from datepin.snapshotter import first_delay, keep_snapshotting, tracked
 from datepin.views import is_fixed
@@ -181,6 +181,16 @@ def test_a_snapshot_of_an_unchanged_page_is_a_304_recorded_as_a_look(graph, prox
     at_the_look = format_time(min(after, beta.observations[-1]))
     assert proxy.get(f"/{at_the_look}/simple/beta/", {"Accept": JSON}).status == 200
     assert not graph.requests_for("/simple/beta/")
+
+
+def test_the_snapshot_command_starts_without_mitmproxy():
+    """Importing mitmproxy is 0.3 s of a CLI command's start; only `serve` needs it."""
+    code = (
+        "import sys, datepin.cli, datepin.runtime, datepin.snapshotter, datepin.reports\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'mitmproxy'))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout.strip()) == (0, "[]"), done.stderr
 
 
 def test_deleted_project_keeps_its_pinned_views_and_live_is_404(graph, proxy, proxy_config):

@@ -34,7 +34,7 @@ from packaging.utils import canonicalize_name
 from clients import ClientError, pip_resolve, uv_compile
 from datepin.cli import main
 from datepin.config import Config, Registry
-from datepin.server import runtime
+from datepin.runtime import runtime
 from datepin.snapshotter import Summary, snapshot
 from datepin.upstream import DEFAULT_HOLD_OFF, MAX_RETRY_AFTER, Held, HoldOff, retry_after_seconds
 from fakepypi import TRICKLE_PIECES, FakePyPI

@@ -26,8 +26,8 @@ from datepin.auth import CHALLENGE
 from datepin.config import Config, Registry
 from datepin.fileserver import (
     FileServer,
-    FileTarget,
     FillError,
+    file_target,
     fill_error_headers,
     fill_error_text,
 )
@@ -47,7 +47,7 @@ from datepin.rewrite.render import (
     render_root_json,
 )
 from datepin.service import Index, NotObserved
-from datepin.upstream import UpstreamError, Via, mask_url, one_line
+from datepin.upstream import UpstreamError, mask_url, one_line
 
 log = logging.getLogger(__name__)
 
@@ -165,61 +165,6 @@ def path_links(base: str, registry: str) -> LinkFn:
         return f"{base}/files/{registry}/{file_key(f)}/{quote(f.filename)}"
 
     return link
-
-
-def file_target(
-    file: DistFile,
-    *,
-    sha256: str | None = None,
-    metadata: bool = False,
-    irreplaceable: bool = False,
-    on_commit: Callable[[str, int], None] | None = None,
-    upstream_headers: Mapping[str, str] | None = None,
-    private: bool = False,
-    on_refused: Callable[[], None] | None = None,
-    via: Via | None = None,
-) -> FileTarget:
-    """What the file server needs to serve or fetch a file (or its PEP 658 `.metadata`).
-    `upstream_headers`: credentials for a private registry (never logged); `private`: a
-    passthrough registry's file, answered as no shared cache may keep; `on_refused`: called
-    when upstream refuses the client's own credentials (passthrough) for the file; `via`:
-    the egress proxy upstream is reached through."""
-    if metadata:
-        return FileTarget(
-            upstream_url=file.url + ".metadata",
-            expected_sha256=(file.core_metadata or {}).get("sha256"),
-            filename=file.filename + ".metadata",
-            metadata=True,
-            upstream_headers=dict(upstream_headers or {}),
-            irreplaceable=irreplaceable,
-            private=private,
-            on_refused=on_refused,
-            via=via,
-        )
-    return FileTarget(
-        upstream_url=file.url,
-        expected_sha256=sha256 or file.sha256,
-        filename=file.filename,
-        size=file.size,
-        index_hash=index_hash(file),
-        upstream_headers=dict(upstream_headers or {}),
-        irreplaceable=irreplaceable,
-        on_commit=on_commit,
-        private=private,
-        on_refused=on_refused,
-        via=via,
-    )
-
-
-def index_hash(file: DistFile) -> tuple[str, str] | None:
-    """The hash to check a file by when its index gives no sha256: the strongest other one
-    that hashlib has everywhere (PEP 503 lets an index name any of them)."""
-    if file.sha256 is not None:
-        return None
-    for algo in ("sha512", "sha384", "sha224", "sha1", "md5"):
-        if algo in file.hashes:
-            return algo, file.hashes[algo]
-    return None
 
 
 class DatepinAddon:

@@ -98,7 +98,8 @@ def main() -> None:
 def serve(config_path: Path | None, data_dir: Path | None, listen: str | None, verbose: bool) -> None:
     """Run the proxy (path mode and forward mode on one port)."""
     from datepin.memory import tune_malloc
-    from datepin.server import Paths, StartupError, run
+    from datepin.runtime import Paths, StartupError
+    from datepin.server import run
 
     config = load_config(config_path, listen=listen, data_dir=data_dir)
     setup_logging(verbose)
@@ -160,7 +161,7 @@ def snapshot(
     config = load_config(config_path, data_dir=data_dir)
     quiet_logging(verbose)
     named = parse_projects(projects, config)
-    from datepin.server import StartupError
+    from datepin.runtime import StartupError
 
     try:
         summary = asyncio.run(_snapshot(config, named, all_, show_progress=sys.stderr.isatty()))
@@ -176,7 +177,7 @@ def snapshot(
 async def _snapshot(
     config: Config, named: list[tuple[Registry, NormalizedName]], all_: bool, *, show_progress: bool
 ) -> Summary:
-    from datepin.server import runtime
+    from datepin.runtime import runtime
     from datepin.snapshotter import snapshot as observe, snapshot_tracked, tracked
 
     async with runtime(config) as rt:
@@ -341,7 +342,7 @@ def ca(config_path: Path | None, data_dir: Path | None, pem: bool, bundle: Path 
 
 def ensure_ca_of(config: Config) -> Path:
     from datepin.ca import CAError, ensure_ca
-    from datepin.server import StartupError, prepare_data_dir
+    from datepin.runtime import StartupError, prepare_data_dir
 
     try:
         # Absolute: `datepin env` output and `datepin ca` are pasted in other directories.

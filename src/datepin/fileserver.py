@@ -54,6 +54,7 @@ from yarl import URL
 from datepin.auth import CHALLENGE
 from datepin.blobs import BlobHandle, BlobStore, Fill, HashMismatch, check_sha256
 from datepin.memory import give_back
+from datepin.model import DistFile
 from datepin.upstream import BULK_DOWNLOADS, HoldOff, Via, describe, request_options, status_error
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,61 @@ class FileTarget:
     def known_small(self) -> bool:
         """Small enough to be fetched whole before it is answered (see FileServer.small)."""
         return self.metadata or (self.size is not None and self.size <= SMALL_FILE)
+
+
+def file_target(
+    file: DistFile,
+    *,
+    sha256: str | None = None,
+    metadata: bool = False,
+    irreplaceable: bool = False,
+    on_commit: Callable[[str, int], None] | None = None,
+    upstream_headers: Mapping[str, str] | None = None,
+    private: bool = False,
+    on_refused: Callable[[], None] | None = None,
+    via: Via | None = None,
+) -> FileTarget:
+    """What the file server needs to serve or fetch a file (or its PEP 658 `.metadata`).
+    `upstream_headers`: credentials for a private registry (never logged); `private`: a
+    passthrough registry's file, answered as no shared cache may keep; `on_refused`: called
+    when upstream refuses the client's own credentials (passthrough) for the file; `via`:
+    the egress proxy upstream is reached through."""
+    if metadata:
+        return FileTarget(
+            upstream_url=file.url + ".metadata",
+            expected_sha256=(file.core_metadata or {}).get("sha256"),
+            filename=file.filename + ".metadata",
+            metadata=True,
+            upstream_headers=dict(upstream_headers or {}),
+            irreplaceable=irreplaceable,
+            private=private,
+            on_refused=on_refused,
+            via=via,
+        )
+    return FileTarget(
+        upstream_url=file.url,
+        expected_sha256=sha256 or file.sha256,
+        filename=file.filename,
+        size=file.size,
+        index_hash=index_hash(file),
+        upstream_headers=dict(upstream_headers or {}),
+        irreplaceable=irreplaceable,
+        on_commit=on_commit,
+        private=private,
+        on_refused=on_refused,
+        via=via,
+    )
+
+
+def index_hash(file: DistFile) -> tuple[str, str] | None:
+    """The hash to check a file by when its index gives no sha256: the strongest other one
+    that hashlib has everywhere (PEP 503 lets an index name any of them)."""
+    if file.sha256 is not None:
+        return None
+    for algo in ("sha512", "sha384", "sha224", "sha1", "md5"):
+        if algo in file.hashes:
+            return algo, file.hashes[algo]
+    return None
 
 
 class FillError(Exception):
