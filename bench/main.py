@@ -10,7 +10,8 @@ mitmproxy addon stands on):
 3. files: the 1 GiB wheel through the proxy, store hit and cold fill; datepin's peak RSS;
 4. end to end: uv and pip installs of the fixture set, direct / mitmproxy alone / aiohttp
    relay / relay keeping files (bench/keeper.py) / warm / cold;
-5. snapshot: projects per second for `datepin snapshot --all` with nothing changed.
+5. snapshot: projects per second for `datepin snapshot --all` with nothing changed (pages
+   answered 304, and pages sent whole).
 
 Prints a table and writes OUT/results.json.  `--quick`: a tiny fixture and few requests, to
 check that the benchmark still runs (tests/test_bench_smoke.py).

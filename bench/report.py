@@ -150,8 +150,12 @@ def rows(results: Mapping[str, Any]) -> list[Row]:
             out += _phase_rows(client, r)
             out += _cpu_rows(client, r)
     if snap := results.get("snapshot"):
-        out.append(Row("snapshot", f"unchanged, via {snap['via']} ({snap['projects']} projects)",
+        what = f"via {snap['via']} ({snap['projects']} projects)"
+        out.append(Row("snapshot", f"unchanged, {what}, upstream answering 304",
                        snap["projects_per_s"], snap["static_pages_per_s"], "proj/s"))
+        if "whole_projects_per_s" in snap:
+            out.append(Row("snapshot", f"unchanged, {what}, whole pages",
+                           snap["whole_projects_per_s"], snap["static_pages_per_s"], "proj/s"))
     return out
 
 

@@ -13,11 +13,13 @@ import os
 import re
 import resource
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -520,8 +522,17 @@ def snapshot(fx: Fixture, static: StaticServer, scale: Scale, work: Path, log: L
             return time.perf_counter() - t0
         return asyncio.run(_snapshot_service(config, dp.data_dir, scale.snapshot_concurrency))
 
+    def whole_pages() -> float:
+        # As for an upstream that sends no validators: each page comes whole, is read and is
+        # compared with history.
+        with closing(sqlite3.connect(dp.data_dir / "history.sqlite3")) as db, db:
+            db.execute("UPDATE projects SET validator = NULL")
+        return once()
+
     once()  # first observation of each project: not measured
+    # The static server answers 304 to the ETag of each page history has, as PyPI does.
     runs = [once() for _ in range(scale.repeats)]
+    whole = [whole_pages() for _ in range(scale.repeats)]
     baseline = asyncio.run(_fetch_all(static.url, fx.all_projects, scale.snapshot_concurrency))
     shutil.rmtree(dp.data_dir, ignore_errors=True)
     count = len(fx.all_projects)
@@ -531,9 +542,12 @@ def snapshot(fx: Fixture, static: StaticServer, scale: Scale, work: Path, log: L
         "concurrency": scale.snapshot_concurrency,
         "runs_s": [round(r, 3) for r in runs],
         "projects_per_s": round(count / statistics.median(runs), 1),
+        "whole_runs_s": [round(r, 3) for r in whole],
+        "whole_projects_per_s": round(count / statistics.median(whole), 1),
         "static_pages_per_s": round(count / baseline, 1),
     }
-    log(f"snapshot ({how}): {out['projects_per_s']} projects/s; static fetch {out['static_pages_per_s']} pages/s")
+    log(f"snapshot ({how}): {out['projects_per_s']} projects/s asked with ETags,"
+        f" {out['whole_projects_per_s']} whole; static fetch {out['static_pages_per_s']} pages/s")
     return out
 
 
