@@ -24,6 +24,8 @@ from datepin.history import (
     SCHEMA_VERSION,
     HistoryBusy,
     HistoryStore,
+    conditions,
+    encode_validator,
     first_history,
     to_micros,
     url_tail,
@@ -262,6 +264,23 @@ def test_a_304_is_recorded_as_an_unchanged_observation_of_the_page_it_names(tmp_
     assert store.latest("pypi", "demo") == (later + timedelta(days=2), later + timedelta(days=2), None)
     assert store.record_unchanged("pypi", "demo", later + timedelta(days=3), tag) is None
     assert store.last_observed("pypi", "demo") == later + timedelta(days=2)
+
+
+def test_a_last_modified_within_the_second_of_the_answer_is_no_validator() -> None:
+    modified = "Tue, 21 Nov 2023 10:00:00 GMT"
+
+    def asked(**headers: str) -> dict[str, str]:
+        return conditions(encode_validator({k.replace("_", "-"): v for k, v in headers.items()}))
+
+    assert asked(ETag='"a"', Date="Tue, 21 Nov 2023 10:00:00 GMT", Last_Modified=modified) == {
+        "If-None-Match": '"a"'
+    }
+    assert asked(Date="Tue, 21 Nov 2023 10:00:01 GMT", Last_Modified=modified) == {
+        "If-Modified-Since": modified
+    }
+    assert asked(Last_Modified=modified) == {}  # no Date: when it was sent is not known
+    assert asked(Date="yesterday", Last_Modified=modified) == {}
+    assert encode_validator({"Content-Type": "text/html"}) is None and conditions(None) == {}
 
 
 def test_an_observation_recorded_by_an_earlier_datepin_leaves_validator_and_last_change_unknown(

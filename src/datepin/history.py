@@ -17,7 +17,8 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import unquote
@@ -258,10 +259,25 @@ class Latest(NamedTuple):
 
 
 def encode_validator(headers: Mapping[str, str]) -> str | None:
-    """What of a page's response headers tells upstream, asked again, which page it was."""
+    """What of a page's response headers tells upstream, asked again, which page it was.
+
+    Last-Modified counts in whole seconds: a page changed again within the second it names
+    would be "not modified since" it.  So it is kept only when the response's Date is a
+    second or more after it (RFC 9110 8.8.2.2), by when that second was over."""
     lowered = {k.lower(): v for k, v in headers.items()}
     found = {k: lowered[k] for k in ("etag", "last-modified") if lowered.get(k)}
+    if "last-modified" in found and not _settled(found["last-modified"], lowered.get("date")):
+        del found["last-modified"]
     return json.dumps(found, sort_keys=True) if found else None
+
+
+def _settled(last_modified: str, date: str | None) -> bool:
+    try:
+        return date is not None and (
+            parsedate_to_datetime(date) - parsedate_to_datetime(last_modified)
+        ) >= timedelta(seconds=1)
+    except (TypeError, ValueError):  # not HTTP dates, or one with a zone and one without
+        return False
 
 
 def conditions(validator: str | None) -> dict[str, str]:
