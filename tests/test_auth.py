@@ -375,6 +375,22 @@ def test_a_credential_upstream_refuses_while_observing_loses_access_at_once(
     checked(private, tmp_path, 600, body, live_ttl=0)
 
 
+def test_a_passthrough_registry_is_asked_for_whole_pages(private: FakePyPI, tmp_path: Path) -> None:
+    """Its page is what says upstream accepted the client's credentials: never asked with the
+    ETag of the page history has, which a cache before the registry could answer with 304."""
+    live = Pin("live", None)
+
+    async def body(index: Index, reg: Registry, clock: Clock) -> None:
+        await index.authorize(reg, "alpha", GOOD)
+        for _ in range(2):
+            answer = await index.answer(reg, "alpha", live, authorization=GOOD)
+            assert answer.view is not None and answer.view.files
+        asked = private.requests_for("/simple/alpha/")
+        assert [(r.status, "if-none-match" in r.headers) for r in asked] == [(200, False)] * 3
+
+    checked(private, tmp_path, 0, body, live_ttl=0)
+
+
 def test_a_client_is_not_refused_for_another_clients_credentials(
     private: FakePyPI, tmp_path: Path
 ) -> None:
