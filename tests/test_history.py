@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import struct
 import threading
 import time
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -18,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from packaging.utils import canonicalize_name
 
-from datepin.config import Config
+from datepin.config import Config, Registry
 from datepin.history import (
     CHECKPOINT_EVERY,
     SCHEMA_VERSION,
@@ -554,6 +556,20 @@ def _wal_frames_not_in_database(path: Path) -> int:
     return int(max_frame - backfilled)
 
 
+@contextlib.asynccontextmanager
+async def pypi_index(fake: FakePyPI, path: Path) -> AsyncIterator[tuple[Index, Registry]]:
+    """An Index over a new history at `path`, and its built-in registry pointed at `fake`."""
+    upstream = Upstream(timeout=5)
+    history = HistoryStore(path)
+    pypi = Config().registry("pypi")
+    assert pypi is not None
+    try:
+        yield Index(Config(), history, upstream), replace(pypi, url=fake.simple_url)
+    finally:
+        await upstream.close()
+        history.close()
+
+
 def test_a_big_first_observation_is_answered_without_reading_history_back(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -564,24 +580,15 @@ def test_a_big_first_observation_is_answered_without_reading_history_back(
     count = SMALL_PAGE_FILES + 1
 
     async def go(fake: FakePyPI) -> None:
-        upstream = Upstream(timeout=5)
-        history = HistoryStore(tmp_path / "h.sqlite3")
-        index = Index(Config(), history, upstream)
-        pypi = Config().registry("pypi")
-        assert pypi is not None
-        pypi = replace(pypi, url=fake.simple_url)
-        read_back = history.load
-        loads: list[tuple[str, ...]] = []
-        monkeypatch.setattr(history, "load", lambda *args: loads.append(args) or read_back(*args))
-        try:
+        async with pypi_index(fake, tmp_path / "h.sqlite3") as (index, pypi):
+            read_back = index.history.load
+            loads: list[tuple[str, ...]] = []
+            monkeypatch.setattr(index.history, "load", lambda *args: loads.append(args) or read_back(*args))
             answer = await index.answer(pypi, canonicalize_name("big"), Pin("2023-06-01", cutoff))
             assert loads == []
             assert answer.fixed and answer.view is not None
             assert len(answer.view.files) == (count + 1) // 2
             assert answer.view == view(read_back("pypi", "big"), cutoff)
-        finally:
-            await upstream.close()
-            history.close()
 
     with FakePyPI() as fake:
         for i in range(count):
@@ -598,13 +605,8 @@ def test_a_304_for_a_page_history_no_longer_ends_with_is_followed_by_the_whole_p
     is asked for again, whole, and recorded."""
 
     async def go(fake: FakePyPI) -> None:
-        upstream = Upstream(timeout=5)
-        history = HistoryStore(tmp_path / "h.sqlite3")
-        index = Index(Config(), history, upstream)
-        pypi = Config().registry("pypi")
-        assert pypi is not None
-        pypi = replace(pypi, url=fake.simple_url)
-        try:
+        async with pypi_index(fake, tmp_path / "h.sqlite3") as (index, pypi):
+            history = index.history
             await index.observe(pypi, "alpha")
             read_before = history.latest("pypi", "alpha")
             assert read_before is not None and read_before.validator is not None
@@ -621,9 +623,6 @@ def test_a_304_for_a_page_history_no_longer_ends_with_is_followed_by_the_whole_p
             assert change is not None and not change.is_change and index.pages_not_modified == 0
             monkeypatch.undo()
             assert history.latest("pypi", "alpha") == (change.at, change.state_at, read_before.validator)
-        finally:
-            await upstream.close()
-            history.close()
 
     with FakePyPI() as fake:
         fake.add_wheel("alpha", "1.0", upload_time="2023-01-01T00:00:00Z")
@@ -638,22 +637,13 @@ def test_cold_pages_recorded_on_the_loop_are_checkpointed_in_a_thread(
     path = tmp_path / "h.sqlite3"
 
     async def go(fake: FakePyPI) -> None:
-        upstream = Upstream(timeout=5)
-        history = HistoryStore(path)
-        index = Index(Config(), history, upstream)
-        pypi = Config().registry("pypi")
-        assert pypi is not None
-        pypi = replace(pypi, url=fake.simple_url)
-        try:
+        async with pypi_index(fake, path) as (index, pypi):
             for name in ("a1", "a2"):
                 await index.answer(pypi, canonicalize_name(name), Pin("live", None))
-            assert not history.needs_checkpoint and _wal_frames_not_in_database(path) > 0
+            assert not index.history.needs_checkpoint and _wal_frames_not_in_database(path) > 0
             await index.answer(pypi, canonicalize_name("a3"), Pin("live", None))
             await index.close()  # waits for the checkpoint it started
-            assert not history.needs_checkpoint and _wal_frames_not_in_database(path) == 0
-        finally:
-            await upstream.close()
-            history.close()
+            assert not index.history.needs_checkpoint and _wal_frames_not_in_database(path) == 0
 
     with FakePyPI() as fake:
         for name in ("a1", "a2", "a3"):

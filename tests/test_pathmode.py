@@ -66,15 +66,19 @@ def test_a_file_backfilled_upstream_does_not_change_an_observed_view(graph, prox
     assert again.body == first.body
 
 
+def live_ttl_proxy(fake, tmp_path, live_ttl):
+    config = write_config(
+        tmp_path / "ttl.toml", simple_url=fake.simple_url, json_url=fake.json_url,
+        files_url=fake.files_url, upstream_timeout="5s", live_ttl=live_ttl,
+    )
+    return Proxy(data_dir=tmp_path / "data", config=config)
+
+
 def test_a_live_page_is_sent_as_made_until_the_project_is_observed_again(graph, tmp_path):
     """Within live_ttl a live page is not made again from history (a 15,000-file project's
     history read and view took 0.3 s a request), and it never outlives an observation: one
     made for a pin after the last look changes the live page at once."""
-    config = write_config(
-        tmp_path / "ttl.toml", simple_url=graph.simple_url, json_url=graph.json_url,
-        files_url=graph.files_url, upstream_timeout="5s", live_ttl="10m",
-    )
-    with Proxy(data_dir=tmp_path / "data", config=config) as proxy:
+    with live_ttl_proxy(graph, tmp_path, "10m") as proxy:
         first = proxy.get("/live/simple/alpha/", {"Accept": JSON})
         assert first.status == 200
         rendered = proxy.counter("datepin_pages_rendered_total")
@@ -97,11 +101,7 @@ def test_a_live_page_outlives_observations_that_change_nothing(graph, tmp_path):
     """Past live_ttl the project is observed again, asking upstream with the ETag of the page
     history has: its 304 is recorded as a look that changed nothing, and the live page held is
     sent as it was, with no history read or page made.  So is one after an unchanged 200."""
-    config = write_config(
-        tmp_path / "ttl.toml", simple_url=graph.simple_url, json_url=graph.json_url,
-        files_url=graph.files_url, upstream_timeout="5s", live_ttl="1s",
-    )
-    with Proxy(data_dir=tmp_path / "data", config=config) as proxy:
+    with live_ttl_proxy(graph, tmp_path, "1s") as proxy:
         first = proxy.get("/live/simple/alpha/", {"Accept": JSON})
         assert first.status == 200
         rendered = proxy.counter("datepin_pages_rendered_total")
