@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import sqlite3
 import struct
 import threading
@@ -26,8 +27,6 @@ from datepin.history import (
     SCHEMA_VERSION,
     HistoryBusy,
     HistoryStore,
-    conditions,
-    encode_validator,
     first_history,
     to_micros,
     url_tail,
@@ -35,8 +34,10 @@ from datepin.history import (
 from datepin.model import DistFile, ProjectPage
 from datepin.pins import Pin
 from datepin.rewrite.render import render_html, render_json
-from datepin.service import SMALL_PAGE_FILES, Index
-from datepin.upstream import Upstream
+from datepin import service
+from datepin.rewrite.parse import PAGE_READER
+from datepin.service import SMALL_PAGE_FILES, Index, conditions, page_digest, page_validator
+from datepin.upstream import Fetched, Upstream
 from datepin.views import view
 from fakepypi import FakePyPI
 
@@ -272,7 +273,9 @@ def test_a_last_modified_within_the_second_of_the_answer_is_no_validator() -> No
     modified = "Tue, 21 Nov 2023 10:00:00 GMT"
 
     def asked(**headers: str) -> dict[str, str]:
-        return conditions(encode_validator({k.replace("_", "-"): v for k, v in headers.items()}))
+        sent = {k.replace("_", "-"): v for k, v in headers.items()}
+        fetched = Fetched(200, "https://example.org/simple/demo/", "text/html", bytearray(b"-"), sent)
+        return conditions(page_validator(fetched, page_digest(fetched)))
 
     assert asked(ETag='"a"', Date="Tue, 21 Nov 2023 10:00:00 GMT", Last_Modified=modified) == {
         "If-None-Match": '"a"'
@@ -282,7 +285,41 @@ def test_a_last_modified_within_the_second_of_the_answer_is_no_validator() -> No
     }
     assert asked(Last_Modified=modified) == {}  # no Date: when it was sent is not known
     assert asked(Date="yesterday", Last_Modified=modified) == {}
-    assert encode_validator({"Content-Type": "text/html"}) is None and conditions(None) == {}
+    assert asked() == {} and conditions(None) == {}
+    # A page another PAGE_READER read is asked for whole, to be read again.
+    assert conditions(json.dumps({"etag": '"a"', "digest": f"{PAGE_READER - 1}:00"})) == {}
+
+
+def test_the_same_page_sent_whole_again_is_not_read_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A registry that ignores conditions (or sends no validators) sends the page whole: the
+    same bytes as the page history holds are an unchanged observation, not read again, unless
+    pages are read otherwise since (PAGE_READER)."""
+
+    async def go(fake: FakePyPI) -> None:
+        async with pypi_index(fake, tmp_path / "h.sqlite3") as (index, pypi):
+            await index.observe(pypi, "alpha")
+            reads: list[object] = []
+            read = service.parse_json_page
+            monkeypatch.setattr(service, "parse_json_page", lambda *a: reads.append(a) or read(*a))
+            change = await index.observe(pypi, "alpha")
+            assert change is not None and not change.is_change
+            assert (reads, index.pages_not_modified) == ([], 1)
+            fake.add_wheel("alpha", "2.0", upload_time="2023-02-01T00:00:00Z")
+            change = await index.observe(pypi, "alpha")
+            assert change is not None and [f.filename for f in change.added] == ["alpha-2.0-py3-none-any.whl"]
+            assert len(reads) == 1
+            monkeypatch.setattr(service, "PAGE_READER", PAGE_READER + 1)
+            change = await index.observe(pypi, "alpha")
+            assert change is not None and not change.is_change
+            assert (len(reads), index.pages_not_modified) == (2, 1)
+            assert [r.status for r in fake.requests_for("/simple/alpha/")] == [200] * 4
+
+    with FakePyPI() as fake:
+        fake.conditional_pages = False
+        fake.add_wheel("alpha", "1.0", upload_time="2023-01-01T00:00:00Z")
+        asyncio.run(asyncio.wait_for(go(fake), 60))
 
 
 def test_an_observation_recorded_by_an_earlier_datepin_leaves_validator_and_last_change_unknown(

@@ -17,8 +17,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import unquote
@@ -35,7 +34,7 @@ CREATE TABLE IF NOT EXISTS projects (
     tracked INTEGER NOT NULL DEFAULT 1,
     status TEXT,
     status_reason TEXT,
-    validator TEXT,               -- upstream's ETag and Last-Modified of the latest page (JSON)
+    validator TEXT,               -- what identifies the latest page: its digest, upstream's ETag... (JSON)
     changed_at INTEGER,           -- the last observation that changed what history says of the project
     noted_at INTEGER,             -- the observation the two above were last brought up to date by
     UNIQUE (registry, name)
@@ -255,39 +254,7 @@ class Change:
 class Latest(NamedTuple):
     observed: datetime  # the project's last observation
     changed: datetime  # the last observation that changed it
-    validator: str | None  # upstream's validators of the page observed then (encode_validator)
-
-
-def encode_validator(headers: Mapping[str, str]) -> str | None:
-    """What of a page's response headers tells upstream, asked again, which page it was.
-
-    Last-Modified counts in whole seconds: a page changed again within the second it names
-    would be "not modified since" it.  So it is kept only when the response's Date is a
-    second or more after it (RFC 9110 8.8.2.2), by when that second was over."""
-    lowered = {k.lower(): v for k, v in headers.items()}
-    found = {k: lowered[k] for k in ("etag", "last-modified") if lowered.get(k)}
-    if "last-modified" in found and not _settled(found["last-modified"], lowered.get("date")):
-        del found["last-modified"]
-    return json.dumps(found, sort_keys=True) if found else None
-
-
-def _settled(last_modified: str, date: str | None) -> bool:
-    try:
-        return date is not None and (
-            parsedate_to_datetime(date) - parsedate_to_datetime(last_modified)
-        ) >= timedelta(seconds=1)
-    except (TypeError, ValueError):  # not HTTP dates, or one with a zone and one without
-        return False
-
-
-def conditions(validator: str | None) -> dict[str, str]:
-    """The request headers that ask upstream for a page only if it is no longer the one
-    `validator` names."""
-    if validator is None:
-        return {}
-    found = json.loads(validator)
-    asked = {"If-None-Match": found.get("etag"), "If-Modified-Since": found.get("last-modified")}
-    return {k: v for k, v in asked.items() if v}
+    validator: str | None  # what identifies the page observed then (service.page_validator)
 
 
 def _at(micros: int | None) -> datetime | None:
@@ -576,10 +543,18 @@ class HistoryStore:
         )
 
     def record_unchanged(
-        self, registry: str, name: str, at: datetime, validator: str, *, wait: bool = True
+        self,
+        registry: str,
+        name: str,
+        at: datetime,
+        validator: str,
+        renewed: str | None = None,
+        *,
+        wait: bool = True,
     ) -> tuple[datetime, Change] | None:
-        """Record an observation at `at` of the page `validator` names, which upstream said
-        it still has (HTTP 304): the project as history has it, unchanged.
+        """Record an observation at `at` of the page `validator` names, which upstream still
+        has (it answered 304, or sent the same page): the project as history has it,
+        unchanged.  `renewed`: what names that page from now on (upstream's new ETag).
 
         None, and nothing recorded, when history's latest state is not that page's (another
         observation recorded another page since the validator was read): ask for it whole.
@@ -602,7 +577,9 @@ class HistoryStore:
                 return None
             t = max(to_micros(at), last[0] + 1)
             db.execute("INSERT INTO observations VALUES (?, ?, 1)", (pid, t))
-            db.execute("UPDATE projects SET noted_at=? WHERE id=?", (t, pid))
+            db.execute(
+                "UPDATE projects SET noted_at=?, validator=? WHERE id=?", (t, renewed or validator, pid)
+            )
         when = from_micros(t)
         return when, Change(project, when, state_at=_at(changed_at))
 

@@ -45,7 +45,7 @@ class ProjectPage:
     files: tuple[DistFile, ...]
     status: str | None = None  # PEP 792 project-status, e.g. "archived"
     status_reason: str | None = None
-    # Upstream's ETag and Last-Modified for it (history.encode_validator), if it sent any.
+    # What identifies it: its digest, upstream's ETag and Last-Modified (service.page_validator).
     validator: str | None = None
 
 

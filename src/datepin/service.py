@@ -11,12 +11,14 @@ import asyncio
 import contextlib
 import functools
 import hashlib
+import json
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import IO
 
 from packaging.utils import NormalizedName
@@ -30,8 +32,6 @@ from datepin.history import (
     HistoryStore,
     HistoryWriteError,
     StoredFile,
-    conditions,
-    encode_validator,
     file_key,
     first_history,
 )
@@ -39,6 +39,7 @@ from datepin.model import DistFile, ProjectHistory, ProjectPage, View
 from datepin.pins import Pin
 from datepin.rewrite.filenames import project_of, version_of
 from datepin.rewrite.parse import (
+    PAGE_READER,
     NotAProjectPage,
     PageError,
     check_html_complete,
@@ -51,6 +52,7 @@ from datepin.rewrite.render import choose_release, info_from_metadata
 from datepin.upstream import (
     SIMPLE_ACCEPT,
     THROTTLED,
+    Fetched,
     Upstream,
     UpstreamError,
     Via,
@@ -112,7 +114,12 @@ class Answer:
 
 
 class NotModified(Exception):
-    """Upstream answered 304: its page is still the one whose validators were sent."""
+    """Upstream's page is still the one history holds: it answered 304 to that page's
+    validators, or sent the same bytes again.  `renewed`: what identifies it from now on."""
+
+    def __init__(self, url: str, renewed: str) -> None:
+        super().__init__(url)
+        self.renewed = renewed
 
 
 class NotObserved(LookupError):
@@ -164,7 +171,7 @@ class Index:
         self._fixed: OrderedDict[tuple[str, str, datetime], View] = OrderedDict()
         self._fixed_files = 0
         self.observations = 0
-        self.pages_not_modified = 0  # observations upstream answered with 304
+        self.pages_not_modified = 0  # observations that found history's page (`NotModified`)
         self.upstream_failures = 0
         self.access_checks = 0
         self.access_denied = 0
@@ -194,8 +201,8 @@ class Index:
         """One upstream project page, parsed; None when upstream says it does not exist.
 
         `authorization`: the client's own credentials, sent upstream for passthrough registries.
-        `validator`: the validators of the page history has (`Latest.validator`), to ask for
-        the page only if it changed; raises NotModified when upstream says it did not.
+        `validator`: what identifies the page history has (`Latest.validator`), to ask for
+        the page only if it changed; raises NotModified when it did not.
         """
         url = f"{registry.url}{name}/"
         # Credentials upstream are decided by the registry's auth mode alone.
@@ -208,7 +215,7 @@ class Index:
         })
         if fetched.status == 304 and validator is not None:
             if not fetched.redirected:
-                raise NotModified(url)
+                raise NotModified(url, validator)
             # Another URL's validators are not the ones history holds: ask for the page.
             return await self.fetch_page(registry, name, headers, authorization=authorization)
         if fetched.status in (404, 410):
@@ -223,10 +230,18 @@ class Index:
         elsewhere = registry.auth != "none" and not same_origin(fetched.url, registry)
         base_url, redirected = fetched.url, fetched.redirected
         json_page = "json" in fetched.content_type
-        validator = encode_validator(fetched.headers)
         # Big pages (thousands of files) take milliseconds to parse: off the event loop.  A
         # small one is read here: the hop to a thread would cost more than the reading.
         small = len(fetched.body) <= SMALL_PAGE
+        renewed = None
+        if not redirected:
+            # The same bytes as the page history holds (upstream sent no validators, or
+            # ignored them): not read again, as a 304 would not be (pydantic-core's 6.5 MB:
+            # 4 ms to hash, 0.3 s to read and compare).
+            digest = page_digest(fetched) if small else await asyncio.to_thread(page_digest, fetched)
+            renewed = page_validator(fetched, digest)
+            if validator is not None and json.loads(validator).get("digest") == digest:
+                raise NotModified(url, renewed)
         try:
             if json_page:
                 # The bytes go before the files are read: a 20,000-file page is 12 MB of
@@ -271,7 +286,7 @@ class Index:
         files = tuple(
             replace(f, url=strip_userinfo(f.url)) if "@" in f.url else f for f in page.files
         )
-        return replace(page, files=files, validator=validator)
+        return replace(page, files=files, validator=renewed)
 
     async def observe(
         self,
@@ -335,9 +350,11 @@ class Index:
                 page = await self.fetch_page(
                     registry, name, headers, authorization=authorization, validator=validator
                 )
-            except NotModified:
+            except NotModified as e:
                 assert validator is not None
-                observed = await self._record_unchanged(registry, name, started, validator)
+                observed = await self._record_unchanged(
+                    registry, name, started, validator, e.renewed
+                )
                 if observed is not None:
                     return observed
                 started = self.clock()
@@ -407,13 +424,16 @@ class Index:
         return observed
 
     async def _record_unchanged(
-        self, registry: Registry, name: str, at: datetime, validator: str
+        self, registry: Registry, name: str, at: datetime, validator: str, renewed: str
     ) -> Observed | None:
-        """Record that upstream still had, at `at`, the page `validator` names; None when
-        history's latest page is another (`HistoryStore.record_unchanged`)."""
+        """Record that upstream still had, at `at`, the page `validator` names (`renewed`
+        names it from now on); None when history's latest page is another
+        (`HistoryStore.record_unchanged`)."""
 
         def write(*, wait: bool = True) -> tuple[datetime, Change] | None:
-            return self.history.record_unchanged(registry.name, name, at, validator, wait=wait)
+            return self.history.record_unchanged(
+                registry.name, name, at, validator, renewed, wait=wait
+            )
 
         try:
             try:
@@ -851,6 +871,52 @@ class Index:
                 except MetadataError as e:
                     log.info("metadata inside %s: %s", f.filename, e)
         return None
+
+
+def page_validator(fetched: Fetched, digest: str) -> str:
+    """What identifies a page, for the next observation to tell whether upstream's page is
+    still the one history holds: upstream's ETag and Last-Modified, to ask with
+    (`conditions`), and the digest of what the page was read from (`page_digest`), to
+    compare a whole page with when upstream sends neither or ignores them.
+
+    Last-Modified counts in whole seconds: a page changed again within the second it names
+    would be "not modified since" it.  So it is kept only when the response's Date is a
+    second or more after it (RFC 9110 8.8.2.2), by when that second was over."""
+    headers = {k.lower(): v for k, v in fetched.headers.items()}
+    found = {k: headers[k] for k in ("etag", "last-modified") if headers.get(k)}
+    if "last-modified" in found and not _settled(found["last-modified"], headers.get("date")):
+        del found["last-modified"]
+    return json.dumps({**found, "digest": digest}, sort_keys=True)
+
+
+def page_digest(fetched: Fetched) -> str:
+    """A page as read: the same digest, the same ProjectPage.  It starts with PAGE_READER,
+    which counts the changes to how pages are read: a page read otherwise before is read
+    again, whatever upstream says of it."""
+    h = hashlib.sha256(f"{fetched.url}\n{fetched.content_type}\n".encode())
+    h.update(fetched.body)
+    return f"{PAGE_READER}:{h.hexdigest()}"
+
+
+def conditions(validator: str | None) -> dict[str, str]:
+    """The request headers that ask upstream for a page only if it is no longer the one
+    `validator` names (none for a page read otherwise then: it must come whole)."""
+    if validator is None:
+        return {}
+    found = json.loads(validator)
+    if not str(found.get("digest", "")).startswith(f"{PAGE_READER}:"):
+        return {}
+    asked = {"If-None-Match": found.get("etag"), "If-Modified-Since": found.get("last-modified")}
+    return {k: v for k, v in asked.items() if v}
+
+
+def _settled(last_modified: str, date: str | None) -> bool:
+    try:
+        return date is not None and (
+            parsedate_to_datetime(date) - parsedate_to_datetime(last_modified)
+        ) >= timedelta(seconds=1)
+    except (TypeError, ValueError):  # not HTTP dates, or one with a zone and one without
+        return False
 
 
 def _log_checkpoint_failure(task: asyncio.Task[None]) -> None:

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from bs4 import BeautifulSoup, Tag
 
 __all__ = [
+    "PAGE_READER",
     "NotAProjectPage",
     "PageError",
     "check_html_complete",
@@ -35,6 +36,12 @@ __all__ = [
     "json_text",
     "parse_json_page",
 ]
+
+# How pages are read into ProjectPages, counted: raise it when the same bytes would be read
+# into another page (a field read that was not, a link read otherwise).  History identifies
+# each page it holds with it, and a page read before a change is read again, not taken as
+# unchanged (service.page_digest).
+PAGE_READER = 1
 
 _HASH_NAMES = frozenset(hashlib.algorithms_guaranteed | hashlib.algorithms_available)
 # One string per algorithm name for all files, not a copy per file from the JSON decoder.
