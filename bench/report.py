@@ -153,9 +153,11 @@ def rows(results: Mapping[str, Any]) -> list[Row]:
         what = f"via {snap['via']} ({snap['projects']} projects)"
         out.append(Row("snapshot", f"unchanged, {what}, upstream answering 304",
                        snap["projects_per_s"], snap["static_pages_per_s"], "proj/s"))
-        if "whole_projects_per_s" in snap:
-            out.append(Row("snapshot", f"unchanged, {what}, whole pages",
-                           snap["whole_projects_per_s"], snap["static_pages_per_s"], "proj/s"))
+        for key, how in (("same_projects_per_s", "the same pages sent whole"),
+                         ("whole_projects_per_s", "every page read")):
+            if key in snap:
+                out.append(Row("snapshot", f"unchanged, {what}, {how}",
+                               snap[key], snap["static_pages_per_s"], "proj/s"))
     return out
 
 
