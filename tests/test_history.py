@@ -286,8 +286,10 @@ def test_a_last_modified_within_the_second_of_the_answer_is_no_validator() -> No
     assert asked(Last_Modified=modified) == {}  # no Date: when it was sent is not known
     assert asked(Date="yesterday", Last_Modified=modified) == {}
     assert asked() == {} and conditions(None) == {}
-    # A page another PAGE_READER read is asked for whole, to be read again.
+    # A page another PAGE_READER read is asked for whole, to be read again; so is one whose
+    # validator is damaged.
     assert conditions(json.dumps({"etag": '"a"', "digest": f"{PAGE_READER - 1}:00"})) == {}
+    assert conditions('{"etag": ') == {} and conditions("[1]") == {}
 
 
 def test_the_same_page_sent_whole_again_is_not_read_again(

@@ -240,7 +240,7 @@ class Index:
             # 4 ms to hash, 0.3 s to read and compare).
             digest = page_digest(fetched) if small else await asyncio.to_thread(page_digest, fetched)
             renewed = page_validator(fetched, digest)
-            if validator is not None and json.loads(validator).get("digest") == digest:
+            if _identified(validator).get("digest") == digest:
                 raise NotModified(url, renewed)
         try:
             if json_page:
@@ -901,13 +901,21 @@ def page_digest(fetched: Fetched) -> str:
 def conditions(validator: str | None) -> dict[str, str]:
     """The request headers that ask upstream for a page only if it is no longer the one
     `validator` names (none for a page read otherwise then: it must come whole)."""
-    if validator is None:
-        return {}
-    found = json.loads(validator)
+    found = _identified(validator)
     if not str(found.get("digest", "")).startswith(f"{PAGE_READER}:"):
         return {}
     asked = {"If-None-Match": found.get("etag"), "If-Modified-Since": found.get("last-modified")}
-    return {k: v for k, v in asked.items() if v}
+    return {k: v for k, v in asked.items() if isinstance(v, str) and v}
+
+
+def _identified(validator: str | None) -> dict[str, object]:
+    """What `page_validator` put in `validator`; nothing for a damaged one (the page is then
+    asked for whole and read)."""
+    try:
+        found = json.loads(validator) if validator is not None else {}
+    except ValueError:
+        return {}
+    return found if isinstance(found, dict) else {}
 
 
 def _settled(last_modified: str, date: str | None) -> bool:
