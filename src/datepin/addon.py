@@ -182,8 +182,8 @@ class DatepinAddon:
         self.clock = clock
         self.pages = PageCache()
         self.requests: dict[str, int] = {}
-        # Project pages sent from memory (fixed views, and live ones not observed since)
-        # and pages rendered from a view.
+        # Project pages sent from memory (fixed views, and live ones the project has not
+        # changed since) and pages rendered from a view.
         self.pages_from_memory = 0
         self.pages_rendered = 0
         self.listening: list[tuple[str, int]] = []
@@ -476,9 +476,9 @@ class DatepinAddon:
         form = ("json-api", route.version) if isinstance(route, routes.JsonApi) else fmt
         key = (registry.name, route.project, applied.cutoff, form, base)
         # A fixed view's page or JSON API document is answered from memory, with no history
-        # read at all, and so is a live page until the project is observed again (a
-        # 15,000-file project's history read and its view took 0.3 s a request); never for a
-        # passthrough registry, whose pages only clients upstream accepts may see.
+        # read at all, and so is a live page until the project changes (a 15,000-file
+        # project's history read and its view took 0.3 s a request); never for a passthrough
+        # registry, whose pages only clients upstream accepts may see.
         cacheable = registry.auth != "passthrough" and not (json_api and applied.cutoff is None)
         held = self.pages.get(key) if cacheable else None
         if held is not None and self._still_live(held, registry, route.project):

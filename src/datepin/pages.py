@@ -1,5 +1,5 @@
 """Rendered pages as datepin sends them, and the cache of pages that cannot change (fixed
-views), or not before the project is observed again (live views).
+views), or not before the project changes (live views).
 
 A page is built from the renderer's chunks: hashed (the ETag) and gzipped as they come, so a
 20,000-file page (10 MB of JSON) never sits in memory uncompressed; pip and uv always accept
