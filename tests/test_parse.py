@@ -7,11 +7,12 @@ from pathlib import Path
 from urllib.parse import urldefrag, urljoin
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from datepin.model import DistFile
 from datepin.rewrite.parse import (
+    _PLAIN_RELATIVE,
     _PLAIN_URL,
     NotAProjectPage,
     PageError,
@@ -111,9 +112,15 @@ _URL_CHARS = st.sampled_from(list("aZ09-._~%!$&'()*+,=:@/;?#[]\\ \t\néß") + ["
 
 
 @given(
-    st.sampled_from(["https://pypi.org/simple/foo/", "http://127.0.0.1:8080/r/private/foo/"]),
+    st.sampled_from([
+        "https://pypi.org/simple/foo/",
+        "http://127.0.0.1:8080/r/private/foo/",
+        "https://idx.test/simple/foo",  # redirected to a URL without the slash
+        "https://idx.test/a/b/simple/foo/?page=1#top",
+    ]),
     st.one_of(
         st.from_regex(_PLAIN_URL, fullmatch=True),
+        st.from_regex(_PLAIN_RELATIVE, fullmatch=True),
         st.builds(
             "".join,
             st.tuples(
@@ -123,8 +130,14 @@ _URL_CHARS = st.sampled_from(list("aZ09-._~%!$&'()*+,=:@/;?#[]\\ \t\néß") + ["
         ),
     ),
 )
+@example("https://pypi.org/simple/foo/", "../../packages/a/foo-1.0.tar.gz")
+@example("https://pypi.org/simple/foo/", "a/..")  # dot segments last: resolved by urllib
+@example("https://pypi.org/simple/foo/", "../.")
+@example("https://pypi.org/simple/foo/", "//files.test/a/foo-1.0.tar.gz")  # another host
+@example("https://pypi.org/simple/foo/", "//files.test")  # a host, not a last segment
 def test_file_urls_resolve_as_urljoin_and_urldefrag_resolve_them(base: str, url: str) -> None:
-    # The shortcut for plain absolute URLs must give what urllib gives for every URL.
+    # The shortcuts for plain absolute and relative URLs must give what urllib gives for
+    # every URL.
     try:
         expected = urldefrag(urljoin(base, url)).url
     except ValueError:  # urllib refuses it (an unclosed IPv6 host): the page is refused
