@@ -163,6 +163,11 @@ def url_tail(url: str) -> str:
     return url[url.rfind("/") + 1 :]
 
 
+# One encoder for every file: json.dumps with options makes a new one each call (a third of
+# encoding a file).
+_FILE_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+
+
 def encode_file(file: DistFile) -> str:
     data: dict[str, Any] = {"filename": file.filename, "url": file.url}
     if file.hashes:
@@ -179,7 +184,7 @@ def encode_file(file: DistFile) -> str:
         data["upload_time"] = to_micros(file.upload_time)
     if file.size is not None:
         data["size"] = file.size
-    return json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return _FILE_ENCODER.encode(data)
 
 
 def decode_file(text: str, strings: dict[str, str] | None = None) -> DistFile:
@@ -388,14 +393,19 @@ class HistoryStore:
     # -- writing -------------------------------------------------------------------------
 
     def _project_id(self, db: sqlite3.Connection, registry: str, name: str) -> int:
+        return self._project(db, registry, name)[0]
+
+    @staticmethod
+    def _project(db: sqlite3.Connection, registry: str, name: str) -> tuple[int, bool]:
+        """The project's id, and whether its row was made just now."""
         row = db.execute(
             "SELECT id FROM projects WHERE registry=? AND name=?", (registry, name)
         ).fetchone()
         if row:
-            return int(row[0])
+            return int(row[0]), False
         cur = db.execute("INSERT INTO projects (registry, name) VALUES (?, ?)", (registry, name))
         assert cur.lastrowid is not None
-        return cur.lastrowid
+        return cur.lastrowid, True
 
     def track(self, registry: str, name: str) -> None:
         """Remember a project so the snapshotter observes it daily."""
@@ -414,8 +424,10 @@ class HistoryStore:
         """
         project = canonicalize_name(name)
         with self._tx(wait=wait) as db:
-            pid = self._project_id(db, registry, project)
-            last = db.execute(
+            # A project never observed has no files, status or last change yet: its first
+            # observation (every cold page) skips the reads that would find none.
+            pid, created = self._project(db, registry, project)
+            last = None if created else db.execute(
                 "SELECT max(at) FROM observations WHERE project_id=?", (pid,)
             ).fetchone()[0]
             t = to_micros(at)
@@ -442,7 +454,7 @@ class HistoryStore:
                 ).fetchone()
                 state_at = from_micros(changed_at[0] if changed_at else t)
                 return from_micros(t), Change(project, from_micros(t), state_at=state_at)
-            current = {
+            current = {} if last is None else {
                 row[1]: (row[0], row[2], row[3])
                 for row in db.execute(
                     "SELECT id, filename, current, key FROM files WHERE project_id=?", (pid,)
@@ -455,8 +467,13 @@ class HistoryStore:
             if added:
                 # Three statements for them all rather than two per file: a first observation
                 # of PyPI's pydantic-core (15,000 files) is recorded in 320 ms, not 380.
-                # New rows get ids past the largest one (SQLite's rowid; no other writer now).
-                before = db.execute("SELECT coalesce(max(id), 0) FROM files").fetchone()[0]
+                # New rows get ids past the largest one (SQLite's rowid; no other writer now);
+                # on a first observation they are all the project has.
+                if last is None:
+                    new_rows, bound = "project_id = ?", pid
+                else:
+                    new_rows = "id > ?"
+                    bound = db.execute("SELECT coalesce(max(id), 0) FROM files").fetchone()[0]
                 db.executemany(
                     "INSERT INTO files (project_id, filename, key, sha256, url, url_tail, current)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -466,8 +483,8 @@ class HistoryStore:
                     ),
                 )
                 states = db.execute(
-                    "INSERT INTO file_states SELECT id, ?, current FROM files WHERE id > ?",
-                    (t, before),
+                    f"INSERT INTO file_states SELECT id, ?, current FROM files WHERE {new_rows}",
+                    (t, bound),
                 )
                 assert states.rowcount == len(added), "new files got ids below the largest"
             for filename, file in listed.items():
@@ -510,7 +527,7 @@ class HistoryStore:
                     db.execute("INSERT INTO file_states VALUES (?, ?, NULL)", (file_id, t))
                     gone.append(decode_file(encoded_old))
             status = (page.status, page.status_reason) if page else (None, None)
-            row = db.execute(
+            row = (None, None, None, None) if last is None else db.execute(
                 "SELECT status, status_reason, changed_at, noted_at FROM projects WHERE id=?", (pid,)
             ).fetchone()
             status_changed = page is not None and tuple(row[:2]) != status
