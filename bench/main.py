@@ -6,6 +6,7 @@ installs also through mitmproxy alone relaying the upstream, bench/relay.py: the
 mitmproxy addon stands on):
 
 1. index pages: pinned pages already in history, p50/p99 and req/s at concurrency 1, 16, 64;
+   and cold pages (a fresh datepin's first look at each), CPU per page against the aiohttp relay;
 2. growth: pinned pages of 100, 1,000 and 20,000 files; history bytes, and per unchanged day;
 3. files: the 1 GiB wheel through the proxy, store hit and cold fill; datepin's peak RSS;
 4. end to end: uv and pip installs of the fixture set, direct / mitmproxy alone / aiohttp
@@ -71,6 +72,7 @@ def main() -> int:
                 if "pages" in only:
                     dp.phase("pages")
                     results["pages"] = stages.index_pages(fx, static, relay, dp, scale, log)
+                    results["cold_pages"] = stages.cold_pages(fx, static, scale, work, log)
                 if "growth" in only:
                     dp.phase("growth")
                     results["growth"] = stages.growth(fx, static, dp, scale, work, log)

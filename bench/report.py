@@ -84,6 +84,13 @@ def rows(results: Mapping[str, Any]) -> list[Row]:
                     Row("pages", f"p50, c={c}: {ALONE}", relay["p50_ms"], base["p50_ms"], "ms"),
                     Row("pages", f"req/s, c={c}: {ALONE}", relay["rps"], base["rps"], "req/s"),
                 ]
+    if cold := results.get("cold_pages"):
+        out += [
+            Row("pages", f"cold page: proxy CPU, against {PLAIN}", cold["datepin_cpu_ms"],
+                cold["relay_cpu_ms"], "CPU ms"),
+            Row("pages", f"cold pages/s, c=8, against {PLAIN}", cold["datepin_pages_per_s"],
+                cold["relay_pages_per_s"], "pages/s"),
+        ]
     if growth := results.get("growth"):
         sizes = growth["sizes"]
         largest = max(sizes, key=int)

@@ -58,11 +58,12 @@ class Scale:
     days: int = 100  # simulated days of unchanged observations
     days_largest: int = 10  # ... for the largest growth project (each record reads it all)
     snapshot_concurrency: int = 8
+    cold_page_rounds: int = 3  # fresh datepin and relay each, every snapshot project's page
 
 
 QUICK_SCALE = Scale(
     repeats=1, installs=1, load_requests=300, load_seconds=1.0, growth_requests=30, growth_seconds=1.0,
-    days=10, days_largest=3,
+    days=10, days_largest=3, cold_page_rounds=1,
 )
 
 
@@ -112,6 +113,44 @@ def index_pages(
             f"static p50 {base['p50_ms']} ms {base['rps']} req/s; "
             f"mitmproxy alone p50 {relayed['p50_ms']} ms {relayed['rps']} req/s")
     return result
+
+
+def cold_pages(fx: Fixture, static: StaticServer, scale: Scale, work: Path, log: Log) -> dict[str, object]:
+    """What a project page costs a proxy the first time it is asked for, in CPU per page: a
+    fresh datepin (fetch, read, record, view, render) against the aiohttp relay (fetch and
+    pass on), the snapshot's small pages asked for as many at once as a snapshot does.  A
+    cold install's forty pages, as one figure its noise does not hide."""
+    ours, relayed = [], []
+    for i in range(scale.cold_page_rounds):
+        dp = Datepin(work / f"cold-pages-{i}", static.url)
+        with dp:
+            assert dp.proxy is not None and dp.proxy.process is not None
+            ours.append(_page_burst(dp.proxy.process.pid, f"{dp.url}/{PIN}", fx.snapshot, scale))
+        shutil.rmtree(dp.data_dir, ignore_errors=True)
+        with Keeper(static.url) as relay:
+            assert relay.process is not None
+            relayed.append(_page_burst(relay.process.pid, relay.url, fx.snapshot, scale))
+    out = {
+        "pages": len(fx.snapshot),
+        "datepin_cpu_ms": round(statistics.median(cpu for cpu, _ in ours), 3),
+        "relay_cpu_ms": round(statistics.median(cpu for cpu, _ in relayed), 3),
+        "datepin_pages_per_s": round(statistics.median(rate for _, rate in ours), 1),
+        "relay_pages_per_s": round(statistics.median(rate for _, rate in relayed), 1),
+    }
+    log(f"cold pages: datepin {out['datepin_cpu_ms']} ms of CPU a page ({out['datepin_pages_per_s']}"
+        f" pages/s), the aiohttp relay {out['relay_cpu_ms']} ms ({out['relay_pages_per_s']} pages/s)")
+    return out
+
+
+def _page_burst(pid: int, base: str, projects: list[str], scale: Scale) -> tuple[float, float]:
+    """Every project's page once through the proxy `pid` serving `base`: its CPU in ms a
+    page, and pages a second."""
+    before = cpu_seconds(pid)
+    seconds = asyncio.run(_fetch_all(base, projects, scale.snapshot_concurrency))
+    after = cpu_seconds(pid)
+    if before is None or after is None:
+        raise RuntimeError("cannot read the proxy's CPU time from /proc")
+    return 1000 * (after - before) / len(projects), len(projects) / seconds
 
 
 # -- 2. growth -------------------------------------------------------------------------------

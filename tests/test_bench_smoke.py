@@ -35,5 +35,8 @@ def test_bench_quick_runs_every_measurement(tmp_path: Path) -> None:
         assert phases.keys() == {"resolve", "prepare", "install"}, mode
         assert phases["resolve"] > 0 and phases["prepare"] > 0 and phases["install"] >= 0, mode
     assert "uv install, cold: resolve, against relay keeping files" in figures
+    # A cold page's CPU, read from each proxy's own process.
+    assert results["cold_pages"]["datepin_cpu_ms"] > 0
+    assert "cold page: proxy CPU, against aiohttp relay" in figures
     assert "p50, c=1" in proc.stdout  # the table was printed
     assert not (tmp_path / "work").exists()  # data dirs and venvs cleaned up
