@@ -10,8 +10,8 @@ import pytest
 from bs4 import BeautifulSoup, Tag
 from hypothesis import given
 from hypothesis import strategies as st
-from packaging.utils import NormalizedName, canonicalize_name
-from packaging.version import Version
+from packaging.utils import InvalidWheelFilename, NormalizedName, canonicalize_name, parse_wheel_filename
+from packaging.version import InvalidVersion, Version
 
 from datepin.model import DistFile, View
 from datepin.rewrite.filenames import package_type, project_of, python_version, version_of
@@ -620,6 +620,32 @@ def test_filenames(filename: str, version: str | None, kind: str, python: str) -
 )
 def test_project_a_filename_names(filename: str, project: str | None) -> None:
     assert project_of(filename) == project
+
+
+# Each part of a wheel's name, valid and not (packaging 26.3 refuses more tags than before).
+_WHEEL_NAMES = (
+    st.sampled_from(["foo", "Foo_Bar", "foo.bar", "foo__bar", "", "f!o"]) | st.text("aZ9_.!", max_size=4)
+)
+_WHEEL_VERSIONS = st.sampled_from(["1.0", "2.0rc1", "1.0.post1", "1.0+local", "1.0.0", "v1", "bad!", ""])
+_WHEEL_BUILDS = st.none() | st.sampled_from(["1", "12abc", "abc", "", "1_2"])
+_WHEEL_TAGS = st.sampled_from([
+    "py3-none-any", "py2.py3-none-any", "cp311-abi3-win_amd64.macosx_11_0_arm64",
+    "3py-none-any", "py3--any", "py3-none-", "-none-any", "py3.-none-any", "py3-none-any.",
+]) | st.builds("-".join, st.lists(st.text("py3c._!", max_size=4), min_size=3, max_size=3))
+
+
+@given(_WHEEL_NAMES, _WHEEL_VERSIONS, _WHEEL_BUILDS, _WHEEL_TAGS)
+def test_a_wheels_version_is_what_packaging_reads(
+    name: str, version: str, build: str | None, tags: str
+) -> None:
+    # version_of checks a wheel's name, build and tags once each, not for every file.
+    filename = "-".join([name, version, *([build] if build is not None else []), tags]) + ".whl"
+    try:
+        expected: Version | None = parse_wheel_filename(filename)[1]
+    except (InvalidWheelFilename, InvalidVersion):
+        expected = None
+    got = version_of(filename)
+    assert (got, str(got)) == (expected, str(expected))
 
 
 def test_versions_are_versions() -> None:
