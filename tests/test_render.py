@@ -8,11 +8,12 @@ from urllib.parse import quote
 
 import pytest
 from bs4 import BeautifulSoup, Tag
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from packaging.utils import InvalidWheelFilename, NormalizedName, canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
+from datepin.addon import path_links
 from datepin.model import DistFile, View
 from datepin.rewrite.filenames import package_type, project_of, python_version, version_of
 from datepin.rewrite.parse import parse_html_page, parse_json_api_info, parse_json_page
@@ -646,6 +647,17 @@ def test_a_wheels_version_is_what_packaging_reads(
         expected = None
     got = version_of(filename)
     assert (got, str(got)) == (expected, str(expected))
+
+
+@given(st.text(min_size=1))
+@example("foo-1.0.tar.gz")
+@example("foo 1.0.tar.gz")
+@example("foo-1.0+cpu-py3-none-any.whl")
+@example("föö-1.0.tar.gz")
+def test_path_mode_links_name_files_as_quote_spells_them(filename: str) -> None:
+    # The plain names nearly every file has are used as they are, the rest quoted.
+    link = path_links("http://proxy.test", "pypi")
+    assert link(dist(filename)).endswith("/" + quote(filename))
 
 
 def test_versions_are_versions() -> None:

@@ -207,7 +207,7 @@ def _api_version(view: View) -> str:
 
 
 def _sorted(mapping: Mapping[str, str]) -> dict[str, str]:
-    return dict(sorted(mapping.items()))
+    return dict(sorted(mapping.items())) if len(mapping) > 1 else dict(mapping)
 
 
 def _dump(doc: object) -> bytes:
