@@ -66,7 +66,7 @@ def version_of(filename: str) -> Version | None:
 
 
 def _wheel_version(filename: str) -> Version | None:
-    """What `parse_wheel_filename` says of a wheel's version (None where it refuses the
+    """What `parse_wheel_filename` says of a wheel's version (None where it refuses the file
     name), without parsing its tags for each file: a wheel's name, build and tags are each
     checked apart, so each of the few a project uses is checked once, by packaging itself,
     and only the version is read every time.  The tags took half of a view's time (a
