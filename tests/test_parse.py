@@ -547,6 +547,7 @@ _SHA = "ab" * 32
     [
         {"hashes": {"sha256": "NOTHEX"}},
         {"hashes": {"sha256": "ab" * 31}},  # 62 digits: no sha256 is that short
+        {"hashes": {"sha256": "g" * 64}},  # the length of one, not hex
         {"hashes": {"sha256": "../../" + "a" * 58}},
         {"hashes": {"sha256": ""}},
         {"hashes": {"sha256": _SHA, "md5": "xyz"}},

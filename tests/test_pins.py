@@ -106,6 +106,30 @@ def test_sub_microsecond_cutoffs_round_up_and_upload_times_down() -> None:
     assert parse_timestamp("2023-01-01T00:00:00.1000000Z") == base + timedelta(milliseconds=100)
 
 
+@given(
+    st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31, 23, 59, 59, 999999)),
+    st.integers(min_value=0, max_value=6),
+    st.booleans(),
+)
+def test_plain_utc_timestamps_read_as_any_other(moment: datetime, digits: int, round_up: bool) -> None:
+    # PyPI's form (`Z`, up to microseconds) is read by datetime itself: the same instant.
+    fraction = f".{moment.microsecond:06d}"[: digits + 1] if digits else ""
+    text = moment.isoformat(timespec="seconds")
+    expected = moment.replace(
+        microsecond=int(fraction[1:].ljust(6, "0")) if digits else 0, tzinfo=UTC
+    )
+    assert parse_timestamp(f"{text}{fraction}Z", round_up=round_up) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["2021-13-01T00:00:00Z", "0000-01-01T00:00:00Z", "2021-01-01T23:59:60Z", "2021-02-30T00:00:00.5Z"],
+)
+def test_impossible_plain_utc_timestamps_are_refused(text: str) -> None:
+    with pytest.raises(PinError, match="not a valid time"):
+        parse_timestamp(text)
+
+
 def test_timestamps_without_zone_only_when_asked() -> None:
     with pytest.raises(PinError):
         parse_timestamp("2023-11-18T07:08:33")

@@ -34,6 +34,12 @@ _TIMESTAMP = re.compile(
     r"(?:\.([0-9]+))?"
     r"([Zz]|[+-][0-9]{2}:[0-9]{2})?"
 )
+# The form PyPI writes upload times in (and format_time writes): UTC, `Z`, at most
+# microseconds.  datetime.fromisoformat reads it exactly, in a fifth of the time (a big
+# page lists thousands).
+_PLAIN_UTC = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?Z"
+)
 # A pin's text up to the first colon that is not in a timestamp (the base's or an override's).
 # Each repetition starts at a comma, so matching takes time linear in the text.
 _VALUE = rf"(?:{_TIMESTAMP.pattern}|[^,:]*)"
@@ -140,6 +146,11 @@ def parse_timestamp(text: str, *, assume_utc: bool = False, round_up: bool = Tru
     for upload times: then `upload < cutoff` on the rounded values is exactly the
     comparison of the exact values whenever one side has microsecond precision.
     """
+    if _PLAIN_UTC.fullmatch(text):
+        try:
+            return datetime.fromisoformat(text)
+        except ValueError:
+            pass  # month 13 and the like: refused below, as any other timestamp
     match = _TIMESTAMP.fullmatch(text)
     if match is None:
         raise PinError(f"{text!r} is not an RFC 3339 timestamp")

@@ -48,6 +48,7 @@ _HASH_NAMES = frozenset(hashlib.algorithms_guaranteed | hashlib.algorithms_avail
 # One string per algorithm name for all files, not a copy per file from the JSON decoder.
 _NAME_STRINGS: dict[str, str] = {name: name for name in _HASH_NAMES}
 _HEX = re.compile(r"[0-9a-f]+")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 # Hex digits of a digest, for the algorithms pip checks (PEP 503's "hashlib names"); others
 # (blake2b under another length, say) are passed on as upstream wrote them.
 _HEX_LENGTHS: dict[str, int] = {
@@ -275,6 +276,10 @@ def _json_core_metadata(value: object, where: str) -> dict[str, str] | None:
 
 
 def _hashes(value: object, where: str) -> dict[str, str]:
+    if type(value) is dict and len(value) == 1 and (digest := value.get("sha256")) is not None:
+        # What nearly every file lists: one sha256, as _digest would give it back.
+        if isinstance(digest, str) and _SHA256.fullmatch(digest):
+            return {"sha256": digest}
     if not isinstance(value, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in value.items()
     ):
