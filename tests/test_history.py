@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from packaging.utils import canonicalize_name
 
@@ -27,6 +27,7 @@ from datepin.history import (
     SCHEMA_VERSION,
     HistoryBusy,
     HistoryStore,
+    encode_file,
     first_history,
     to_micros,
     url_tail,
@@ -688,3 +689,41 @@ def test_cold_pages_recorded_on_the_loop_are_checkpointed_in_a_thread(
         for name in ("a1", "a2", "a3"):
             fake.add_wheel(name, "1.0", upload_time="2023-01-01T00:00:00Z")
         asyncio.run(asyncio.wait_for(go(fake), 30))
+
+
+_ODD_TEXT = st.text(st.sampled_from(["a", "é", '"', "\\", "\n", "\x00", "\ud800", "😀", "\u2028"]), max_size=6)
+
+
+@given(
+    st.builds(
+        DistFile,
+        filename=_ODD_TEXT,
+        url=_ODD_TEXT,
+        hashes=st.dictionaries(_ODD_TEXT, _ODD_TEXT, max_size=3),
+        requires_python=st.none() | _ODD_TEXT,
+        core_metadata=st.none() | st.dictionaries(_ODD_TEXT, _ODD_TEXT, max_size=2),
+        yanked=st.none() | _ODD_TEXT,
+        upload_time=st.none() | st.datetimes(timezones=st.just(UTC)),
+        upload_time_raw=st.none() | _ODD_TEXT,
+        size=st.none() | st.integers(0, 2**63),
+    )
+)
+@example(DistFile(filename="foo-1.0.tar.gz", url="https://files.test/foo-1.0.tar.gz"))
+def test_a_file_is_encoded_as_every_state_before_it_was(file: DistFile) -> None:
+    # History compares a file's state with the page's as text: the encoding must never move.
+    data: dict[str, object] = {"filename": file.filename, "url": file.url}
+    if file.hashes:
+        data["hashes"] = dict(file.hashes)
+    if file.requires_python is not None:
+        data["requires_python"] = file.requires_python
+    if file.core_metadata is not None:
+        data["core_metadata"] = dict(file.core_metadata)
+    if file.yanked is not None:
+        data["yanked"] = file.yanked
+    if file.upload_time_raw is not None:
+        data["upload_time_raw"] = file.upload_time_raw
+    if file.upload_time is not None:
+        data["upload_time"] = to_micros(file.upload_time)
+    if file.size is not None:
+        data["size"] = file.size
+    assert encode_file(file) == json.dumps(data, sort_keys=True, separators=(",", ":"))
