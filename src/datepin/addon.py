@@ -170,7 +170,8 @@ def path_links(base: str, registry: str) -> LinkFn:
 
 
 # What quote() leaves as it is: a file name of these characters (nearly every one) is used
-# as it is (quoting took a third of rendering a file's entry).
+# as it is (with single hashes not sorted either, a 20,000-file page renders in 130 ms, not
+# 157).
 _QUOTE_KEEPS = re.compile(r"[A-Za-z0-9_.~-]*\Z")
 
 
