@@ -8,7 +8,6 @@ when the last observation is older than the TTL and falls back to history on fai
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import hashlib
 import json
@@ -405,23 +404,30 @@ class Index:
                 return change, None
             return change, self.history.load(registry.name, name)
 
-        try:
-            observed = None
-            if read_back and (page is None or len(page.files) <= QUICK_RECORD_FILES):
-                with contextlib.suppress(HistoryBusy):
-                    observed = fold(wait=False)
-                self._checkpoint_if_due()
-            if observed is None:
-                observed = await asyncio.to_thread(fold)
-        except HistoryWriteError as e:
-            # Answered like an upstream failure: from history with a warning where it can.
-            raise UpstreamError(f"{name}: datepin {e}", status=503) from None
+        quick = read_back and (page is None or len(page.files) <= QUICK_RECORD_FILES)
+        observed = await self._write(name, fold, quick=quick)
         # Whoever observed it (a request, live or pinned, or the snapshotter): a file seen
         # going away is kept at once, while upstream may still serve it (DESIGN.md).
         if self._rescue is not None:
             for file in observed[0].gone:
                 self.rescue(registry, file, authorization)
         return observed
+
+    async def _write[T](self, name: str, write: Callable[..., T], *, quick: bool) -> T:
+        """`write(wait=...)` an observation of `name` into history: on the loop if `quick`
+        and no other writer is at work, else in a thread.  A write that fails is answered
+        like an upstream failure: from history with a warning where it can."""
+        try:
+            if quick:
+                try:
+                    return write(wait=False)
+                except HistoryBusy:
+                    pass
+                finally:
+                    self._checkpoint_if_due()
+            return await asyncio.to_thread(write)
+        except HistoryWriteError as e:
+            raise UpstreamError(f"{name}: datepin {e}", status=503) from None
 
     async def _record_unchanged(
         self, registry: Registry, name: str, at: datetime, validator: str, renewed: str
@@ -435,14 +441,7 @@ class Index:
                 registry.name, name, at, validator, renewed, wait=wait
             )
 
-        try:
-            try:
-                recorded = write(wait=False)  # one row: on the loop unless a writer is busy
-                self._checkpoint_if_due()
-            except HistoryBusy:
-                recorded = await asyncio.to_thread(write)
-        except HistoryWriteError as e:
-            raise UpstreamError(f"{name}: datepin {e}", status=503) from None
+        recorded = await self._write(name, write, quick=True)  # one row
         if recorded is None:
             return None
         self.observations += 1
