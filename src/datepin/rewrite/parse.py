@@ -48,7 +48,6 @@ _HASH_NAMES = frozenset(hashlib.algorithms_guaranteed | hashlib.algorithms_avail
 # One string per algorithm name for all files, not a copy per file from the JSON decoder.
 _NAME_STRINGS: dict[str, str] = {name: name for name in _HASH_NAMES}
 _HEX = re.compile(r"[0-9a-f]+")
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 # Hex digits of a digest, for the algorithms pip checks (PEP 503's "hashlib names"); others
 # (blake2b under another length, say) are passed on as upstream wrote them.
 _HEX_LENGTHS: dict[str, int] = {
@@ -208,14 +207,14 @@ def _json_file(entry: object, base_url: str, index: int) -> DistFile:
 # An absolute URL with a host, made of characters urllib neither splits on (`;`, `?`, `#`,
 # brackets), strips nor checks: what urljoin and urldefrag give back unchanged.  PyPI lists
 # every file so; parsing each took a third of reading its entry.
-_PLAIN_URL = re.compile(r"https?://[\w\-.~%!$&'()*+,=:@][\w\-.~%!$&'()*+,=:@/]*\Z", re.ASCII)
+_SEGMENT_CHARS = r"\w\-.~%!$&'()*+,=@"  # and ':' in a host or a path, '/' in a path
+_PLAIN_URL = re.compile(rf"https?://[{_SEGMENT_CHARS}:][{_SEGMENT_CHARS}:/]*\Z", re.ASCII)
 
 
 # A relative URL of the same characters, with no scheme, host or dot segment at its end: its
 # directory resolves as urljoin resolves it whole, and its last segment is appended as it is.
 # Registries other than PyPI list files so ("../../packages/..."): each directory is joined
 # once, not each file (bench/run's 12-file pages: read in 225 us instead of 340).
-_SEGMENT_CHARS = r"\w\-.~%!$&'()*+,=@"  # _PLAIN_URL's, but ':' and '/'
 _PLAIN_RELATIVE = re.compile(
     rf"(?!//)(?P<dir>[{_SEGMENT_CHARS}/]*/)(?P<last>(?!\.*\Z)[{_SEGMENT_CHARS}]+)\Z", re.ASCII
 )
@@ -278,7 +277,8 @@ def _json_core_metadata(value: object, where: str) -> dict[str, str] | None:
 def _hashes(value: object, where: str) -> dict[str, str]:
     if type(value) is dict and len(value) == 1 and (digest := value.get("sha256")) is not None:
         # What nearly every file lists: one sha256, as _digest would give it back.
-        if isinstance(digest, str) and _SHA256.fullmatch(digest):
+        sha256_ok = isinstance(digest, str) and len(digest) == _HEX_LENGTHS["sha256"]
+        if sha256_ok and _HEX.fullmatch(digest):
             return {"sha256": digest}
     if not isinstance(value, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in value.items()
