@@ -88,8 +88,8 @@ def rows(results: Mapping[str, Any]) -> list[Row]:
         out += [
             Row("pages", f"cold page: proxy CPU, against {PLAIN}", cold["datepin_cpu_ms"],
                 cold["relay_cpu_ms"], "CPU ms"),
-            Row("pages", f"cold pages/s, c=8, against {PLAIN}", cold["datepin_pages_per_s"],
-                cold["relay_pages_per_s"], "pages/s"),
+            Row("pages", f"cold pages/s, c={cold['concurrency']}, against {PLAIN}",
+                cold["datepin_pages_per_s"], cold["relay_pages_per_s"], "pages/s"),
         ]
     if growth := results.get("growth"):
         sizes = growth["sizes"]

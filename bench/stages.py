@@ -132,6 +132,7 @@ def cold_pages(fx: Fixture, static: StaticServer, scale: Scale, work: Path, log:
             relayed.append(_page_burst(relay.process.pid, relay.url, fx.snapshot, scale))
     out = {
         "pages": len(fx.snapshot),
+        "concurrency": scale.snapshot_concurrency,
         "datepin_cpu_ms": round(statistics.median(cpu for cpu, _ in ours), 3),
         "relay_cpu_ms": round(statistics.median(cpu for cpu, _ in relayed), 3),
         "datepin_pages_per_s": round(statistics.median(rate for _, rate in ours), 1),
