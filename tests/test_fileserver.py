@@ -736,6 +736,34 @@ def test_head_and_ranges_on_a_miss_store_nothing(tmp_path: Path) -> None:
     run(body)
 
 
+@pytest.mark.parametrize("size", [SIZE, SMALL_FILE + 1])  # read whole; streamed
+@pytest.mark.parametrize("header", ["bytes=0-", "bytes=-{over}", "bytes=0-{last}", "bytes=0-{over}"])
+@pytest.mark.parametrize("index_size", [True, False])
+def test_a_range_covering_the_whole_cold_file_is_a_206_of_the_verified_file(
+    tmp_path: Path, size: int, header: str, index_size: bool
+) -> None:
+    """uv reads the end of a wheel without a `.metadata` file by a range; for a wheel smaller
+    than that read, the range is the whole file.  Answered 200, uv takes the index for one
+    without ranges and downloads every later such wheel whole."""
+    data = os.urandom(size)
+    asked = header.format(last=size - 1, over=size + 5000)
+
+    async def body() -> None:
+        async with environment(tmp_path) as env:
+            env.upstream.files["w.whl"] = Behaviour(data)
+            target = env.target("w.whl") if index_size else env.target("w.whl", size=None)
+            result = await env.fetch(target, Range=asked)
+            assert (result.status, result.error) == (206, None), asked
+            assert result.headers["Content-Range"] == f"bytes 0-{size - 1}/{size}"
+            assert result.headers["Content-Length"] == str(size)
+            assert result.body == data
+            # one whole download from upstream, verified and kept
+            assert [r[2].get("Range") for r in env.upstream.requests if r[0] == "GET"] == [None]
+            assert env.store.stats().count == 1
+
+    run(body)
+
+
 def test_conditional_requests_on_a_miss(tmp_path: Path) -> None:
     data = os.urandom(SIZE)
 

@@ -151,6 +151,36 @@ def test_poetry_reads_wheel_tails_through_the_proxy(no_metadata_files: FakePyPI,
     assert ranged and whole_wheel_downloads(no_metadata_files) == []
 
 
+@pytest.fixture
+def small_then_big_without_metadata(fake_pypi: FakePyPI) -> FakePyPI:
+    """A wheel smaller than a client's tail read, whose range is so the whole file, then one
+    bigger (PyPI: filelock's wheel, then torch's nvidia-* wheels of hundreds of MB)."""
+    fake_pypi.add_wheel("beta", "1.0", upload_time="2022-12-01T10:00:00Z",
+                        metadata_file=False, payload_size=60_000)
+    fake_pypi.add_wheel("alpha", "1.0", upload_time="2023-01-01T10:00:00Z", requires_dist=["beta"],
+                        metadata_file=False)
+    return fake_pypi
+
+
+@pytest.mark.parametrize("client", ["uv", "poetry"])
+def test_a_small_wheel_read_whole_by_a_range_leaves_ranges_for_the_next(
+    small_then_big_without_metadata: FakePyPI, proxy: Proxy, tmp_path, client: str
+) -> None:
+    """A range covering the whole cold file is answered 206: uv marks an index that answers a
+    range 200 as one without ranges, and then downloads each later wheel whole.  Poetry, which
+    asks again per file, must read that 206 as well."""
+    fake = small_then_big_without_metadata
+    alpha, beta = fake.file("alpha-1.0-py3-none-any.whl"), fake.file("beta-1.0-py3-none-any.whl")
+    if client == "uv":
+        assert uv_compile(proxy.index("2023-03-01"), ["alpha"]) == {"alpha": "1.0", "beta": "1.0"}
+    else:
+        path = project(tmp_path / "demo", index_source("poetry", proxy.index("2023-03-01")))
+        run([tool("poetry"), "lock"], cwd=path, env_extra=isolated_env(tmp_path / "home"))
+        assert locked(path / "poetry.lock") == {"alpha": "1.0", "beta": "1.0"}
+    assert any("range" in r.headers for r in fake.requests_for(beta.path))
+    assert whole_wheel_downloads(fake) == [alpha.path]
+
+
 def test_pdm_reads_the_json_api_beside_the_pinned_index(graph: FakePyPI, proxy: Proxy, tmp_path) -> None:
     """PDM's `pypi.json_api` asks `<index without /simple>/pypi/<name>/<version>/json`."""
     pdm = tool("pdm")

@@ -24,7 +24,8 @@ open proxy.
 - Miss, HEAD or Range: answered without storing anything.  HEAD from the index's size (or an
   upstream HEAD); a range is fetched from upstream as an explicit `bytes=a-b` (suffix ranges are
   resolved here: files.pythonhosted.org has answered them with 501).  A range never starts a
-  whole-file download: uv and Poetry read a few KiB of many wheels they will not install.
+  whole-file download: uv and Poetry read a few KiB of many wheels they will not install.  A
+  range that covers the whole file is the file: a shared download, verified, answered 206.
 """
 
 from __future__ import annotations
@@ -323,6 +324,14 @@ def _send_now(sock_fd: int, file_fd: int, offset: int, count: int) -> int:
         return os.sendfile(sock_fd, file_fd, offset, count)
     except (BlockingIOError, InterruptedError):
         return 0
+
+
+def _as_whole_range(response: web.StreamResponse, length: int, whole: int | None) -> None:
+    """Make `response`, a file of `length` bytes, the 206 answer to a range that asked for all
+    `whole` bytes of it; left a 200 if the file is not that size after all."""
+    if whole is not None and length == whole:
+        response.set_status(206)
+        response.headers["Content-Range"] = f"bytes 0-{length - 1}/{length}"
 
 
 def fill_error_headers(exc: FillError) -> dict[str, str]:
@@ -811,7 +820,11 @@ class FileServer:
             with contextlib.suppress(RuntimeError):  # shutting down
                 self._committer.submit(give_back)
 
-    async def _stream_miss(self, request: web.BaseRequest, target: FileTarget) -> web.StreamResponse:
+    async def _stream_miss(
+        self, request: web.BaseRequest, target: FileTarget, *, whole: int | None = None
+    ) -> web.StreamResponse:
+        """The file from the shared download; with `whole` (its size), as the 206 answer to
+        a range that covers it all."""
         download = self._join(target)
         download.acquire()
         try:
@@ -824,21 +837,24 @@ class FileServer:
                     return await self._serve_blob(request, handle, target.private)
             if download.error is not None and not download.verified:
                 return self._error(target, download.error)
-            return await self._stream_download(request, target, download)
+            return await self._stream_download(request, target, download, whole)
         finally:
             download.release()
 
     async def _stream_download(
-        self, request: web.BaseRequest, target: FileTarget, download: _Download
+        self, request: web.BaseRequest, target: FileTarget, download: _Download, whole: int | None
     ) -> web.StreamResponse:
         sha = target.expected_sha256
         if download.body is not None and download.sha256 is not None:  # read whole, verified
             self._counters["bytes_served"] += len(download.body)
             headers = self._headers(etag_for(download.sha256), target.private)
-            return web.Response(body=download.body, headers=headers)
+            response = web.Response(body=download.body, headers=headers)
+            _as_whole_range(response, len(download.body), whole)
+            return response
         response = web.StreamResponse(status=200, headers=self._headers(sha and etag_for(sha), target.private))
         if download.length is not None:
             response.content_length = download.length
+            _as_whole_range(response, download.length, whole)
         await response.prepare(request)
         # A known length: sent by sendfile(2), as a stored file is (bench/run, cold
         # installs: the copies through user space were the biggest cost of a cold fill on
@@ -1179,15 +1195,18 @@ class FileServer:
         except RangeNotSatisfiable:
             headers["Content-Range"] = f"bytes */{size}"
             return web.Response(status=416, headers=headers)
-        # A range is relayed unverified.  One that is the whole file, or a resume (If-Range:
-        # the client holds the start of this very file, perhaps cut because its hash failed),
-        # would hand out as complete what the hash must check first: answer those with the
-        # whole file, from the shared download (a server may ignore Range, RFC 9110 14.2).
-        if (
-            wanted is None or size is None
-            or wanted.length == size or "If-Range" in request.headers
-        ):
+        # A range is relayed unverified.  A resume (If-Range: the client holds the start of
+        # this very file, perhaps cut because its hash failed) would hand out as complete what
+        # the hash must check first: it gets the whole file, from the shared download (a
+        # server may ignore Range, RFC 9110 14.2).
+        if wanted is None or size is None or "If-Range" in request.headers:
             return await self._stream_miss(request, target)
+        if wanted.length == size:
+            # The whole file asked as a range (uv reading the end of a wheel smaller than
+            # its read): the shared download, verified, as the 206 asked for.  A 200 tells uv
+            # the index cannot serve ranges, and it then downloads every later wheel without
+            # a `.metadata` file whole, to read its metadata (`uv lock` of torch: 1.6 GB).
+            return await self._stream_miss(request, target, whole=size)
         self._counters["passthrough"] += 1
         return await self._relay_range(request, target, wanted, size, headers)
 
