@@ -1,4 +1,5 @@
-"""Against the real PyPI (run alone with `-m live`): the onnx example from the README.
+"""Against the real PyPI (run alone with `-m live`): the onnx example from the README, and
+torch 2.1.0, whose CUDA wheels uv reads by ranges.
 
 onnx 1.14.0 has no Python 3.12 wheels, so pip runs under Python 3.11 and uv resolves for 3.11.
 The proxy inherits this environment: where PyPI is reached through a TLS-intercepting egress,
@@ -64,3 +65,18 @@ def test_forward_mode_resolves_onnx_as_of_the_pin(tmp_path):
         pypi = "https://pypi.org/simple/"
         assert uv_compile(pypi, ONNX, python_version="3.11", env_extra=env) == EXPECTED
         assert pip_resolve(pypi, ONNX, python=python, env_extra=env) == EXPECTED
+
+
+def test_uv_reads_torch_s_wheels_without_metadata_files_by_ranges(tmp_path):
+    """torch 2.1.0's nvidia-* wheels (up to 732 MB) have no `.metadata` files: uv reads each
+    one's end by ranges.  filelock's wheel is smaller than that read, so its range is the
+    whole file; answered 200, uv took the index for one without ranges and downloaded the
+    rest whole (1.8 GB, here into the store)."""
+    data = tmp_path / "data"
+    with Proxy(data_dir=data) as proxy:
+        resolved = uv_compile(proxy.index(PIN), ["torch==2.1.0"], python_version="3.11",
+                              extra_args=["--python-platform", "x86_64-manylinux_2_28"])
+    assert resolved["torch"] == "2.1.0" and resolved["nvidia-cudnn-cu12"] == "8.9.2.26"
+    assert resolved["filelock"] == "3.13.1"
+    stored = sum(f.stat().st_size for f in (data / "blobs").rglob("*") if f.is_file())
+    assert stored < 5_000_000, f"{stored} bytes stored: wheels were downloaded whole"
