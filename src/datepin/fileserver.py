@@ -848,9 +848,9 @@ class FileServer:
         if download.body is not None and download.sha256 is not None:  # read whole, verified
             self._counters["bytes_served"] += len(download.body)
             headers = self._headers(etag_for(download.sha256), target.private)
-            response = web.Response(body=download.body, headers=headers)
-            _as_whole_range(response, len(download.body), whole)
-            return response
+            whole_body = web.Response(body=download.body, headers=headers)
+            _as_whole_range(whole_body, len(download.body), whole)
+            return whole_body
         response = web.StreamResponse(status=200, headers=self._headers(sha and etag_for(sha), target.private))
         if download.length is not None:
             response.content_length = download.length
