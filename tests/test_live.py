@@ -68,10 +68,11 @@ def test_forward_mode_resolves_onnx_as_of_the_pin(tmp_path):
 
 
 def test_uv_reads_torch_s_wheels_without_metadata_files_by_ranges(tmp_path):
-    """torch 2.1.0's nvidia-* wheels (up to 732 MB) have no `.metadata` files: uv reads each
-    one's end by ranges.  filelock's wheel is smaller than that read, so its range is the
-    whole file; answered 200, uv took the index for one without ranges and downloaded the
-    rest whole (1.8 GB, here into the store)."""
+    """The PyPI reached from here lists no `.metadata` files: uv reads the end of each wheel
+    by ranges.  filelock's wheel is smaller than that read, so its range is the whole file;
+    answered 200, uv took the index for one without ranges and downloaded the rest whole
+    (torch's nvidia-* wheels, up to 732 MB each: 1.8 GB into the store).  Where PyPI lists
+    them, nothing is read by ranges and the test holds as well."""
     data = tmp_path / "data"
     with Proxy(data_dir=data) as proxy:
         resolved = uv_compile(proxy.index(PIN), ["torch==2.1.0"], python_version="3.11",

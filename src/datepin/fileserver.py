@@ -1205,7 +1205,7 @@ class FileServer:
             # The whole file asked as a range (uv reading the end of a wheel smaller than
             # its read): the shared download, verified, as the 206 asked for.  A 200 tells uv
             # the index cannot serve ranges, and it then downloads every later wheel without
-            # a `.metadata` file whole, to read its metadata (`uv lock` of torch: 1.6 GB).
+            # a `.metadata` file whole, to read its metadata (torch 2.1.0's: up to 1.8 GB).
             return await self._stream_miss(request, target, whole=size)
         self._counters["passthrough"] += 1
         return await self._relay_range(request, target, wanted, size, headers)
