@@ -186,6 +186,10 @@ class ByteRange:
     def length(self) -> int:
         return self.end - self.start + 1
 
+    def content_range(self, size: int) -> str:
+        """The Content-Range of these bytes of a file of `size` bytes."""
+        return f"bytes {self.start}-{self.end}/{size}"
+
 
 _RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)", re.IGNORECASE)
 
@@ -331,7 +335,7 @@ def _as_whole_range(response: web.StreamResponse, length: int, whole: int | None
     `whole` bytes of it; left a 200 if the file is not that size after all."""
     if whole is not None and length == whole:
         response.set_status(206)
-        response.headers["Content-Range"] = f"bytes 0-{length - 1}/{length}"
+        response.headers["Content-Range"] = ByteRange(0, length - 1).content_range(length)
 
 
 def fill_error_headers(exc: FillError) -> dict[str, str]:
@@ -732,7 +736,7 @@ class FileServer:
         start, count = 0, size
         if wanted is not None:
             response.set_status(206)
-            response.headers["Content-Range"] = f"bytes {wanted.start}-{wanted.end}/{size}"
+            response.headers["Content-Range"] = wanted.content_range(size)
             start, count = wanted.start, wanted.length
         response.content_length = count
         await response.prepare(request)
@@ -1213,7 +1217,7 @@ class FileServer:
     async def _relay_range(
         self, request: web.BaseRequest, target: FileTarget, wanted: ByteRange, size: int, headers: dict[str, str]
     ) -> web.StreamResponse:
-        spec = f"bytes {wanted.start}-{wanted.end}/{size}"
+        spec = wanted.content_range(size)
         response: web.StreamResponse | None = None
         remaining = wanted.length
         try:
